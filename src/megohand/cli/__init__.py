@@ -1,0 +1,1 @@
+"""``megohand <verb>``: one module per verb, each a dataclass config with a ``run()`` method."""

@@ -1,0 +1,34 @@
+"""Entry point of the ``megohand`` console script.
+
+Every verb is a dataclass (its fields are the command-line options, documented by their
+docstrings) with a ``run()`` method, registered in ``VERBS`` as ``name -> "module:Class"``.
+Verb modules import heavy dependencies inside ``run()`` so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import tyro
+
+# name -> "module:Class"; keep sorted. Add one line per verb.
+VERBS: dict[str, str] = {
+    "hand-info": "megohand.cli.hand_info:HandInfo",
+}
+
+
+def _load(spec: str):
+    module, cls = spec.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    verbs = {name: _load(spec) for name, spec in sorted(VERBS.items())}
+    cfg = tyro.extras.subcommand_cli_from_dict(verbs, args=argv, prog="megohand")
+    cfg.run()
+
+
+if __name__ == "__main__":
+    main()
