@@ -24,6 +24,6 @@ def similarity_procrustes(A: torch.Tensor, B: torch.Tensor):
     R = U @ torch.diag_embed(D) @ Vh  # rotation applied to a (column vectors)
     var_a = (a * a).sum(dim=(-1, -2))
     s = (S * D).sum(-1) / var_a.clamp_min(torch.finfo(A.dtype).tiny)
-    t = mu_b.squeeze(-2) - s[..., None] * (mu_a.squeeze(-2) @ R.transpose(-1, -2))
+    t = mu_b.squeeze(-2) - s[..., None] * (R @ mu_a.transpose(-1, -2))[..., 0]
     aligned = s[..., None, None] * (A @ R.transpose(-1, -2)) + t[..., None, :]
     return s, R, t, aligned
