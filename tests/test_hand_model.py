@@ -1,0 +1,199 @@
+"""The hand layer against a float64 numpy LBS reference written from MANO's equations.
+
+The asset is synthetic, in MANO's exact pickle format (see ``write_synthetic_mano``).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.spatial.transform import Rotation
+
+from megohand.hand import HandModel, HandOutput, load_hand_model
+from megohand.hand.mano_io import load_asset, restricted_load, save_npz
+from megohand.hand.vector import HandParams
+
+torch.set_num_threads(1)
+PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
+MANO_TIPS = [744, 320, 443, 554, 671]
+
+
+def synthetic_mano(seed: int = 0, V: int = 778) -> dict:
+    """A random hand in MANO's pickle layout: regressor and weight rows sum to 1, orthonormal PCA."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.normal(size=(45, 45)))
+    W = rng.random((V, 16)) ** 4
+    W /= W.sum(1, keepdims=True)
+    Jr = rng.random((16, V)) * (rng.random((16, V)) < 0.05)
+    Jr /= Jr.sum(1, keepdims=True)
+    kin = np.array([[2**32 - 1] + PARENTS[1:], np.arange(16)], dtype=np.int64)
+    return dict(
+        v_template=rng.normal(size=(V, 3)) * 0.05,
+        shapedirs=rng.normal(size=(V, 3, 10)) * 0.01,
+        posedirs=rng.normal(size=(V, 3, 135)) * 0.01,
+        J_regressor=sp.csc_matrix(Jr),
+        weights=W,
+        kintree_table=kin,
+        f=rng.integers(0, V, (1538, 3)).astype(np.uint32),
+        hands_components=Q,
+        hands_mean=rng.normal(size=45) * 0.3,
+        hands_coeffs=rng.normal(size=(100, 45)),
+        J=Jr @ rng.normal(size=(V, 3)),
+        bs_style="lbs",
+        bs_type="lrotmin",
+    )
+
+
+def write_synthetic_mano(folder, side: str = "right", seed: int = 0) -> dict:
+    data = synthetic_mano(seed)
+    with open(folder / f"MANO_{side.upper()}.pkl", "wb") as f:
+        pickle.dump(data, f, protocol=2)
+    return data
+
+
+def reference_lbs(d: dict, go, hp, betas, transl, tips=MANO_TIPS):
+    """float64 numpy MANO (one hand): Rodrigues by scipy, sequential 4x4 chain."""
+    Jr = d["J_regressor"].toarray() if sp.issparse(d["J_regressor"]) else d["J_regressor"]
+    v_shaped = d["v_template"] + d["shapedirs"] @ betas
+    J = Jr @ v_shaped
+    R = Rotation.from_rotvec(np.concatenate([go[None], hp.reshape(15, 3)])).as_matrix()
+    feat = (R[1:] - np.eye(3)).reshape(-1)
+    v_posed = v_shaped + d["posedirs"] @ feat
+    G = np.zeros((16, 4, 4))
+    for j in range(16):
+        T = np.eye(4)
+        T[:3, :3] = R[j]
+        T[:3, 3] = J[j] - (J[PARENTS[j]] if j else 0)
+        G[j] = T if j == 0 else G[PARENTS[j]] @ T
+    joints = G[:, :3, 3].copy()
+    A = G.copy()
+    A[:, :3, 3] -= np.einsum("jab,jb->ja", G[:, :3, :3], J)
+    Tv = np.einsum("vj,jab->vab", d["weights"], A)
+    verts = np.einsum("vab,vb->va", Tv[:, :3, :3], v_posed) + Tv[:, :3, 3]
+    joints = np.concatenate([joints, verts[tips]]) + transl
+    return verts + transl, joints
+
+
+@pytest.fixture
+def mano_dir(tmp_path):
+    write_synthetic_mano(tmp_path)
+    return tmp_path
+
+
+def random_params(B, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(B, 3, generator=g, dtype=dtype),
+        torch.randn(B, 15, 3, generator=g, dtype=dtype) * 0.5,
+        torch.randn(B, 10, generator=g, dtype=dtype),
+        torch.randn(B, 3, generator=g, dtype=dtype) * 0.3,
+    )
+
+
+def test_matches_numpy_reference(mano_dir):
+    d = synthetic_mano(0)
+    hand = load_hand_model(mano_dir, dtype=torch.float64)
+    go, hp, be, tr = random_params(5)
+    out = hand(go, hp, be, tr)
+    assert isinstance(out, HandOutput)
+    assert out.vertices.shape == (5, 778, 3) and out.joints.shape == (5, 21, 3)
+    for b in range(5):
+        v, j = reference_lbs(d, go[b].numpy(), hp[b].numpy(), be[b].numpy(), tr[b].numpy())
+        np.testing.assert_allclose(out.vertices[b].numpy(), v, atol=1e-10)
+        np.testing.assert_allclose(out.joints[b].numpy(), j, atol=1e-10)
+
+
+def test_rest_joints_and_wrist_pivot(mano_dir):
+    d = synthetic_mano(0)
+    hand = load_hand_model(mano_dir, dtype=torch.float64)
+    go, hp, be, tr = random_params(4)
+    J = hand.rest_joints(be)
+    Jr = d["J_regressor"].toarray()
+    ref = np.einsum("jv,bvk->bjk", Jr, d["v_template"] + np.einsum("vkl,bl->bvk", d["shapedirs"], be.numpy()))
+    np.testing.assert_allclose(J.numpy(), ref, atol=1e-12)
+    # the posed wrist joint sits at J0(betas) + transl whatever the rotations
+    out = hand(go, hp, be, tr)
+    np.testing.assert_allclose(out.joints[:, 0].numpy(), (J[:, 0] + tr).numpy(), atol=1e-12)
+
+
+def test_rotation_formats_batch_shapes_and_defaults(mano_dir):
+    from megohand.geometry.rotations import axis_angle_to_matrix, matrix_to_rot6d
+
+    hand = load_hand_model(mano_dir, dtype=torch.float64)
+    go, hp, be, tr = random_params(6)
+    ref = hand(go, hp, be, tr)
+    Rg, Rh = axis_angle_to_matrix(go), axis_angle_to_matrix(hp)
+    for rot, a, b in [("matrix", Rg, Rh), ("rot6d", matrix_to_rot6d(Rg), matrix_to_rot6d(Rh))]:
+        out = hand(a, b, be, tr, rot=rot)
+        torch.testing.assert_close(out.vertices, ref.vertices, atol=1e-10, rtol=0)
+    torch.testing.assert_close(hand(go, hp.flatten(-2), be, tr).vertices, ref.vertices)
+    out = hand(go.view(2, 3, 3), hp.view(2, 3, 15, 3), be.view(2, 3, 10), tr.view(2, 3, 3))
+    torch.testing.assert_close(out.vertices.view(6, 778, 3), ref.vertices)
+    # broadcasting: one shape for all, no transl
+    out = hand(go, hp, be[:1], None)
+    ref0 = hand(go, hp, be[:1].expand(6, 10), torch.zeros(6, 3, dtype=torch.float64))
+    torch.testing.assert_close(out.joints, ref0.joints)
+    # zero betas default
+    torch.testing.assert_close(hand(go, hp).joints, hand(go, hp, torch.zeros(6, 10, dtype=torch.float64)).joints)
+    # HandParams entry point
+    torch.testing.assert_close(hand.forward_params(HandParams(go, hp, be, tr)).joints, ref.joints)
+    with pytest.raises(ValueError, match="rotation"):
+        hand(go, hp[:, :14], be, tr)
+
+
+def test_float32_and_gradients(mano_dir):
+    hand64 = load_hand_model(mano_dir, dtype=torch.float64)
+    hand32 = load_hand_model(mano_dir)
+    assert hand32.v_template.dtype == torch.float32
+    go, hp, be, tr = random_params(3)
+    out32 = hand32(go.float(), hp.float(), be.float(), tr.float())
+    assert out32.vertices.dtype == torch.float32
+    torch.testing.assert_close(out32.vertices.double(), hand64(go, hp, be, tr).vertices, atol=1e-5, rtol=0)
+    params = [x.clone().requires_grad_() for x in random_params(2)]
+    assert torch.autograd.gradcheck(lambda *p: hand64(*p).joints, params, eps=1e-6, atol=1e-5)
+
+
+def test_faces_info_and_tips(mano_dir, tmp_path):
+    hand = load_hand_model(mano_dir)
+    assert hand.faces.dtype == torch.long and hand.faces.shape == (1538, 3)
+    assert hand.num_vertices == 778 and hand.is_mano and "MANO" in hand.name
+    assert hand.hands_mean.shape == (45,)
+    assert "778" in hand.describe()
+    # an npz with its own tip ids and open-hand metadata
+    asset = load_asset(mano_dir / "MANO_RIGHT.pkl")
+    asset.update(tip_vertex_ids=np.array([1, 2, 3, 4, 5]), name="test hand", is_mano=False, license="CC0")
+    save_npz(tmp_path / "hand.npz", asset)
+    h2 = load_hand_model(tmp_path / "hand.npz", dtype=torch.float64)
+    assert not h2.is_mano and h2.name == "test hand" and "NOT MANO" in h2.describe()
+    go, hp, be, tr = random_params(2)
+    out = h2(go, hp, be, tr)
+    torch.testing.assert_close(out.joints[:, 16:], out.vertices[:, [1, 2, 3, 4, 5]])
+    torch.testing.assert_close(out.vertices, load_hand_model(mano_dir, dtype=torch.float64)(go, hp, be, tr).vertices)
+
+
+def test_missing_assets_give_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("MANO_MODEL_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="MANO_RIGHT"):
+        load_hand_model(tmp_path)
+    monkeypatch.setenv("MANO_MODEL_DIR", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="MANO_MODEL_DIR"):
+        load_hand_model()
+    monkeypatch.setattr("megohand.hand.model.ASSET_DIR", tmp_path / "no_assets")
+    monkeypatch.delenv("MANO_MODEL_DIR")
+    with pytest.raises(FileNotFoundError, match="open_hand_right.npz"):
+        load_hand_model()
+
+
+def test_env_variable_and_left_side(tmp_path, monkeypatch):
+    write_synthetic_mano(tmp_path, "left", seed=3)
+    monkeypatch.setenv("MANO_MODEL_DIR", str(tmp_path))
+    hand = load_hand_model(side="left", dtype=torch.float64)
+    assert hand.side == "left" and hand.source.endswith("MANO_LEFT.pkl")
+    d = synthetic_mano(3)
+    go, hp, be, tr = random_params(1)
+    v, _ = reference_lbs(d, go[0].numpy(), hp[0].numpy(), be[0].numpy(), tr[0].numpy())
+    np.testing.assert_allclose(hand(go, hp, be, tr).vertices[0].numpy(), v, atol=1e-10)
