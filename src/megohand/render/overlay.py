@@ -1,0 +1,57 @@
+"""Draw meshes over images and turn depth into pictures (for the visualiser and generation outputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from megohand.render.rasterizer import Mesh, Renderer, _np
+
+HAND_COLOR = (0.95, 0.72, 0.58)  # skin tone, RGB 0..1
+
+_RENDERERS: dict[tuple[int, int], Renderer] = {}
+
+
+def _renderer(width: int, height: int) -> Renderer:
+    key = (width, height)
+    if key not in _RENDERERS:
+        _RENDERERS[key] = Renderer(width, height)
+    return _RENDERERS[key]
+
+
+def hand_mesh(vertices, faces, color=HAND_COLOR) -> Mesh:
+    """A smooth-shaded hand Mesh from (V, 3) vertices [m] (array or tensor) and (F, 3) faces."""
+    return Mesh(_np(vertices, np.float32), _np(faces, np.int64), color, smooth=True)
+
+
+def blend(image: np.ndarray, rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Alpha-blend ``rgb`` over ``image`` where ``mask`` > 0: (H, W, 3) uint8 x2, (H, W) -> (H, W, 3) uint8."""
+    image = np.asarray(image)
+    if image.shape != rgb.shape or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 {rgb.shape}, got {image.dtype} {image.shape}")
+    out = image.astype(np.float32)
+    m = (np.asarray(mask) > 0)[..., None]
+    out = np.where(m, (1 - alpha) * out + alpha * rgb.astype(np.float32), out)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_meshes(image: np.ndarray, K, meshes: list[Mesh], alpha: float = 0.6, T_cam_from_world=None) -> np.ndarray:
+    """Render ``meshes`` with camera K (3, 3) and blend them over ``image`` (H, W, 3) uint8 -> (H, W, 3) uint8."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape}")
+    H, W = image.shape[:2]
+    out = _renderer(W, H).render(K, meshes, T_cam_from_world)
+    return blend(image, out.rgb, out.mask, alpha)
+
+
+def overlay_hand(image: np.ndarray, K, vertices, faces, alpha: float = 0.6, color=HAND_COLOR) -> np.ndarray:
+    """Draw one hand mesh (camera-frame vertices (V, 3) [m], faces (F, 3)) over ``image`` (H, W, 3) uint8."""
+    return overlay_meshes(image, K, [hand_mesh(vertices, faces, color)], alpha)
+
+
+def colorize_depth(depth: np.ndarray, max_depth: float = 2.0, min_depth: float = 0.0) -> np.ndarray:
+    """Depth (H, W) [m] -> (H, W, 3) uint8: near = bright, far/background = dark (a warm ramp)."""
+    d = np.clip((np.asarray(depth, np.float32) - min_depth) / max(max_depth - min_depth, 1e-6), 0, 1)
+    x = 1 - d  # brightness
+    rgb = np.stack([np.clip(1.5 * x, 0, 1), np.clip(1.5 * x - 0.25, 0, 1), np.clip(2.0 * x - 1.0, 0, 1)], -1)
+    return (rgb * 255 + 0.5).astype(np.uint8)
