@@ -67,7 +67,7 @@ def _slice(h: HandRotations, sl: slice) -> HandRotations:
 def rollout(
     policy: Policy,
     observe: Callable[[int], Observation],
-    instructions: list[str],
+    instructions: list[str] | Callable[[int], list[str]],
     init_state: torch.Tensor,
     num_frames: int,
     stride: int = 1,
@@ -81,7 +81,7 @@ def rollout(
     Args:
         policy: a :class:`Policy`.
         observe: frame index k -> (image uint8 (B,3,H,W), depth (B,1,H,W) [m] or None).
-        instructions: B task texts.
+        instructions: B task texts, or frame k -> B texts (segment-wise instructions).
         init_state: (B, 109) h_0 (its betas are kept for every frame).
         num_frames: T, frames generated after frame 0.
         stride: s, frames between queries (1 <= s <= L); each query emits s frames.
@@ -102,7 +102,8 @@ def rollout(
     kwargs = {} if steps is None else {"steps": steps}
     while k < num_frames:
         image, depth = observe(k)
-        action = policy.predict_chunk(image, instructions, state, depth, generator=generator, **kwargs)
+        texts = instructions(k) if callable(instructions) else instructions
+        action = policy.predict_chunk(image, texts, state, depth, generator=generator, **kwargs)
         queries += 1
         L = action.shape[-2]
         if stride > L:

@@ -1,0 +1,128 @@
+"""Evaluation protocol on a tiny store: window selection, frame-0 exclusion, pooling, groups, tables.
+
+Oracles: hand-computed errors of the static baseline (numpy on the hand model's joints) and the
+exactness of the constant-velocity baseline on constant-velocity motion.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from megohand.data.store import EpisodeMeta, Store, StoreWriter
+from megohand.evaluate.evaluator import EvalConfig, baseline_factories, evaluate_store, group_of
+from megohand.evaluate.tables import results_markdown
+from megohand.hand.model import HandModel
+from megohand.hand.vector import HandParams
+
+torch.set_num_threads(1)
+
+
+def tiny_hand(V=40, seed=0) -> HandModel:
+    """A random MANO-format hand (16 joints, MANO parents) small enough for fast tests."""
+    rng = np.random.default_rng(seed)
+    parents = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
+    w = rng.random((V, 16)) ** 4
+    asset = {
+        "name": "tiny-test-hand",
+        "is_mano": False,
+        "side": "right",
+        "v_template": rng.normal(0, 0.05, (V, 3)),
+        "shapedirs": rng.normal(0, 1e-3, (V, 3, 10)),
+        "posedirs": rng.normal(0, 1e-3, (V, 3, 135)),
+        "J_regressor": np.eye(16, V)[:, rng.permutation(V)] * 0.5 + 0.5 / V,
+        "parents": np.array(parents),
+        "weights": w / w.sum(1, keepdims=True),
+        "hands_mean": np.zeros(45),
+        "hands_components": np.eye(45),
+        "faces": np.array([[0, 1, 2], [2, 3, 4]]),
+        "tip_vertex_ids": np.array([5, 6, 7, 8, 9]),
+    }
+    return HandModel(asset, dtype=torch.float64)
+
+
+def cv_episode(T, seed):
+    """Constant-velocity hand: translation linear, every rotation at constant angular velocity (scipy)."""
+    rng = np.random.default_rng(seed)
+    R0 = Rotation.random(16, random_state=seed)
+    w = rng.normal(0, 0.05, (16, 3))
+    t0, v = np.array([0.0, 0.0, 0.5]) + rng.normal(0, 0.05, 3), rng.normal(0, 0.01, 3)
+    rv = np.stack([(R0 * Rotation.from_rotvec(i * w)).as_rotvec() for i in range(T)])  # (T, 16, 3)
+    return {
+        "global_orient": rv[:, 0],
+        "hand_pose": rv[:, 1:],
+        "betas": np.tile(rng.normal(0, 1, 10), (T, 1)),
+        "transl": t0 + np.arange(T)[:, None] * v,
+        "valid": np.ones(T, bool),
+    }
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    w = StoreWriter(root)
+    K = [[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]
+    for ds, n in (("synthetic", 2), ("taco", 1), ("h2o", 1)):
+        for i in range(n):
+            T = 40
+            for split in ("test", "train"):
+                meta = EpisodeMeta(dataset=ds, episode=f"{split}/ep{i}", instruction="pick up the cup", fps=30.0,
+                                   K=K, split=split, hand_source="synthetic")
+                rgb = np.zeros((T, 8, 8, 3), np.uint8)
+                w.write_episode(meta, {"right": cv_episode(T, seed=10 * i + len(ds))}, rgb)
+    return Store(root)
+
+
+def _joints(hand, h):
+    p = HandParams(*(torch.as_tensor(h[k], dtype=torch.float64) for k in ("global_orient", "hand_pose", "betas", "transl")))
+    return hand.forward_params(p).joints.numpy()  # (T, 21, 3)
+
+
+def test_groups():
+    assert group_of("taco") == "in-domain" and group_of("OakInk2") == "in-domain"
+    assert group_of("arctic") == "cross-domain" and group_of("holo") == "cross-domain"
+    assert group_of("synthetic") == "synthetic"
+    assert group_of("mydata") == "mydata"
+
+
+def test_static_and_const_vel_against_hand_computed_errors(store, tmp_path):
+    hand = tiny_hand()
+    cfg = EvalConfig(horizon=8, window_stride=8, rollout_frames=20, stride=2)
+    rep = evaluate_store(store, baseline_factories(8), hand, cfg, log=lambda *a: None)
+    res = rep["results"]
+    assert rep["datasets"]["synthetic"] == {"group": "synthetic", "episodes": 2, "windows": 8}
+
+    # oracle, static baseline, window protocol: windows k = 0, 8, 16, 24 (k + L < T = 40), frames k+1..k+8
+    per_ds = {}
+    for ds in ("synthetic", "taco", "h2o"):
+        errs, roll = [], []
+        for ref in store.episodes(ds, split="test"):
+            J = _joints(hand, store.open(ref).hands("right"))
+            for k in range(0, 32, 8):
+                errs.append(np.linalg.norm(J[k + 1 : k + 9] - J[k], axis=-1).mean(-1))
+            roll.append(np.linalg.norm(J[2:22] - J[1], axis=-1).mean(-1))  # rollout from frame 1, 20 frames
+        per_ds[ds] = (np.mean(np.concatenate(errs)) * 100, np.mean(np.concatenate(roll)) * 100)
+        assert math.isclose(res["window"]["static"][ds]["mpjpe_cm"], per_ds[ds][0], rel_tol=1e-6)
+        for proto in ("rollout-tof", "rollout-raw"):
+            assert math.isclose(res[proto]["static"][ds]["mpjpe_cm"], per_ds[ds][1], rel_tol=1e-6)
+    # group = unweighted mean of dataset means
+    grp = (per_ds["taco"][0] + per_ds["h2o"][0]) / 2
+    assert math.isclose(res["window"]["static"]["[in-domain]"]["mpjpe_cm"], grp, rel_tol=1e-6)
+
+    # const-vel is exact once it has one frame of history: every window but k = 0 (which is static)
+    for ds in ("taco", "h2o"):
+        ref = store.episodes(ds, split="test")[0]
+        J = _joints(hand, store.open(ref).hands("right"))
+        first = np.linalg.norm(J[1:9] - J[0], axis=-1).mean() * 100 / 4  # 1 of 4 windows is static
+        assert math.isclose(res["window"]["const-vel"][ds]["mpjpe_cm"], first, rel_tol=1e-4, abs_tol=1e-5)
+        for proto in ("rollout-tof", "rollout-raw"):
+            assert res[proto]["const-vel"][ds]["mpjpe_cm"] < 1e-4
+            assert res[proto]["const-vel"][ds]["mre_rad"] < 1e-4
+    assert res["rollout-tof"]["static"]["synthetic"]["mpjpe_cm"] > 0.1
+
+    md = results_markdown(rep)
+    assert "Group in-domain" in md and "static · window" in md and "const-vel · rollout-tof" in md
+    json.dumps(rep)  # JSON-able
