@@ -77,7 +77,7 @@ def store(tmp_path_factory):
 
 
 def _joints(hand, h):
-    p = HandParams(*(torch.as_tensor(h[k], dtype=torch.float64) for k in ("global_orient", "hand_pose", "betas", "transl")))
+    p = HandParams(*(torch.tensor(np.asarray(h[k], dtype=np.float64)) for k in ("global_orient", "hand_pose", "betas", "transl")))
     return hand.forward_params(p).joints.numpy()  # (T, 21, 3)
 
 
