@@ -221,17 +221,40 @@ def test_ade_fde_hand_computed_with_mask():
 # ---------------------------------------------------------------- summary
 
 
+def _random_hand():
+    """A small random MANO-format hand (not the bundled asset): 16 joints on MANO's tree, 5 tips."""
+    from megohand.hand import HandModel
+
+    rng = np.random.default_rng(0)
+    V = 120
+    w = rng.random((V, 16)) ** 4
+    Jreg = rng.random((16, V))
+    asset = {
+        "v_template": rng.normal(size=(V, 3)) * 0.05,
+        "shapedirs": rng.normal(size=(V, 3, 10)) * 1e-3,
+        "posedirs": rng.normal(size=(V, 3, 135)) * 1e-3,
+        "J_regressor": Jreg / Jreg.sum(1, keepdims=True),
+        "weights": w / w.sum(1, keepdims=True),
+        "hands_mean": np.zeros(45),
+        "hands_components": np.eye(45),
+        "faces": rng.integers(0, V, (200, 3)),
+        "parents": np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]),
+        "tip_vertex_ids": np.array([1, 2, 3, 4, 5]),
+        "name": "random test hand",
+        "is_mano": False,
+    }
+    return HandModel(asset, dtype=torch.float64)
+
+
 def test_hand_metrics_summary_units():
-    hand_mod = pytest.importorskip("megohand.hand")
-    if not hasattr(hand_mod, "load_hand_model"):
-        pytest.skip("hand model not available yet")
     from megohand.hand.vector import HandParams
 
-    hand = hand_mod.load_hand_model()
+    hand = _random_hand()
     torch.manual_seed(6)
     T = 6
-    gt = HandParams(0.3 * torch.randn(T, 3), 0.3 * torch.randn(T, 15, 3), torch.zeros(T, 10), torch.randn(T, 3) * 0.1)
-    off = torch.tensor([0.02, 0.0, 0.0])  # 2 cm constant offset, same pose
+    d = dict(dtype=torch.float64)
+    gt = HandParams(0.3 * torch.randn(T, 3, **d), 0.3 * torch.randn(T, 15, 3, **d), torch.zeros(T, 10, **d), 0.1 * torch.randn(T, 3, **d))
+    off = torch.tensor([0.02, 0.0, 0.0], **d)  # 2 cm constant offset, same pose
     pred = HandParams(gt.global_orient.clone(), gt.hand_pose.clone(), gt.betas.clone(), gt.transl + off)
     m = metrics.hand_metrics(pred, gt, hand, fps=30)
     assert m["mpjpe_cm"] == pytest.approx(2.0, rel=1e-4)
@@ -242,8 +265,16 @@ def test_hand_metrics_summary_units():
     assert m["mre_rad"] < 1e-5 and m["accel_error_m_s2"] < 1e-3
     assert m["jitter_m_s3"] == pytest.approx(m["jitter_gt_m_s3"], rel=1e-4)
     # rotate one finger joint by 0.32 rad everywhere: MRE = 0.32 / 16 rad, reported in degrees too
-    R = roma.rotvec_to_rotmat(pred.hand_pose[:, 3]) @ roma.rotvec_to_rotmat(torch.tensor([0.0, 0.32, 0.0]))
+    R = roma.rotvec_to_rotmat(pred.hand_pose[:, 3]) @ roma.rotvec_to_rotmat(torch.tensor([0.0, 0.32, 0.0], **d))
     pred.hand_pose[:, 3] = roma.rotmat_to_rotvec(R)
     m = metrics.hand_metrics(pred, gt, hand, fps=30, mask=torch.tensor([True] * 5 + [False]))
     assert m["mre_rad"] == pytest.approx(0.02, rel=1e-4)
     assert m["mre_deg"] == pytest.approx(math.degrees(0.02), rel=1e-4)
+
+    # batched (B, T) with a mask that drops a whole sequence
+    both = HandParams(*(torch.stack([x, y]) for x, y in zip(pred.as_tuple(), gt.as_tuple())))
+    gts = HandParams(*(torch.stack([y, y]) for y in gt.as_tuple()))
+    mb = metrics.hand_metrics(both, gts, hand, fps=30, mask=torch.tensor([[True] * 6, [False] * 6]))
+    assert mb["mre_rad"] == pytest.approx(0.02, rel=1e-4) and mb["mpjpe_cm"] == pytest.approx(2.0, rel=1e-4)
+    mb = metrics.hand_metrics(both, gts, hand, fps=30)
+    assert mb["mre_rad"] == pytest.approx(0.01, rel=1e-4) and mb["mpjpe_cm"] == pytest.approx(1.0, rel=1e-4)
