@@ -735,7 +735,7 @@ class Episode:
     def depth(self, k: int) -> np.ndarray | None:
         """(H, W) float32 metres of frame k (0 = no measurement), or None without depth."""
         d = self.depth_mm(k)
-        return None if d is None else d.astype(np.float32) * np.float32(1.0 / 1000.0)
+        return None if d is None else d.astype(np.float32) / np.float32(1000.0)
 
     def __repr__(self):
         return f"Episode({self.what}, {self.num_frames} frames, {self.path})"

@@ -1,0 +1,382 @@
+"""Training samples: windows of one episode (and of one instruction segment), as the model sees them.
+
+A sample at frame k of an episode (DESIGN.md, "A training sample")::
+
+    image        uint8 (3, S, S)      frame k, centre-cropped to a square and resized to S = image_size
+    depth        float32 (1, S, S)    metres (0 = no measurement); zeros when has_depth is False
+    has_depth    bool
+    K            float32 (3, 3)       intrinsics of the cropped, resized image
+    instruction  str                  the segment's text (else the episode's instruction)
+    state        float32 (109,)       h_k (megohand.hand.vector layout)
+    action       float32 (L, 99)      encode_chunk(h_k, h_{k+1..k+L})
+    action_mask  float32 (L,)         1 for real future frames; 0 beyond the segment end (padded with its last
+                                      frame) or where the hand is not valid
+    meta         dict                 dataset, episode, k
+
+Values are not normalised (megohand.data.normalize does that). Windows start at every ``stride``-th frame
+of a segment whose hand is valid and that has at least one later frame in the segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from megohand.data.store import Episode, EpisodeRef, Store, StoreError, resize_nearest
+from megohand.hand.vector import HandParams, encode_chunk, params_to_state
+
+DEPTH_SOURCES = ("auto", "store", "none")
+
+
+def episode_ranges(num_frames: int, segments: Sequence) -> list[tuple[int, int, str | None]]:
+    """Frame ranges [start, end) that windows live in: the segments if any, else the whole episode (text None)."""
+    if segments:
+        return [(int(s), min(int(e), num_frames), str(t)) for s, e, t in segments if min(int(e), num_frames) > int(s)]
+    return [(0, num_frames, None)]
+
+
+def window_starts(valid: np.ndarray, start: int, end: int, stride: int = 1) -> np.ndarray:
+    """Window start frames in [start, end): every stride-th frame with a valid hand and a later frame in range."""
+    ks = np.arange(start, end - 1, stride)
+    return ks[valid[ks]] if len(ks) else ks
+
+
+def future_indices(k: int, end: int, horizon: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames k+1..k+L clamped to end-1 (padding with the last frame), and their mask (L,) float32."""
+    idx = np.arange(k + 1, k + 1 + horizon)
+    inside = idx < end
+    idx = np.minimum(idx, end - 1)
+    return idx, (inside & valid[idx]).astype(np.float32)
+
+
+def episode_states(ep: Episode, side: str) -> torch.Tensor:
+    """(T, 109) float32 states of one episode's ``side`` hand."""
+    h = ep.hands(side)
+    p = HandParams(*(torch.from_numpy(np.array(h[n], dtype=np.float32))
+                     for n in ("global_orient", "hand_pose", "betas", "transl")))
+    return params_to_state(p).float()
+
+
+def crop_resize_params(w: int, h: int, size: int, crop_scale: float = 1.0, rng: np.random.Generator | None = None):
+    """Square crop box (x0, y0, side) of ``crop_scale`` times the short side, centred (or random with rng)."""
+    side = max(1, int(round(min(w, h) * crop_scale)))
+    if rng is None:
+        return (w - side) // 2, (h - side) // 2, side
+    return int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)), side
+
+
+def crop_K(K: np.ndarray, x0: float, y0: float, side: float, size: int) -> np.ndarray:
+    """Intrinsics after cropping the square [x0, x0+side) x [y0, y0+side) and resizing it to size x size."""
+    s = size / side
+    K = np.array(K, dtype=np.float64)
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    K[0, 0] *= s
+    K[0, 1] *= s
+    K[1, 1] *= s
+    K[0, 2] = (K[0, 2] + 0.5) * s - 0.5
+    K[1, 2] = (K[1, 2] + 0.5) * s - 0.5
+    return K
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Training windows over a store (see the module docstring for a sample).
+
+    Args:
+        store_or_root: a Store or its folder.
+        datasets: dataset names (None: all in the store).
+        split: stored split to use ("train", "val", "test", or None for all); ignored when ``episodes`` is given.
+        horizon: L, the number of future frames per action chunk.
+        side: "right" or "left".
+        stride: distance between window starts.
+        image_size: S, the square output size.
+        depth_source: "auto" (stored depth when the episode has it), "store" (every episode must have depth),
+            "none" (never read depth).
+        episodes: explicit EpisodeRefs (overrides datasets/split).
+        augment: GR00T-style train augmentation: random square crop of 0.95 of the short side and colour jitter
+            (brightness 0.3, contrast 0.4, saturation 0.5); depth gets the same crop, never jitter.
+        seed: augmentation seed (combined with the sample index, so workers are reproducible).
+    """
+
+    def __init__(
+        self,
+        store_or_root: Store | str | Path,
+        datasets: Sequence[str] | str | None = None,
+        split: str | None = "train",
+        horizon: int = 16,
+        side: str = "right",
+        stride: int = 1,
+        image_size: int = 224,
+        depth_source: str = "auto",
+        episodes: Iterable[EpisodeRef] | None = None,
+        augment: bool = False,
+        seed: int = 0,
+        progress: bool = False,
+    ):
+        if depth_source not in DEPTH_SOURCES:
+            raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
+        if side not in ("right", "left"):
+            raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+        if horizon < 1 or stride < 1 or image_size < 1:
+            raise ValueError(f"horizon, stride and image_size must be >= 1, got {horizon}, {stride}, {image_size}")
+        self.store = store_or_root if isinstance(store_or_root, Store) else Store(store_or_root)
+        self.horizon, self.side, self.stride = int(horizon), side, int(stride)
+        self.image_size, self.depth_source = int(image_size), depth_source
+        self.augment, self.seed = augment, seed
+        if episodes is None:
+            if isinstance(datasets, str):
+                datasets = [datasets]
+            known = self.store.datasets()
+            for d in datasets or []:
+                if d not in known:
+                    raise StoreError(f"dataset {d!r} not in store {self.store.root} (has {known})")
+            episodes = self.store.episodes(datasets if datasets is not None else None, split)
+        self.refs: list[EpisodeRef] = list(episodes)
+        if depth_source == "store":
+            missing = [f"{r.dataset}/{r.episode}" for r in self.refs if not r.has_depth]
+            if missing:
+                raise StoreError(f"depth_source='store' but {len(missing)} episodes have no depth, e.g. {missing[:3]}")
+        self._build_index(progress)
+        self._states: OrderedDict = OrderedDict()
+
+    def _build_index(self, progress: bool) -> None:
+        import pyarrow.parquet as pq
+
+        eps, ks, ends, texts, text_ids = [], [], [], [], {}
+        self._valid: list[np.ndarray] = []
+        it = self.refs
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc="indexing windows", unit="ep")
+        for i, ref in enumerate(it):
+            ep = self.store.open(ref)
+            path = ep.path / "frames.parquet"
+            try:
+                valid = pq.read_table(path, columns=[f"{self.side}_valid"]).column(0).to_numpy(zero_copy_only=False)
+            except Exception as e:
+                raise StoreError(f"{ep.what} [{self.side}_valid]: cannot read {path}: {e}") from None
+            if len(valid) != ep.num_frames:
+                raise StoreError(f"{ep.what} [frames.parquet]: {len(valid)} rows, meta says {ep.num_frames} frames")
+            self._valid.append(valid.astype(bool))
+            for s, e, text in episode_ranges(ep.num_frames, ep.meta.segments):
+                text = text if text else ep.meta.instruction
+                tid = text_ids.setdefault(text, len(text_ids))
+                k = window_starts(self._valid[-1], s, e, self.stride)
+                eps.append(np.full(len(k), i, np.int32))
+                ks.append(k.astype(np.int32))
+                ends.append(np.full(len(k), e, np.int32))
+                texts.append(np.full(len(k), tid, np.int32))
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int32)  # noqa: E731
+        self._ep, self._k, self._end, self._text = cat(eps), cat(ks), cat(ends), cat(texts)
+        self._texts = list(text_ids)
+        self.dataset_names = sorted({r.dataset for r in self.refs})
+        ds_id = {d: j for j, d in enumerate(self.dataset_names)}
+        ep_ds = np.array([ds_id[r.dataset] for r in self.refs], np.int32)
+        self.window_dataset = ep_ds[self._ep] if len(self._ep) else np.zeros(0, np.int32)
+
+    def __len__(self) -> int:
+        return len(self._k)
+
+    def __getstate__(self):
+        s = self.__dict__.copy()
+        s["_states"] = OrderedDict()
+        return s
+
+    def window(self, i: int) -> tuple[EpisodeRef, int, int, str]:
+        """(episode ref, start frame k, range end, instruction) of window i."""
+        return self.refs[self._ep[i]], int(self._k[i]), int(self._end[i]), self._texts[self._text[i]]
+
+    def states(self, ep_index: int) -> torch.Tensor:
+        """(T, 109) states of episode ``ep_index`` (cached per process)."""
+        st = self._states.get(ep_index)
+        if st is None:
+            st = episode_states(self.store.open(self.refs[ep_index]), self.side)
+            self._states[ep_index] = st
+            while len(self._states) > 256:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(ep_index)
+        return st
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"window {i} out of range ({len(self)} windows)")
+        i = i % len(self)
+        e = int(self._ep[i])
+        ref, k, end, text = self.window(i)
+        ep = self.store.open(ref)
+        st = self.states(e)
+        idx, mask = future_indices(k, end, self.horizon, self._valid[e])
+        state = st[k]
+        action = encode_chunk(state, st[torch.from_numpy(idx)])
+
+        rng = np.random.default_rng((self.seed, i)) if self.augment else None
+        S = self.image_size
+        W, H = ep.meta.width, ep.meta.height
+        x0, y0, side = crop_resize_params(W, H, S, 0.95 if self.augment else 1.0, rng)
+        # a reduced JPEG decode is fine while the crop keeps >= S pixels: ask for >= S * (W, H) / side
+        img = ep.rgb_image(k, min_size=(-(-S * W // side), -(-S * H // side)) if side >= 2 * S else None)
+        if img.size != (W, H):  # reduced-size JPEG decode: crop box in the decoded image's pixels
+            f = img.size[0] / W
+            box = (x0 * f, y0 * f, (x0 + side) * f, (y0 + side) * f)
+        else:
+            box = (x0, y0, x0 + side, y0 + side)
+        from PIL import Image
+
+        img = img.resize((S, S), Image.BILINEAR, box=box)
+        if rng is not None:
+            img = _color_jitter(img, rng)
+        image = torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy())
+
+        has_depth = self.depth_source != "none" and ep.has_depth
+        if has_depth:
+            d = ep.depth_mm(k)[y0:y0 + side, x0:x0 + side]
+            depth = torch.from_numpy(resize_nearest(d, (S, S)).astype(np.float32) / np.float32(1000.0))[None]
+        else:
+            depth = torch.zeros(1, S, S)
+        return {
+            "image": image,
+            "depth": depth,
+            "has_depth": has_depth,
+            "K": torch.from_numpy(crop_K(ep.K, x0, y0, side, S).astype(np.float32)),
+            "instruction": text,
+            "state": state.clone(),
+            "action": action.float(),
+            "action_mask": torch.from_numpy(mask),
+            "meta": {"dataset": ref.dataset, "episode": ref.episode, "k": k},
+        }
+
+
+def _color_jitter(img, rng: np.random.Generator, brightness=0.3, contrast=0.4, saturation=0.5):
+    """GR00T's colour jitter factors (hue left out), applied in a random order."""
+    from PIL import ImageEnhance
+
+    ops = [(ImageEnhance.Brightness, brightness), (ImageEnhance.Contrast, contrast), (ImageEnhance.Color, saturation)]
+    for j in rng.permutation(len(ops)):
+        enh, amount = ops[j]
+        img = enh(img).enhance(float(rng.uniform(max(0.0, 1 - amount), 1 + amount)))
+    return img
+
+
+# ---------------------------------------------------------------- mixtures over datasets
+
+
+class DatasetWeightedSampler(torch.utils.data.Sampler):
+    """Samples windows so that dataset d is drawn with probability w_d / sum(w) (uniform within a dataset).
+
+    Args:
+        dataset: a WindowDataset.
+        weights: dataset name -> weight (missing names get 1; None: proportional to window counts, i.e. uniform).
+        num_samples: samples per epoch (default len(dataset)).
+        seed: base seed; ``set_epoch(e)`` changes the draw per epoch.
+    """
+
+    def __init__(self, dataset: WindowDataset, weights: dict[str, float] | None = None,
+                 num_samples: int | None = None, seed: int = 0):
+        self.num_samples = len(dataset) if num_samples is None else int(num_samples)
+        self.seed, self.epoch = seed, 0
+        ids = dataset.window_dataset
+        self.members = [np.flatnonzero(ids == j) for j in range(len(dataset.dataset_names))]
+        if weights is None:
+            w = np.array([len(m) for m in self.members], float)
+        else:
+            unknown = set(weights) - set(dataset.dataset_names)
+            if unknown:
+                raise ValueError(f"weights for datasets not in the dataset: {sorted(unknown)}")
+            w = np.array([float(weights.get(n, 1.0)) for n in dataset.dataset_names])
+        w = np.where([len(m) > 0 for m in self.members], w, 0.0)
+        if np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"dataset weights must be >= 0 with a positive total over non-empty datasets, got {w}")
+        self.probs = w / w.sum()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        which = rng.choice(len(self.probs), size=self.num_samples, p=self.probs)
+        out = np.empty(self.num_samples, np.int64)
+        for j, m in enumerate(self.members):
+            sel = which == j
+            if sel.any():
+                out[sel] = m[rng.integers(0, len(m), int(sel.sum()))]
+        return iter(out.tolist())
+
+
+def _portion_key(ref: EpisodeRef, seed: int) -> str:
+    return hashlib.sha1(f"{seed}:{ref.dataset}/{ref.episode}".encode()).hexdigest()
+
+
+def load_cascaded_dataset(
+    dataset_path: str | Path,
+    dataset_list: Sequence[str] | Sequence[tuple[str, float]] | dict[str, float],
+    split_portion: float = 0.9,
+    window_size: int = 16,
+    side: str = "right",
+    is_render_depth: bool = False,
+    image_size: int = 224,
+    stride: int = 1,
+    seed: int = 0,
+    augment: bool = False,
+    **kwargs,
+) -> tuple[WindowDataset, WindowDataset]:
+    """The paper's cascaded loader: (train, eval) WindowDatasets over several datasets of one store.
+
+    Per dataset, the episodes of the stored "train" split are ordered by a seeded hash of their id; the first
+    ``split_portion`` of them train, the rest evaluate (whole episodes, never windows of one episode in both).
+    With ``split_portion >= 1`` the eval set is the stored "val" split. The stored "test" split is never used here.
+
+    Args:
+        dataset_list: names, (name, weight) pairs or {name: weight}; weights feed ``train.weights`` for
+            ``make_sampler``.
+        is_render_depth: True -> every episode must carry stored (sensor or rendered) depth (depth_source "store");
+            False -> stored depth where present ("auto").
+        kwargs: passed to WindowDataset.
+    """
+    if isinstance(dataset_list, dict):
+        weights = {str(k): float(v) for k, v in dataset_list.items()}
+    else:
+        weights = {}
+        for d in dataset_list:
+            name, w = (d, 1.0) if isinstance(d, str) else (d[0], float(d[1]))
+            weights[name] = w
+    if not 0 < split_portion <= 1:
+        raise ValueError(f"split_portion must be in (0, 1], got {split_portion}")
+    store = dataset_path if isinstance(dataset_path, Store) else Store(dataset_path)
+    known = store.datasets()
+    missing = [d for d in weights if d not in known]
+    if missing:
+        raise StoreError(f"datasets {missing} not in store {store.root} (has {known})")
+    train_refs, eval_refs = [], []
+    for name in weights:
+        refs = sorted(store.episodes(name, "train"), key=lambda r: _portion_key(r, seed))
+        if split_portion >= 1:
+            train_refs += refs
+            eval_refs += store.episodes(name, "val")
+            continue
+        n_train = int(round(split_portion * len(refs)))
+        if len(refs) >= 2:
+            n_train = min(max(n_train, 1), len(refs) - 1)
+        train_refs += refs[:n_train]
+        eval_refs += refs[n_train:]
+    common = dict(horizon=window_size, side=side, stride=stride, image_size=image_size,
+                  depth_source="store" if is_render_depth else "auto", **kwargs)
+    train = WindowDataset(store, episodes=train_refs, augment=augment, seed=seed, **common)
+    evald = WindowDataset(store, episodes=eval_refs, augment=False, seed=seed, **common)
+    train.weights = weights
+    evald.weights = weights
+    return train, evald
+
+
+def make_sampler(dataset: WindowDataset, num_samples: int | None = None, seed: int = 0) -> DatasetWeightedSampler:
+    """DatasetWeightedSampler with the dataset's ``weights`` (set by load_cascaded_dataset), else uniform over windows."""
+    return DatasetWeightedSampler(dataset, getattr(dataset, "weights", None), num_samples, seed)
