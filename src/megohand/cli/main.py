@@ -14,6 +14,7 @@ import tyro
 
 # name -> "module:Class"; keep sorted. Add one line per verb.
 VERBS: dict[str, str] = {
+    "eval": "megohand.cli.eval:Eval",
     "hand-info": "megohand.cli.hand_info:HandInfo",
 }
 
