@@ -40,20 +40,34 @@ REQUIRED_KEYS = (
 class ChumpyArray:
     """Safe stand-in for any chumpy class in a pickle: keeps only the array payload.
 
-    chumpy pickles its objects as ``__dict__`` states; the value is in ``x`` (a ``Ch`` leaf) or a
-    cached ``r``. Everything else in the state is dropped.
+    chumpy pickles its objects as ``__dict__`` states. A leaf ``Ch`` holds its value in ``x``
+    (or a cached ``r``); a ``Select`` (reordering) holds ``a``, ``idxs`` and maybe
+    ``preferred_shape``, and is resolved as ``a.ravel()[idxs].reshape(preferred_shape)``.
+    Everything else in the state is dropped; ``array`` is None when no payload was found.
     """
 
     def __setstate__(self, state):
         self.array = None
-        if isinstance(state, dict):
-            for key in ("x", "r"):
-                val = state.get(key)
-                if isinstance(val, ChumpyArray):
-                    val = val.array
-                if isinstance(val, np.ndarray) or np.isscalar(val):
-                    self.array = np.asarray(val)
-                    break
+        if not isinstance(state, dict):
+            return
+        for key in ("x", "r"):
+            val = _payload(state.get(key))
+            if val is not None:
+                self.array = val
+                return
+        a, idxs = _payload(state.get("a")), state.get("idxs")
+        if a is not None and idxs is not None:
+            out = a.reshape(-1)[np.asarray(idxs, dtype=np.int64)]
+            shape = state.get("preferred_shape")
+            self.array = out.reshape(tuple(shape)) if shape is not None else out
+
+
+def _payload(val):
+    if isinstance(val, ChumpyArray):
+        return val.array
+    if isinstance(val, np.ndarray) or (np.isscalar(val) and not isinstance(val, (str, bytes))):
+        return np.asarray(val)
+    return None
 
 
 _NUMPY_ALLOWED = {
@@ -155,7 +169,7 @@ def restricted_load(path: str | os.PathLike | io.IOBase, encoding: str = "latin1
     Raises:
         ValueError: naming the file, when it is truncated, corrupt or holds a disallowed object.
     """
-    name = getattr(path, "name", path)
+    name = str(path) if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "<file object>")
     try:
         if isinstance(path, (str, os.PathLike)):
             with open(path, "rb") as f:
@@ -245,13 +259,15 @@ def _scalar_str(x, default: str) -> str:
 def left_shapedirs_bug(left_shapedirs: np.ndarray, right_shapedirs: np.ndarray) -> bool:
     """True when MANO_LEFT's shapedirs have the known sign bug (vchoutas/smplx#48).
 
-    The released left model ships the right model's shape space unmirrored, so its x component has
-    the wrong sign. Check: the two shapedirs arrays coincide (within 1e-6); then the left hand
-    needs ``shapedirs[:, 0, :] *= -1``. A mirrored (fixed) left model fails the check and is kept.
+    The released left model ships the right model's shape space although its template is the
+    mirror image in x, so the x components of its shapedirs have the wrong sign. The check is
+    HOT3D's (``hot3d/data_loaders/mano_layer.py``): the x components of left and right shapedirs
+    coincide, ``sum |left[:, 0, :] - right[:, 0, :]| < 1``. Then flip ``shapedirs[:, 0, :]`` of the
+    left model. A correctly mirrored left model has x components of opposite sign and fails the check.
     """
-    return left_shapedirs.shape == right_shapedirs.shape and bool(
-        np.allclose(left_shapedirs, right_shapedirs, atol=1e-6)
-    )
+    if left_shapedirs.shape != right_shapedirs.shape:
+        return False
+    return float(np.abs(left_shapedirs[:, 0, :] - right_shapedirs[:, 0, :]).sum()) < 1.0
 
 
 def load_asset(path: str | os.PathLike, side: str | None = None, fix_left_shapedirs: bool = True) -> dict:
