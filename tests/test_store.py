@@ -107,3 +107,178 @@ def test_downscale_scales_K(tmp_path):
     u0 = np.array(K) @ X / X[2]
     u1 = ep.K @ X / X[2]
     np.testing.assert_allclose((u1[:2] + 0.5) / [32, 24], (u0[:2] + 0.5) / [64, 48], atol=1e-9)
+
+
+# ---------------------------------------------------------------- bad input
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from megohand.data.validate import validate_store  # noqa: E402
+from megohand.data.video import Pack, PackWriter  # noqa: E402
+
+EP = "s01/box_use_02"
+
+
+def ep_dir(root, ep=EP, ds="arctic"):
+    return root / ds / "episodes" / episode_dirname(ep)
+
+
+def set_column(root, name, fn, ep=EP):
+    p = ep_dir(root, ep) / "frames.parquet"
+    t = pq.read_table(p)
+    col = t.column(name).combine_chunks()
+    a = col.flatten().to_numpy().reshape(len(col), col.type.list_size).copy()
+    fn(a)
+    new = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), col.type.list_size)
+    pq.write_table(t.set_column(t.column_names.index(name), name, new), p)
+
+
+def rewrite_pack(path, keep):
+    """Rewrite a pack keeping payloads through ``keep(k, payload) -> payload | None`` (None drops the frame)."""
+    old = Pack(path)
+    payloads = [old.read(k) for k in range(len(old))]
+    old.close()
+    w = PackWriter(path, "jpeg" if path.name.startswith("rgb") else "zdepth16")
+    for k, b in enumerate(payloads):
+        b = keep(k, b)
+        if b is not None:
+            w.append(b)
+    w.close()
+
+
+def fields(problems, episode=EP):
+    return {p.field for p in problems if p.episode == episode}
+
+
+def test_clean_store_validates(tmp_path):
+    write(tmp_path)
+    write(tmp_path, episode="(dust, roller, pan)/20230927_032", depth=False)
+    assert validate_store(tmp_path, deep=True) == []
+
+
+def test_missing_frame(tmp_path):
+    write(tmp_path)
+    rewrite_pack(ep_dir(tmp_path) / "rgb.pack", lambda k, b: b"" if k == 3 else b)
+    probs = validate_store(tmp_path)
+    assert any(p.field == "rgb" and "missing frames" in p.message and "[3]" in p.message for p in probs)
+    ep = Store(tmp_path).open("arctic", EP)
+    ep.rgb(2)
+    with pytest.raises(StoreError, match=r"arctic/s01/box_use_02 \[rgb\].*frame 3 missing"):
+        ep.rgb(3)
+
+
+def test_truncated_video(tmp_path):
+    write(tmp_path)
+    p = ep_dir(tmp_path) / "rgb.pack"
+    # fewer frames than meta says
+    rewrite_pack(p, lambda k, b: b if k < 9 else None)
+    probs = validate_store(tmp_path)
+    assert any(p.field == "rgb" and "truncated video" in p.message and "9 frames" in p.message for p in probs)
+    with pytest.raises(StoreError, match=r"s01/box_use_02 \[rgb\].*9 frames, meta says 12"):
+        Store(tmp_path).open("arctic", EP).rgb(0)
+    # a file cut short (no footer)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    probs = validate_store(tmp_path)
+    assert any(p.field == "rgb" and "truncated" in p.message for p in probs)
+    with pytest.raises(StoreError, match=r"s01/box_use_02 \[rgb\].*truncated"):
+        Store(tmp_path).open("arctic", EP).rgb(0)
+
+
+def test_nan_hand_parameters(tmp_path):
+    write(tmp_path)
+    set_column(tmp_path, "right_transl", lambda a: a.__setitem__((4, 1), np.nan))
+    set_column(tmp_path, "left_hand_pose", lambda a: a.__setitem__((7, 0), np.inf))
+    probs = validate_store(tmp_path)
+    msgs = {p.field: p.message for p in probs}
+    assert "[4]" in msgs["right_transl"] and "[7]" in msgs["left_hand_pose"]
+    with pytest.raises(StoreError, match=r"s01/box_use_02 \[right_transl\]: NaN/inf in valid frames \[4\]"):
+        Store(tmp_path).open("arctic", EP).hands("right")
+
+
+def test_mismatched_lengths(tmp_path):
+    write(tmp_path)
+    p = ep_dir(tmp_path) / "frames.parquet"
+    pq.write_table(pq.read_table(p).slice(0, 10), p)
+    rewrite_pack(ep_dir(tmp_path) / "depth.pack", lambda k, b: b if k < 11 else None)
+    probs = validate_store(tmp_path)
+    assert any(p.field == "frames.parquet" and "10 rows" in p.message for p in probs)
+    assert any(p.field == "depth" and "11 frames" in p.message for p in probs)
+    ep = Store(tmp_path).open("arctic", EP)
+    with pytest.raises(StoreError, match=r"\[frames.parquet\]: 10 rows, meta says 12"):
+        ep.hands("right")
+    with pytest.raises(StoreError, match=r"\[depth\].*11 frames, meta says 12"):
+        ep.depth(0)
+
+
+def test_missing_files_and_bad_meta_all_listed(tmp_path):
+    import json
+
+    write(tmp_path)
+    write(tmp_path, episode="s02/other")
+    (ep_dir(tmp_path) / "depth.pack").unlink()
+    (ep_dir(tmp_path, "s02/other") / "frames.parquet").unlink()
+    mp = ep_dir(tmp_path) / "meta.json"
+    meta = json.loads(mp.read_text())
+    meta.update(fps=-1, split="training", K=[[0, 0, 1], [0, 1, 1], [0, 0, 1]], segments=[[5, 40, "too long"]])
+    mp.write_text(json.dumps(meta))
+    probs = validate_store(tmp_path)
+    assert {"depth", "fps", "split", "K", "segments"} <= fields(probs)
+    assert "frames.parquet" in fields(probs, "s02/other")
+    with pytest.raises(StoreError, match=r"s02/other \[frames.parquet\]: file missing"):
+        Store(tmp_path).open("arctic", "s02/other").hands()
+    with pytest.raises(StoreError, match=r"s01/box_use_02 \[depth\].*missing"):
+        Store(tmp_path).open("arctic", EP).depth(0)
+    # an episode folder vanished from under the index
+    import shutil
+
+    shutil.rmtree(ep_dir(tmp_path, "s02/other"))
+    assert any(p.field == "index.json" and p.episode == "s02/other" for p in validate_store(tmp_path))
+
+
+def test_invalid_rotations(tmp_path):
+    write(tmp_path)
+    set_column(tmp_path, "right_global_orient", lambda a: a.__setitem__((2, 0), 90.0))  # degrees, not radians
+    set_column(tmp_path, "T_cam_from_world", lambda a: a.__setitem__((5, 0), 2.0))  # scaled, not rigid
+    probs = validate_store(tmp_path)
+    msgs = {p.field: p.message for p in probs}
+    assert "invalid rotation" in msgs["right_global_orient"] and "[2]" in msgs["right_global_orient"]
+    assert "invalid rotation" in msgs["T_cam_from_world"] and "[5]" in msgs["T_cam_from_world"]
+
+
+def test_corrupt_payload(tmp_path):
+    write(tmp_path)
+    rewrite_pack(ep_dir(tmp_path) / "rgb.pack", lambda k, b: b[: len(b) // 2] if k == 6 else b)
+    probs = validate_store(tmp_path)
+    assert any(p.field == "rgb" and "corrupt" in p.message and "[6]" in p.message for p in probs)
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    write(tmp_path, episode="s01/done")
+
+    def frames_then_crash():
+        for k, f in enumerate(smooth_rgb(12)):
+            if k == 7:
+                raise RuntimeError("camera unplugged")
+            yield f
+
+    meta = EpisodeMeta("arctic", EP, "x", K=K)
+    with pytest.raises(RuntimeError, match="camera unplugged"):
+        StoreWriter(tmp_path).write_episode(meta, {"right": make_hands(12)}, frames_then_crash())
+    w = StoreWriter(tmp_path)
+    assert not w.has_episode("arctic", EP) and not ep_dir(tmp_path).exists()
+    assert list((tmp_path / "arctic" / ".tmp").iterdir()) == []
+    assert [r.episode for r in Store(tmp_path).episodes()] == ["s01/done"]
+    assert validate_store(tmp_path) == []
+    # too few frames for the hands, NaN in a valid frame: refused, nothing written
+    with pytest.raises(StoreError, match=r"\[rgb\]: 5 frames, hands have 12"):
+        w.write_episode(meta, {"right": make_hands(12)}, smooth_rgb(5))
+    h = make_hands(12)
+    h["transl"][3, 0] = np.nan
+    with pytest.raises(StoreError, match=r"\[right.transl\]: non-finite values \(NaN/inf\) in valid frames \[3\]"):
+        w.write_episode(meta, {"right": h}, smooth_rgb(12))
+    h["valid"][3] = False  # allowed in an invalid frame, stored as 0
+    w.write_episode(meta, {"right": h}, smooth_rgb(12))
+    assert Store(tmp_path).open("arctic", EP).hands()["transl"][3, 0] == 0
+    assert validate_store(tmp_path) == []
