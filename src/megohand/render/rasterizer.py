@@ -49,6 +49,7 @@ void main() {
 _FRAGMENT_SHADER = """
 #version 330
 uniform float ambient;
+uniform float max_depth;  // background depth: the upper clip of the depth output
 in vec3 v_cam;
 in vec3 v_normal;
 in vec3 v_color;
@@ -61,7 +62,7 @@ void main() {
     if (dot(n, n) < 1e-12) n = cross(dFdx(v_cam), dFdy(v_cam));   // flat: face normal
     float lambert = abs(dot(normalize(n), normalize(-v_cam)));
     f_color = vec4(v_color * (ambient + (1.0 - ambient) * lambert), 1.0);
-    f_depth = v_cam.z;
+    f_depth = clamp(v_cam.z, 0.0, max_depth);
     f_id = v_id;
 }
 """
@@ -226,42 +227,13 @@ class Renderer:
 
         Returns RenderOutput with depth (H, W), rgb (H, W, 3), mask (H, W).
         """
-        P = projection_matrix(_np(K, np.float64), self.width, self.height, self.near, self.far)
-        M = np.eye(4) if T_cam_from_world is None else _np(T_cam_from_world, np.float64)
-        if M.shape != (4, 4):
-            raise ValueError(f"T_cam_from_world must be 4x4, got {M.shape}")
-        geometry = self._pack(meshes)
-        st = self._gl()
-        ctx, fbo, prog = st["ctx"], st["fbo"], st["prog"]
-        fbo.use()
-        fbo.viewport = (0, 0, self.width, self.height)
-        ctx.enable(ctx.DEPTH_TEST)
-        ctx.disable(ctx.CULL_FACE | ctx.BLEND)
-        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        if geometry is not None:
-            floats, ids, faces = geometry
-            prog["P"].write(P.T.astype("f4").tobytes())  # GL matrices are column-major
-            prog["M"].write(M.T.astype("f4").tobytes())
-            prog["ambient"].value = float(self.ambient)
-            vao = ctx.vertex_array(
-                prog,
-                [
-                    (self._buffer("f", floats), "3f 3f 3f", "in_pos", "in_normal", "in_color"),
-                    (self._buffer("i", ids), "i", "in_id"),
-                ],
-                index_buffer=self._buffer("e", faces),
-                index_element_size=4,
-            )
-            vao.render(mode=ctx.TRIANGLES, vertices=faces.size)
-            vao.release()
-        H, W = self.height, self.width
-        mask = np.frombuffer(fbo.read(components=1, attachment=2, dtype="i4"), np.int32).reshape(H, W)
-        z = np.frombuffer(fbo.read(components=1, attachment=1, dtype="f4"), np.float32).reshape(H, W)
-        rgb = np.frombuffer(fbo.read(components=3, attachment=0, dtype="f1"), np.uint8).reshape(H, W, 3)
-        hit = mask > 0
-        depth = np.where(hit, np.clip(z, 0.0, self.background_depth), np.float32(self.background_depth))
-        rgb = np.where(hit[..., None], rgb, np.asarray(self.background_color, np.uint8))
-        return RenderOutput(depth.astype(np.float32), rgb, mask.copy())
+        out = RenderOutput(
+            np.empty((self.height, self.width), np.float32),
+            np.empty((self.height, self.width, 3), np.uint8),
+            np.empty((self.height, self.width), np.int32),
+        )
+        self._render_into(K, meshes, T_cam_from_world, out.depth, out.rgb, out.mask)
+        return out
 
     def render_batch(self, K, frames: list[list[Mesh]], T_cam_from_world=None) -> RenderOutput:
         """Many frames: K (3, 3) or (N, 3, 3); frames: N lists of meshes; T_cam_from_world None,
@@ -277,13 +249,57 @@ class Renderer:
             Ts = np.broadcast_to(T, (n, 4, 4)) if T.ndim == 2 else T
         if len(Ks) != n or len(Ts) != n:
             raise ValueError(f"render_batch: {n} frames but {len(Ks)} K and {len(Ts)} T_cam_from_world")
-        depth = np.empty((n, self.height, self.width), np.float32)
-        rgb = np.empty((n, self.height, self.width, 3), np.uint8)
-        mask = np.empty((n, self.height, self.width), np.int32)
+        out = RenderOutput(
+            np.empty((n, self.height, self.width), np.float32),
+            np.empty((n, self.height, self.width, 3), np.uint8),
+            np.empty((n, self.height, self.width), np.int32),
+        )
         for i in range(n):
-            out = self.render(Ks[i], frames[i], Ts[i])
-            depth[i], rgb[i], mask[i] = out.depth, out.rgb, out.mask
-        return RenderOutput(depth, rgb, mask)
+            self._render_into(Ks[i], frames[i], Ts[i], out.depth[i], out.rgb[i], out.mask[i])
+        return out
+
+    def _render_into(self, K, meshes, T_cam_from_world, depth, rgb, mask) -> None:
+        """Draw one frame and read it back into the contiguous arrays depth (H, W), rgb (H, W, 3), mask (H, W)."""
+        P = projection_matrix(_np(K, np.float64), self.width, self.height, self.near, self.far)
+        M = np.eye(4) if T_cam_from_world is None else _np(T_cam_from_world, np.float64)
+        if M.shape != (4, 4):
+            raise ValueError(f"T_cam_from_world must be 4x4, got {M.shape}")
+        geometry = self._pack(meshes)
+        st = self._gl()
+        ctx, fbo, prog = st["ctx"], st["fbo"], st["prog"]
+        fbo.use()
+        fbo.viewport = (0, 0, self.width, self.height)
+        ctx.enable(ctx.DEPTH_TEST)
+        ctx.disable(ctx.CULL_FACE | ctx.BLEND)
+        # clear each attachment to its own background: colour, depth [m], instance 0
+        on, off = (True,) * 4, (False,) * 4
+        fbo.color_mask = (on, off, off)
+        fbo.clear(*(np.asarray(self.background_color, np.float64) / 255.0), 1.0, depth=1.0)
+        fbo.color_mask = (off, on, off)
+        fbo.clear(float(self.background_depth), 0.0, 0.0, 0.0)
+        fbo.color_mask = (off, off, on)
+        fbo.clear(0.0, 0.0, 0.0, 0.0)  # an int attachment: 0.0 clears to the integer 0
+        fbo.color_mask = (on, on, on)
+        if geometry is not None:
+            floats, ids, faces = geometry
+            prog["P"].write(P.T.astype("f4").tobytes())  # GL matrices are column-major
+            prog["M"].write(M.T.astype("f4").tobytes())
+            prog["ambient"].value = float(self.ambient)
+            prog["max_depth"].value = float(self.background_depth)
+            vao = ctx.vertex_array(
+                prog,
+                [
+                    (self._buffer("f", floats), "3f 3f 3f", "in_pos", "in_normal", "in_color"),
+                    (self._buffer("i", ids), "i", "in_id"),
+                ],
+                index_buffer=self._buffer("e", faces),
+                index_element_size=4,
+            )
+            vao.render(mode=ctx.TRIANGLES, vertices=faces.size)
+            vao.release()
+        fbo.read_into(mask, components=1, attachment=2, dtype="i4")
+        fbo.read_into(depth, components=1, attachment=1, dtype="f4")
+        fbo.read_into(rgb, components=3, attachment=0, dtype="f1")
 
     @staticmethod
     def _pack(meshes: list[Mesh]):
