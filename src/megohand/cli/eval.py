@@ -37,7 +37,7 @@ class Eval:
         from megohand.data.store import Store
         from megohand.evaluate.evaluator import baseline_factories, evaluate_store
         from megohand.hand import load_hand_model
-        from megohand.inference.rollout import load_policy
+        from megohand.inference.policy import load_policy
 
         if not self.root.is_dir():
             raise SystemExit(f"{self.root}: store folder not found")

@@ -18,7 +18,6 @@ observation: the same picture for a single image, frame k of a video or of a sto
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 import torch
@@ -125,46 +124,3 @@ def rollout(
             progress(k)
     return RolloutResult(torch.cat(out, 1), queries)
 
-
-# --------------------------------------------------------------------------- the model as a Policy
-
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo"
-
-
-class ModelPolicy:
-    """A trained ``MEgoHandPolicy`` as a :class:`Policy` on ``device``: moves inputs there, returns
-    the chunk on the caller's device and dtype, and draws the noise from the caller's CPU generator."""
-
-    def __init__(self, model, device: str | torch.device = "cpu"):
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        self.horizon = int(model.config.horizon)
-
-    @torch.no_grad()
-    def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None) -> torch.Tensor:
-        dev = self.device
-        if generator is not None and generator.device != dev:  # CPU seed stream -> device generator
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            generator = torch.Generator(dev).manual_seed(seed)
-        kw = {} if steps is None else {"steps": steps}
-        a = self.model.predict_chunk(
-            None if image is None else image.to(dev),
-            list(instructions),
-            state.to(dev, torch.float32),
-            None if depth is None else depth.to(dev, torch.float32),
-            generator=generator,
-            **kw,
-        )
-        return a.to(state.device, state.dtype)
-
-
-def load_policy(ckpt: str | Path | None = None, device: str = "cpu") -> ModelPolicy:
-    """Load a checkpoint folder (``MEgoHandPolicy.save_pretrained``); None = the demo checkpoint shipped
-    in the package. Raises FileNotFoundError naming the folder when it is missing."""
-    from megohand.models import MEgoHandPolicy
-
-    path = Path(ckpt) if ckpt is not None else DEMO_CHECKPOINT
-    if not (path / "config.json").is_file():
-        hint = " (the demo checkpoint is built by scripts/train_demo.py)" if ckpt is None else ""
-        raise FileNotFoundError(f"{path}: no checkpoint here (config.json missing){hint}")
-    return ModelPolicy(MEgoHandPolicy.from_pretrained(path), device)
