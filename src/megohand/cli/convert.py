@@ -1,0 +1,159 @@
+"""``megohand convert``: a dataset in its native layout -> the unified store (resumable, shardable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from megohand.data.sources import SOURCES
+
+
+def _layouts() -> str:
+    import importlib
+
+    parts = []
+    for name, spec in sorted(SOURCES.items()):
+        try:
+            mod = importlib.import_module(spec.split(":")[0])
+            parts.append(getattr(mod, "LAYOUT", "").strip() or f"{name}: (no layout text)")
+        except ModuleNotFoundError:
+            parts.append(f"{name}: not available in this version")
+    return "\n\n".join(parts)
+
+
+@dataclass
+class Convert:
+    """Convert one dataset from its released layout into the store (episodes keep native task ids).
+
+    Resumable (episodes already in the store are skipped), with a progress bar; --shard i/n converts
+    every n-th task starting at i (for cluster array jobs). Expected source layouts:
+
+    LAYOUTS
+    """
+
+    dataset: Literal["arctic", "fpha", "h2o", "hoi4d", "holoassist", "hot3d", "oakink2", "taco"]
+    """Dataset name."""
+    src: Path
+    """Folder with the dataset in its native layout (see above)."""
+    out: Path
+    """Store folder (created)."""
+    tasks: list[str] = field(default_factory=list)
+    """Native task ids to convert (default: all found under --src)."""
+    workers: int = 1
+    """Parallel worker processes."""
+    shard: str = "0/1"
+    """i/n: convert tasks i, i+n, i+2n, ... of the sorted list."""
+    depth: Literal["auto", "sensor", "render", "none"] = "auto"
+    """auto: sensor depth where the dataset has it, else rendered virtual depth; none: no depth."""
+    mano_dir: Path | None = None
+    """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand; the store records which)."""
+    retarget_model: Path | None = None
+    """Inverse-MANO retargeting checkpoint folder (FPHA, HoloAssist; `megohand retarget train`)."""
+    refine_steps: int = 100
+    """Per-sequence refinement steps after the retargeting network (0: network only)."""
+    max_short_side: int | None = None
+    """Downscale stored frames whose short side is larger (K scaled to match)."""
+    overwrite: bool = False
+    """Rewrite episodes already in the store."""
+    keep_going: bool = False
+    """Report failing episodes and continue (exit status 1 at the end) instead of stopping."""
+
+    def run(self) -> None:
+        import sys
+
+        from megohand.data.sources import get_source
+
+        src = get_source(self.dataset)(self.src)
+        all_tasks = src.tasks()
+        if self.tasks:
+            known = set(all_tasks)
+            unknown = [t for t in self.tasks if t not in known]
+            if unknown:
+                raise SystemExit(f"unknown {self.dataset} task ids under {self.src}: {unknown[:5]}")
+            tasks = list(self.tasks)
+        else:
+            tasks = all_tasks
+        i, n = parse_shard(self.shard)
+        tasks = tasks[i::n]
+        failures = run_tasks(self, tasks)
+        for task, msg in failures:
+            print(f"FAILED {self.dataset}/{task}: {msg}", file=sys.stderr)
+        if failures:
+            raise SystemExit(1)
+
+
+if Convert.__doc__:
+    Convert.__doc__ = Convert.__doc__.replace("LAYOUTS", _layouts().replace("\n", "\n    "))
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard must look like i/n, got {shard!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise SystemExit(f"--shard i/n needs 0 <= i < n, got {shard!r}")
+    return i, n
+
+
+_STATE = {}
+
+
+def _init_worker(cfg: Convert) -> None:
+    import torch
+
+    from megohand.data.sources import get_source
+    from megohand.data.sources.pipeline import HandModels
+    from megohand.data.store import StoreWriter
+
+    torch.set_num_threads(1)
+    _STATE["cfg"] = cfg
+    _STATE["src"] = get_source(cfg.dataset)(cfg.src)
+    _STATE["writer"] = StoreWriter(cfg.out, max_short_side=cfg.max_short_side)
+    _STATE["hands"] = HandModels(cfg.mano_dir)
+    _STATE["retargeter"] = None
+    if cfg.retarget_model is not None:
+        from megohand.hand.retarget import Retargeter
+
+        _STATE["retargeter"] = Retargeter.from_pretrained(cfg.retarget_model, refine_steps=cfg.refine_steps)
+
+
+def _convert_one(task: str) -> tuple[str, str | None]:
+    from megohand.data.sources.pipeline import convert_episode
+
+    cfg, src, writer = _STATE["cfg"], _STATE["src"], _STATE["writer"]
+    if not cfg.overwrite and writer.has_episode(src.name, task):
+        return task, None
+    try:
+        ep = src.load(task)
+        convert_episode(ep, writer, _STATE["hands"], depth=cfg.depth, retargeter=_STATE["retargeter"], overwrite=cfg.overwrite)
+    except (ValueError, OSError) as e:  # SourceError, StoreError: bad input, named in the message
+        if not cfg.keep_going:
+            raise
+        return task, f"{type(e).__name__}: {e}"
+    return task, None
+
+
+def run_tasks(cfg: Convert, tasks: list[str]) -> list[tuple[str, str]]:
+    """Convert tasks (skipping those already stored); returns [(task, error)] of failures."""
+    from tqdm import tqdm
+
+    failures = []
+    if cfg.workers <= 1:
+        _init_worker(cfg)
+        for task in tqdm(tasks, desc=f"convert {cfg.dataset}", unit="ep"):
+            _, err = _convert_one(task)
+            if err:
+                failures.append((task, err))
+        return failures
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(cfg,)) as ex:
+        futs = [ex.submit(_convert_one, t) for t in tasks]
+        for fut in tqdm(as_completed(futs), total=len(futs), desc=f"convert {cfg.dataset}", unit="ep"):
+            task, err = fut.result()
+            if err:
+                failures.append((task, err))
+    return failures

@@ -1,0 +1,260 @@
+"""Miniature datasets in their exact native layouts, written from known hand parameters.
+
+Every writer returns ``expected``: side -> (T,21,3) joints in the RGB camera frame [m], computed
+with the dataset's *own* semantics (its MANO options fed straight to forward kinematics, then the
+released rigid transforms), independently of the converters' parameter conversions.
+Rotations for the files are made with scipy (an oracle independent of the project's code).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+# ----------------------------------------------------------------------------- a test hand model
+
+
+def write_test_hand(folder: Path, seed=0) -> Path:
+    """A small MANO-format hand (MANO_RIGHT.npz + mirrored MANO_LEFT.npz) with non-trivial
+    ``hands_mean``, PCA ``hands_components``, shape and pose blend shapes, so that every convention
+    rule (flat mean, PCA, J0 shift) changes the result. Loaded through ``load_hand_model(folder)``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    V = 800
+    parents = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14])
+    J = np.zeros((16, 3))
+    J[0] = [0.095, 0.006, 0.006]
+    for s, d in {1: [-1, -0.2, 0], 4: [-1, 0, 0], 7: [-0.9, 0.2, 0], 10: [-0.9, 0.1, 0], 13: [-0.5, -0.4, -0.2]}.items():
+        d = np.array(d) / np.linalg.norm(d)
+        J[s] = J[0] + 0.08 * d
+        J[s + 1] = J[s] + 0.03 * d
+        J[s + 2] = J[s + 1] + 0.025 * d
+    owner = rng.integers(0, 16, V)
+    vt = J[owner] + rng.normal(scale=0.008, size=(V, 3))
+    W = np.zeros((V, 16))
+    W[np.arange(V), owner] = 0.7
+    W[np.arange(V), parents[owner].clip(0)] += 0.3
+    Jreg = np.zeros((16, V))
+    for j in range(16):
+        idx = np.flatnonzero(owner == j)
+        Jreg[j, idx] = 1.0 / len(idx)
+    sd = rng.normal(scale=0.003, size=(V, 3, 10))
+    pdirs = rng.normal(scale=0.002, size=(V, 3, 135))
+    comps = np.linalg.qr(rng.normal(size=(45, 45)))[0].T
+    mean = rng.normal(scale=0.2, size=45)
+    faces = rng.integers(0, V, (1200, 3))
+    kt = np.stack([np.where(parents < 0, 4294967295, parents), np.arange(16)]).astype(np.int64)
+    common = dict(J_regressor=Jreg, weights=W, kintree_table=kt, f=faces, hands_components=comps, is_mano=False,
+                  tip_vertex_ids=np.array([744, 320, 443, 554, 671]), posedirs=pdirs)
+    np.savez(folder / "MANO_RIGHT.npz", v_template=vt, shapedirs=sd, hands_mean=mean, name="test hand right", **common)
+    flip = np.array([-1.0, 1.0, 1.0])
+    mirror_mean = (mean.reshape(15, 3) * np.array([1.0, -1.0, -1.0])).reshape(45)
+    np.savez(folder / "MANO_LEFT.npz", v_template=vt * flip, shapedirs=sd * flip[:, None], hands_mean=mirror_mean,
+             name="test hand left", **common)
+    return folder
+
+
+# ----------------------------------------------------------------------------- generic helpers
+
+
+def random_rotvecs(rng, n) -> np.ndarray:
+    return Rotation.random(n, random_state=int(rng.integers(1 << 31))).as_rotvec()
+
+
+def random_rigid(rng, n, dist=0.5) -> np.ndarray:
+    """(n,4,4) rigid transforms with random rotations and translations of size ~dist [m]."""
+    T = np.tile(np.eye(4), (n, 1, 1))
+    T[:, :3, :3] = Rotation.random(n, random_state=int(rng.integers(1 << 31))).as_matrix()
+    T[:, :3, 3] = rng.normal(scale=dist, size=(n, 3))
+    return T
+
+
+def quat_wxyz(R: np.ndarray) -> np.ndarray:
+    q = Rotation.from_matrix(R).as_quat()  # xyzw
+    return np.concatenate([q[..., 3:], q[..., :3]], axis=-1)
+
+
+def apply(T: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """(T,4,4) x (T,N,3) -> (T,N,3)."""
+    return np.einsum("tij,tnj->tni", T[:, :3, :3], X) + T[:, None, :3, 3]
+
+
+def inv(T: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(T)
+
+
+def fk(hand, go, pose45, betas, transl) -> np.ndarray:
+    """Forward kinematics in float64: joints (T,21,3)."""
+    f = lambda x: torch.as_tensor(np.asarray(x, np.float64))  # noqa: E731
+    with torch.no_grad():
+        out = hand(f(go), f(pose45).reshape(-1, 15, 3), f(betas), f(transl))
+    return out.joints.double().numpy()
+
+
+def constants(hand):
+    return hand.hands_mean.double().numpy(), hand.hands_components.double().numpy()
+
+
+def J0(hand, betas) -> np.ndarray:
+    with torch.no_grad():
+        return hand.rest_joints(torch.as_tensor(np.asarray(betas, np.float64)))[..., 0, :].double().numpy()
+
+
+def tiny_frames(T, H, W, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(1, H, W, 3))
+    return ((base + np.arange(T)[:, None, None, None] * 20) % 255).astype(np.uint8)
+
+
+def jpeg_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def write_video(path: Path, frames, fps=30, codec="mpeg4", pix_fmt="yuv420p", fmt="rgb24"):
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = pix_fmt
+        for fr in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(fr), format=fmt)):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def write_depth_video(path: Path, depth_u16, fps=30):
+    """16-bit depth frames -> lossless FFV1 gray16le video (as decoded by the official scripts)."""
+    write_video(path, depth_u16, fps=fps, codec="ffv1", pix_fmt="gray16le", fmt="gray16le")
+
+
+# ----------------------------------------------------------------------------- HOT3D
+
+FISHEYE16 = [30.0, 31.0, 16.0, 15.0, 0.2, -0.1, 0.01, 0.0, 0.0, 0.0, 1e-3, -1e-3, 1e-3, 0.0, -1e-3, 0.0]
+
+
+def _hot3d_hands(rng, hands, T):
+    """Native world params per side + expected world joints (HOT3D semantics)."""
+    betas = rng.normal(scale=0.5, size=10)
+    native, world = {}, {}
+    for side in ("left", "right"):
+        h = hands[side]
+        mean, comps = constants(h)
+        pca = rng.normal(scale=0.8, size=(T, 15))
+        go = random_rotvecs(rng, T)
+        transl = rng.normal(scale=0.2, size=(T, 3))
+        # smplx MANO(use_pca=True, flat_hand_mean=False): full pose = pca @ comps[:15] + hands_mean
+        world[side] = fk(h, go, pca @ comps[:15] + mean, np.tile(betas, (T, 1)), transl)
+        native[side] = dict(pca=pca, go=go, transl=transl)
+    return betas, native, world
+
+
+def write_hot3d_clip(root: Path, hands, folder="train_aria", clip_id=2832, T=4, size=32, seed=0):
+    """A HOT3D-Clips tar ``root/folder/clip-<id>.tar``; returns expected camera-frame joints."""
+    rng = np.random.default_rng(seed)
+    betas, native, world = _hot3d_hands(rng, hands, T)
+    T_world_cam = random_rigid(rng, T)
+    frames = tiny_frames(T, size, size, seed)
+    path = root / folder / f"clip-{clip_id:06d}.tar"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def add(tar, name, data: bytes):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w") as tar:
+        for t in range(T):
+            key = f"{t:06d}"
+            cam = {
+                "calibration": {
+                    "label": "camera-rgb",
+                    "stream_id": "214-1",
+                    "serial_number": "x",
+                    "image_width": size,
+                    "image_height": size,
+                    "projection_model_type": "CameraModelType.FISHEYE624",
+                    "projection_params": FISHEYE16,
+                    "T_device_from_camera": {"translation_xyz": [0, 0, 0], "quaternion_wxyz": [1, 0, 0, 0]},
+                    "max_solid_angle": 1.7,
+                },
+                "T_world_from_camera": {
+                    "translation_xyz": T_world_cam[t, :3, 3].tolist(),
+                    "quaternion_wxyz": quat_wxyz(T_world_cam[t, :3, :3]).tolist(),
+                },
+            }
+            add(tar, f"{key}.cameras.json", json.dumps({"214-1": cam}).encode())
+            hj = {
+                side: {
+                    "mano_pose": {
+                        "thetas": native[side]["pca"][t].tolist(),
+                        "wrist_xform": np.concatenate([native[side]["go"][t], native[side]["transl"][t]]).tolist(),
+                    },
+                    "umetrack_pose": {"joint_angles": [0.0] * 20, "wrist_xform": np.eye(4).tolist()},
+                }
+                for side in ("left", "right")
+            }
+            add(tar, f"{key}.hands.json", json.dumps(hj).encode())
+            add(tar, f"{key}.objects.json", json.dumps({}).encode())
+            add(tar, f"{key}.info.json", json.dumps({"device": "Aria"}).encode())
+            add(tar, f"{key}.image_214-1.jpg", jpeg_bytes(frames[t]))
+        add(tar, "__hand_shapes.json__", json.dumps({"mano": betas.tolist(), "umetrack": {}}).encode())
+    T_cam_world = inv(T_world_cam)
+    return {side: apply(T_cam_world, world[side]) for side in world}, T_cam_world
+
+
+def write_hot3d_sequence(root: Path, hands, name="P0001_abcdef12", T=5, seed=1):
+    """A per-sequence HOT3D folder (no recording.vrs); returns expected camera-frame joints (T,21,3)."""
+    rng = np.random.default_rng(seed)
+    betas, native, world = _hot3d_hands(rng, hands, T)
+    seq = root / name
+    (seq / "mps" / "slam").mkdir(parents=True, exist_ok=True)
+    (seq / "masks").mkdir(parents=True, exist_ok=True)
+    ts = 1_000_000_000 + np.arange(T) * 33_333_333
+    T_world_device = random_rigid(rng, T)
+    T_device_camera = random_rigid(rng, 1, dist=0.05)[0]
+    with open(seq / "mano_hand_pose_trajectory.jsonl", "w") as f:
+        for t in range(T):
+            hp = {}
+            for key, side in (("0", "left"), ("1", "right")):
+                R = Rotation.from_rotvec(native[side]["go"][t]).as_matrix()
+                hp[key] = {
+                    "pose": native[side]["pca"][t].tolist(),
+                    "wrist_xform": {"t_xyz": native[side]["transl"][t].tolist(), "q_wxyz": quat_wxyz(R).tolist()},
+                    "betas": betas.tolist(),
+                }
+            f.write(json.dumps({"timestamp_ns": int(ts[t]), "hand_poses": hp}) + "\n")
+    with open(seq / "headset_trajectory.csv", "w") as f:
+        f.write("object_uid,timestamp[ns],t_wo_x[m],t_wo_y[m],t_wo_z[m],q_wo_w,q_wo_x,q_wo_y,q_wo_z\n")
+        for t in range(T):
+            q = quat_wxyz(T_world_device[t, :3, :3])
+            f.write(",".join(map(str, [123, int(ts[t]), *T_world_device[t, :3, 3], *q])) + "\n")
+    q = quat_wxyz(T_device_camera[:3, :3])
+    calib = {
+        "CameraCalibrations": [
+            {
+                "Label": "camera-rgb",
+                "Projection": {"Name": "FisheyeRadTanThinPrism", "Params": [FISHEYE16[0], *FISHEYE16[2:]]},
+                "T_Device_Camera": {"Translation": T_device_camera[:3, 3].tolist(), "UnitQuaternion": [q[0], q[1:].tolist()]},
+            }
+        ]
+    }
+    (seq / "mps" / "slam" / "online_calibration.jsonl").write_text(json.dumps(calib) + "\n")
+    with open(seq / "masks" / "mask_hand_pose_available.csv", "w") as f:
+        f.write("timestamp[ns],stream_id,mask\n")
+        for t in range(T):
+            f.write(f"{int(ts[t])},214-1,True\n{int(ts[t]) + 90000},1201-1,True\n")
+    T_cam_world = inv(T_world_device @ T_device_camera)
+    return {side: apply(T_cam_world, world[side]) for side in world}, T_cam_world
