@@ -14,6 +14,7 @@ import tyro
 
 # name -> "module:Class"; keep sorted. Add one line per verb.
 VERBS: dict[str, str] = {
+    "convert": "megohand.cli.convert:Convert",
     "eval": "megohand.cli.eval:Eval",
     "hand-info": "megohand.cli.hand_info:HandInfo",
     "validate": "megohand.cli.validate:Validate",
