@@ -17,6 +17,7 @@ VERBS: dict[str, str] = {
     "convert": "megohand.cli.convert:Convert",
     "eval": "megohand.cli.eval:Eval",
     "hand-info": "megohand.cli.hand_info:HandInfo",
+    "stats": "megohand.cli.stats:Stats",
     "validate": "megohand.cli.validate:Validate",
 }
 

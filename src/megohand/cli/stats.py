@@ -1,0 +1,45 @@
+"""``megohand stats``: per-dataset statistics and the pooled normalisation metadata of a store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Stats:
+    """Compute per-dataset state/action statistics and write the pooled normaliser JSON into the store."""
+
+    root: Path
+    """Store folder."""
+    datasets: list[str] | None = None
+    """Datasets to include and pool (default: all in the store)."""
+    side: str = "right"
+    """Hand side."""
+    horizon: int = 16
+    """Action chunk length L."""
+    split: str = "train"
+    """Stored split the statistics are taken over."""
+    mode: str = "min_max"
+    """Normaliser type written with the pooled statistics: min_max or q99."""
+    force: bool = False
+    """Recompute datasets whose statistics file is already up to date."""
+
+    def run(self) -> None:
+        import numpy as np
+
+        from megohand.data.stats import compute_store_statistics, normalizer_path, stats_path
+
+        out = compute_store_statistics(self.root, self.datasets, self.side, self.horizon, self.split,
+                                       force=self.force, mode=self.mode)
+        print(f"{'dataset':<16}{'states':>10}{'actions':>12}  transl min..max [m]")
+        for ds in out["datasets"]:
+            import json
+
+            s = json.loads(stats_path(self.root, ds, self.side, self.horizon).read_text())
+            lo, hi = np.array(s["state"]["min"][106:109]), np.array(s["state"]["max"][106:109])
+            print(f"{ds:<16}{s['state']['count']:>10}{s['action']['count']:>12}  "
+                  f"{np.round(lo, 3).tolist()} .. {np.round(hi, 3).tolist()}")
+        p = out["pooled"]
+        print(f"{'pooled':<16}{p['state']['count']:>10}{p['action']['count']:>12}")
+        print(f"wrote {normalizer_path(self.root, self.side, self.horizon)}")

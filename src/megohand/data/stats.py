@@ -1,0 +1,182 @@
+"""Per-dataset statistics of states and actions, pooled normalisation metadata (GR00T's stats + metadata.json).
+
+Statistics are taken over what training sees: the state at every window start (stride 1, valid hand, inside
+instruction segments) and every unmasked action of those windows (``megohand.data.windows``).
+Per dim: count, mean, std (population), min, max exactly (streamed, float64); q01, q99 from a uniform random
+sample of at most ``reservoir`` rows (exact while the count is below it).
+
+Files (atomic writes)::
+
+    ROOT/<dataset>/stats_<side>_h<horizon>.json     per dataset
+    ROOT/normalizer_<side>_h<horizon>.json          pooled statistics + Normalizer.to_dict() of the datasets used
+
+Pooling is exact for count, mean, std, min, max; pooled q01/q99 are the min of the q01s / max of the q99s
+(a conservative bound: exact pooled quantiles would need the data).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from megohand.data.normalize import Normalizer
+from megohand.data.store import Store, StoreError, write_json_atomic
+from megohand.data.windows import episode_ranges, episode_states, future_indices, window_starts
+from megohand.hand.vector import encode_chunk
+
+STATS_FORMAT = "megohand-stats"
+
+
+class RunningStats:
+    """Streaming per-dim count/mean/std/min/max (float64) plus a bounded uniform sample for quantiles."""
+
+    def __init__(self, dim: int, reservoir: int = 100_000, seed: int = 0):
+        self.dim, self.reservoir = dim, reservoir
+        self.n = 0
+        self.sum = np.zeros(dim)
+        self.sumsq = np.zeros(dim)
+        self.min = np.full(dim, np.inf)
+        self.max = np.full(dim, -np.inf)
+        self.rng = np.random.default_rng(seed)
+        self.sample = np.zeros((0, dim))
+        self.keys = np.zeros(0)
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, self.dim)
+        if len(x) == 0:
+            return
+        self.n += len(x)
+        self.sum += x.sum(0)
+        self.sumsq += (x * x).sum(0)
+        self.min = np.minimum(self.min, x.min(0))
+        self.max = np.maximum(self.max, x.max(0))
+        # bottom-k of uniform keys = a uniform sample without replacement
+        keys = np.concatenate([self.keys, self.rng.random(len(x))])
+        rows = np.concatenate([self.sample, x])
+        if len(keys) > self.reservoir:
+            keep = np.argpartition(keys, self.reservoir)[: self.reservoir]
+            keys, rows = keys[keep], rows[keep]
+        self.keys, self.sample = keys, rows
+
+    def result(self) -> dict:
+        if self.n == 0:
+            raise ValueError("no data")
+        mean = self.sum / self.n
+        var = np.maximum(self.sumsq / self.n - mean * mean, 0.0)
+        q01, q99 = np.quantile(self.sample, [0.01, 0.99], axis=0)
+        return {"count": int(self.n), "mean": mean.tolist(), "std": np.sqrt(var).tolist(),
+                "min": self.min.tolist(), "max": self.max.tolist(), "q01": q01.tolist(), "q99": q99.tolist()}
+
+
+def dataset_statistics(store: Store | str | Path, dataset: str, side: str = "right", horizon: int = 16,
+                       split: str | None = "train", reservoir: int = 100_000, seed: int = 0,
+                       progress: bool = False) -> dict:
+    """Statistics of one dataset's states (109) and actions (99); see the module docstring."""
+    store = store if isinstance(store, Store) else Store(store)
+    refs = store.episodes(dataset, split)
+    if not refs:
+        raise StoreError(f"dataset {dataset!r}: no episodes of split {split!r} in {store.root}")
+    st, ac = RunningStats(109, reservoir, seed), RunningStats(99, reservoir, seed + 1)
+    it = refs
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(refs, desc=f"stats {dataset}", unit="ep")
+    for ref in it:
+        ep = store.open(ref)
+        states = episode_states(ep, side)
+        valid = ep.hands(side)["valid"]
+        for s, e, _ in episode_ranges(ep.num_frames, ep.meta.segments):
+            ks = window_starts(valid, s, e, 1)
+            if len(ks) == 0:
+                continue
+            idx, mask = zip(*(future_indices(int(k), e, horizon, valid) for k in ks))
+            idx, mask = np.stack(idx), np.stack(mask)
+            with torch.no_grad():
+                act = encode_chunk(states[torch.from_numpy(ks)], states[torch.from_numpy(idx)]).double().numpy()
+            st.add(states[torch.from_numpy(ks)].double().numpy())
+            ac.add(act[mask > 0])
+    return {"format": STATS_FORMAT, "version": 1, "dataset": dataset, "side": side, "horizon": horizon,
+            "split": split, "episodes": len(refs), "state": st.result(), "action": ac.result(),
+            "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def pool_statistics(stats: list[dict]) -> dict:
+    """Pool per-dataset statistics (exact count/mean/std/min/max; conservative q01/q99)."""
+    if not stats:
+        raise ValueError("nothing to pool")
+    out = {"datasets": [s.get("dataset") for s in stats]}
+    for kind in ("state", "action"):
+        parts = [s[kind] for s in stats]
+        n = np.array([p["count"] for p in parts], np.float64)
+        N = n.sum()
+        mean = np.array([p["mean"] for p in parts])
+        std = np.array([p["std"] for p in parts])
+        mu = (n[:, None] * mean).sum(0) / N
+        var = (n[:, None] * (std ** 2 + mean ** 2)).sum(0) / N - mu ** 2
+        out[kind] = {
+            "count": int(N),
+            "mean": mu.tolist(),
+            "std": np.sqrt(np.maximum(var, 0.0)).tolist(),
+            "min": np.min([p["min"] for p in parts], 0).tolist(),
+            "max": np.max([p["max"] for p in parts], 0).tolist(),
+            "q01": np.min([p["q01"] for p in parts], 0).tolist(),
+            "q99": np.max([p["q99"] for p in parts], 0).tolist(),
+        }
+    return out
+
+
+def stats_path(root: str | Path, dataset: str, side: str = "right", horizon: int = 16) -> Path:
+    return Path(root) / dataset / f"stats_{side}_h{horizon}.json"
+
+
+def normalizer_path(root: str | Path, side: str = "right", horizon: int = 16) -> Path:
+    return Path(root) / f"normalizer_{side}_h{horizon}.json"
+
+
+def compute_store_statistics(root: str | Path, datasets: list[str] | None = None, side: str = "right",
+                             horizon: int = 16, split: str | None = "train", force: bool = False,
+                             mode: str = "min_max", progress: bool = True) -> dict:
+    """Compute (or reuse, unless ``force``) each dataset's statistics, then write the pooled normaliser file.
+
+    A dataset's file is reused when it is newer than the dataset's index.json (so a resumed run skips done work).
+    Returns the pooled file's content."""
+    store = Store(root)
+    names = datasets or store.datasets()
+    per = []
+    for ds in names:
+        p = stats_path(root, ds, side, horizon)
+        idx = Path(root) / ds / "index.json"
+        fresh = p.exists() and (not idx.exists() or p.stat().st_mtime >= idx.stat().st_mtime)
+        if fresh and not force:
+            s = json.loads(p.read_text())
+            if s.get("split") == split:
+                per.append(s)
+                continue
+        s = dataset_statistics(store, ds, side, horizon, split, progress=progress)
+        write_json_atomic(p, s)
+        per.append(s)
+    pooled = pool_statistics(per)
+    out = {"format": STATS_FORMAT, "kind": "pooled", "side": side, "horizon": horizon, "split": split,
+           "datasets": names, "pooled": pooled,
+           "normalizer": Normalizer.from_stats(pooled, mode).to_dict()}
+    write_json_atomic(normalizer_path(root, side, horizon), out)
+    return out
+
+
+def load_normalizer(root: str | Path, datasets: list[str] | None = None, side: str = "right", horizon: int = 16,
+                    mode: str = "min_max") -> Normalizer:
+    """Normaliser pooled over ``datasets`` (default: all) from the per-dataset files of ``megohand stats``."""
+    store = Store(root)
+    per = []
+    for ds in datasets or store.datasets():
+        p = stats_path(root, ds, side, horizon)
+        if not p.exists():
+            raise StoreError(f"{ds} [stats]: {p} missing; run `megohand stats --root {root} --side {side} "
+                             f"--horizon {horizon}` first")
+        per.append(json.loads(p.read_text()))
+    return Normalizer.from_stats(pool_statistics(per), mode)
