@@ -20,7 +20,8 @@ from megohand.hand.conventions import (
     transl_to_wrist,
     wrist_to_transl,
 )
-from test_hand_model import random_params, write_synthetic_mano
+from megohand.hand.mano_io import write_synthetic_mano
+from test_hand_model import random_params
 
 torch.set_num_threads(1)
 g = torch.Generator().manual_seed(0)

@@ -1,11 +1,9 @@
 """The hand layer against a float64 numpy LBS reference written from MANO's equations.
 
-The asset is synthetic, in MANO's exact pickle format (see ``write_synthetic_mano``).
+The asset is synthetic, in MANO's exact pickle format (``megohand.hand.mano_io.synthetic_mano``).
 """
 
 from __future__ import annotations
-
-import pickle
 
 import numpy as np
 import pytest
@@ -13,46 +11,13 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial.transform import Rotation
 
-from megohand.hand import HandModel, HandOutput, load_hand_model
-from megohand.hand.mano_io import load_asset, restricted_load, save_npz
+from megohand.hand import HandOutput, load_hand_model
+from megohand.hand.mano_io import load_asset, save_npz, synthetic_mano, write_synthetic_mano
 from megohand.hand.vector import HandParams
 
 torch.set_num_threads(1)
 PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
 MANO_TIPS = [744, 320, 443, 554, 671]
-
-
-def synthetic_mano(seed: int = 0, V: int = 778) -> dict:
-    """A random hand in MANO's pickle layout: regressor and weight rows sum to 1, orthonormal PCA."""
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.normal(size=(45, 45)))
-    W = rng.random((V, 16)) ** 4
-    W /= W.sum(1, keepdims=True)
-    Jr = rng.random((16, V)) * (rng.random((16, V)) < 0.05)
-    Jr /= Jr.sum(1, keepdims=True)
-    kin = np.array([[2**32 - 1] + PARENTS[1:], np.arange(16)], dtype=np.int64)
-    return dict(
-        v_template=rng.normal(size=(V, 3)) * 0.05,
-        shapedirs=rng.normal(size=(V, 3, 10)) * 0.01,
-        posedirs=rng.normal(size=(V, 3, 135)) * 0.01,
-        J_regressor=sp.csc_matrix(Jr),
-        weights=W,
-        kintree_table=kin,
-        f=rng.integers(0, V, (1538, 3)).astype(np.uint32),
-        hands_components=Q,
-        hands_mean=rng.normal(size=45) * 0.3,
-        hands_coeffs=rng.normal(size=(100, 45)),
-        J=Jr @ rng.normal(size=(V, 3)),
-        bs_style="lbs",
-        bs_type="lrotmin",
-    )
-
-
-def write_synthetic_mano(folder, side: str = "right", seed: int = 0) -> dict:
-    data = synthetic_mano(seed)
-    with open(folder / f"MANO_{side.upper()}.pkl", "wb") as f:
-        pickle.dump(data, f, protocol=2)
-    return data
 
 
 def reference_lbs(d: dict, go, hp, betas, transl, tips=MANO_TIPS):
@@ -197,3 +162,18 @@ def test_env_variable_and_left_side(tmp_path, monkeypatch):
     go, hp, be, tr = random_params(1)
     v, _ = reference_lbs(d, go[0].numpy(), hp[0].numpy(), be[0].numpy(), tr[0].numpy())
     np.testing.assert_allclose(hand(go, hp, be, tr).vertices[0].numpy(), v, atol=1e-10)
+
+
+def test_large_batch_blocks_match_reference(mano_dir):
+    """Batches above the CPU block size are computed in blocks: same result as the reference."""
+    d = synthetic_mano(0)
+    hand = load_hand_model(mano_dir, dtype=torch.float64)
+    go, hp, be, tr = random_params(300, seed=4)
+    out = hand(go, hp, be, tr)
+    assert out.vertices.is_contiguous() and out.joints.shape == (300, 21, 3)
+    for b in (0, 63, 64, 199, 299):
+        v, j = reference_lbs(d, go[b].numpy(), hp[b].numpy(), be[b].numpy(), tr[b].numpy())
+        np.testing.assert_allclose(out.vertices[b].numpy(), v, atol=1e-10)
+        np.testing.assert_allclose(out.joints[b].numpy(), j, atol=1e-10)
+    g = hand(go[:150].requires_grad_(), hp[:150], be[:150], tr[:150]).vertices.sum()
+    g.backward()

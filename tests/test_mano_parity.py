@@ -19,7 +19,8 @@ import torch
 from megohand.hand import load_hand_model
 from megohand.hand.conventions import mean_relative_to_flat, pca_to_full
 from megohand.hand.mano_io import load_asset, restricted_load
-from test_hand_model import random_params, synthetic_mano, write_synthetic_mano
+from megohand.hand.mano_io import synthetic_mano, write_synthetic_mano
+from test_hand_model import random_params
 
 torch.set_num_threads(1)
 smplx = pytest.importorskip("smplx")

@@ -6,7 +6,8 @@ Same maths as MANO / smplx ``lbs``, arranged for speed:
   778-vertex regression is never run per call (``J_regressor`` is linear);
 * the kinematic chain is composed **level by level** (MANO's tree has depth 3: one batched
   3x3 matmul per level instead of 15 sequential 4x4 products);
-* skinning uses 3x4 transforms (no homogeneous row) in one (V,16) @ (...,16,12) product.
+* skinning uses 3x4 transforms with vertices on the last axis: one (B*12, J) @ (J, V) product
+  and three fused multiply-adds (no (B, V, 4, 4) tensor, no batched matmul).
 """
 
 from __future__ import annotations
@@ -93,23 +94,30 @@ def _take(x: torch.Tensor, ids: list[int], dim: int) -> torch.Tensor:
     return x.index_select(dim, torch.tensor(ids, device=x.device))
 
 
-def rest_joints(betas: torch.Tensor, J_template: torch.Tensor, J_shapedirs: torch.Tensor) -> torch.Tensor:
-    """Shaped rest joints: betas (..., Nb) -> (..., J, 3) [m]; J_shapedirs is (J*3, Nb)."""
-    return J_template + (betas @ J_shapedirs.T).unflatten(-1, J_template.shape)
-
-
-def skin(
-    G_R: torch.Tensor, G_t: torch.Tensor, J: torch.Tensor, v_posed: torch.Tensor, weights: torch.Tensor
+def skin_transposed(
+    G_R: torch.Tensor,
+    G_t: torch.Tensor,
+    J: torch.Tensor,
+    v_posed_T: torch.Tensor,
+    weights_T: torch.Tensor,
+    transl: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """LBS: v = sum_k w_k (G_R_k (v - J_k) + G_t_k).
+    """LBS, vertices along the last axis: v = sum_k w_k (G_R_k (v - J_k) + G_t_k).
 
     Args:
-        G_R: (..., J, 3, 3); G_t: (..., J, 3); J: (..., J, 3) rest joints; v_posed (..., V, 3);
-        weights: (V, J), rows sum to 1.
+        G_R: (B, J, 3, 3); G_t: (B, J, 3); J: (B, J, 3) rest joints; v_posed_T: (B, 3, V);
+        weights_T: (J, V), columns sum to 1; transl: (B, 3) added to every vertex, or None.
     Returns:
-        (..., V, 3) skinned vertices [m].
+        (B, 3, V) skinned vertices [m].
+
+    The per-vertex 3x4 transforms come from one (B*12, J) @ (J, V) product (no batched matmul),
+    and are applied with three fused multiply-adds over contiguous rows of V.
     """
-    t = G_t - (G_R @ J.unsqueeze(-1)).squeeze(-1)  # (..., J, 3) rest-pose removal
-    A = torch.cat([G_R, t.unsqueeze(-1)], dim=-1).flatten(-2)  # (..., J, 12)
-    T = (weights @ A).unflatten(-1, (3, 4))  # (..., V, 3, 4)
-    return (T[..., :3] * v_posed.unsqueeze(-2)).sum(-1) + T[..., 3]
+    B, nj = G_R.shape[:2]
+    t = G_t - (G_R @ J.unsqueeze(-1)).squeeze(-1)  # (B, J, 3) rest-pose removal
+    A = torch.cat([G_R, t.unsqueeze(-1)], dim=-1).reshape(B, nj, 12)
+    T = (A.transpose(1, 2) @ weights_T).view(B, 3, 4, -1)  # (B, 3, 4, V)
+    offset = T[:, :, 3] if transl is None else T[:, :, 3] + transl.unsqueeze(-1)
+    out = torch.addcmul(offset, T[:, :, 0], v_posed_T[:, 0:1])
+    out = torch.addcmul(out, T[:, :, 1], v_posed_T[:, 1:2])
+    return torch.addcmul(out, T[:, :, 2], v_posed_T[:, 2:3])

@@ -377,3 +377,52 @@ def save_npz(path: str | os.PathLike, asset: dict) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **keys)
     os.replace(tmp, path)
+
+
+MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
+
+
+def synthetic_mano(seed: int = 0, num_vertices: int = 778, num_faces: int = 1538) -> dict:
+    """A random hand in MANO's exact pickle layout (for tests and benchmarks; not a hand shape).
+
+    Template, blend shapes and PCA are random; ``J_regressor`` is a sparse csc matrix whose rows sum
+    to 1, ``weights`` rows sum to 1, ``hands_components`` is orthonormal, ``kintree_table[0, 0]``
+    is 2**32 - 1 as in the released files. Write it with ``pickle.dump(d, f, protocol=2)``.
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    V = num_vertices
+    Q, _ = np.linalg.qr(rng.normal(size=(45, 45)))
+    W = rng.random((V, 16)) ** 4
+    W /= W.sum(1, keepdims=True)
+    Jr = rng.random((16, V)) * (rng.random((16, V)) < 0.05)
+    Jr[:, 0] += 1e-3  # no empty row
+    Jr /= Jr.sum(1, keepdims=True)
+    kin = np.array([[2**32 - 1] + list(MANO_PARENTS[1:]), np.arange(16)], dtype=np.int64)
+    return dict(
+        v_template=rng.normal(size=(V, 3)) * 0.05,
+        shapedirs=rng.normal(size=(V, 3, 10)) * 0.01,
+        posedirs=rng.normal(size=(V, 3, 135)) * 0.01,
+        J_regressor=sp.csc_matrix(Jr),
+        weights=W,
+        kintree_table=kin,
+        f=rng.integers(0, V, (num_faces, 3)).astype(np.uint32),
+        hands_components=Q.T.copy(),
+        hands_mean=rng.normal(size=45) * 0.3,
+        hands_coeffs=rng.normal(size=(100, 45)),
+        J=Jr @ rng.normal(size=(V, 3)),
+        bs_style="lbs",
+        bs_type="lrotmin",
+    )
+
+
+def write_synthetic_mano(folder: str | os.PathLike, side: str = "right", seed: int = 0) -> dict:
+    """Write :func:`synthetic_mano` as ``folder/MANO_{RIGHT,LEFT}.pkl`` (atomically); returns the dict."""
+    data = synthetic_mano(seed)
+    path = Path(folder) / f"MANO_{_check_side(side).upper()}.pkl"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(data, f, protocol=2)
+    os.replace(tmp, path)
+    return data

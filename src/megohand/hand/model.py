@@ -13,6 +13,7 @@ vertices (thumb, index, middle, ring, pinky).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -22,10 +23,11 @@ import torch
 from torch import nn
 
 from megohand.geometry.rotations import RotationFormat, to_matrix
-from megohand.hand.lbs import KinematicChain, skin
+from megohand.hand.lbs import KinematicChain, skin_transposed
 from megohand.hand.mano_io import find_mano_file, load_asset
 
 NUM_BETAS = 10
+CPU_CHUNK = 64  # hands per block on CPU: keeps the per-vertex transforms in cache (about 5x faster)
 MANO_TIP_VERTEX_IDS = (744, 320, 443, 554, 671)  # smplx vertex_ids['mano']: thumb, index, middle, ring, pinky
 ASSET_DIR = Path(__file__).parent / "assets"
 
@@ -67,16 +69,21 @@ class HandModel(nn.Module):
             raise ValueError(f"{self.source}: tip_vertex_ids must be 5 vertex ids < {V}, got {tips.tolist()}")
 
         f64 = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64)  # noqa: E731
-        # Shape and pose blend shapes in one matrix: [betas | pose_feature] @ blend -> (V*3)
-        blend = torch.cat([f64(shapedirs.reshape(V * 3, NUM_BETAS).T), f64(asset["posedirs"].reshape(V * 3, -1).T)])
+        # Shape and pose blend shapes in one matrix, columns in (3, V) order (vertices last):
+        # [betas | pose_feature] (B, 10+135) @ blend -> (B, 3*V)
+        sd_T = shapedirs.transpose(2, 1, 0).reshape(NUM_BETAS, 3 * V)
+        pd_T = asset["posedirs"].transpose(2, 1, 0).reshape(-1, 3 * V)
+        blend = torch.cat([f64(sd_T), f64(pd_T)])
         J_template = f64(Jreg @ asset["v_template"])  # (16, 3)
         J_shapedirs = f64(np.einsum("jv,vkb->bjk", Jreg, shapedirs).reshape(NUM_BETAS, n_joints * 3))
         buffers = {
             "v_template": f64(asset["v_template"]),
+            "v_template_T": f64(asset["v_template"].T.reshape(-1)),  # (3*V,)
             "blend": blend,
             "J_template": J_template,
             "J_shapedirs": J_shapedirs,
             "weights": f64(asset["weights"]),
+            "weights_T": f64(asset["weights"].T),  # (16, V)
             "hands_mean": f64(asset["hands_mean"]),
             "hands_components": f64(asset["hands_components"]),
             "shapedirs": f64(shapedirs),
@@ -84,6 +91,7 @@ class HandModel(nn.Module):
         }
         for k, v in buffers.items():
             self.register_buffer(k, v.to(dtype=dtype, device=device))
+        self.register_buffer("_eye", torch.eye(3, dtype=dtype, device=device), persistent=False)
         self.register_buffer("faces", torch.as_tensor(asset["faces"], dtype=torch.long, device=device))
         self.register_buffer("tip_vertex_ids", torch.as_tensor(tips, dtype=torch.long, device=device))
 
@@ -121,18 +129,27 @@ class HandModel(nn.Module):
         betas = betas.to(self.J_template.dtype)
         return self.J_template + (betas @ self.J_shapedirs).unflatten(-1, (16, 3))
 
-    def _rotations(self, global_orient, hand_pose, rot: RotationFormat):
+    def _rotations(self, global_orient, hand_pose, rot: RotationFormat) -> torch.Tensor:
+        """(..., 16, 3, 3) local rotations, row 0 = global orient; batch dims broadcast."""
         width = {"axis_angle": 3, "rot6d": 6}.get(rot)
+        dt = self.J_template.dtype
+        global_orient, hand_pose = global_orient.to(dt), hand_pose.to(dt)
         if width is not None and hand_pose.shape[-1] == 15 * width:
             hand_pose = hand_pose.unflatten(-1, (15, width))
-        R0 = to_matrix(global_orient.to(self.J_template.dtype), rot)
-        Rh = to_matrix(hand_pose.to(self.J_template.dtype), rot)
-        if R0.shape[-2:] != (3, 3) or Rh.shape[-3:] != (15, 3, 3):
+        tail = (width,) if width is not None else (3, 3)
+        if rot not in ("axis_angle", "rot6d", "matrix"):
+            raise ValueError(f"unknown rotation format {rot!r}; expected axis_angle, rot6d or matrix")
+        n = len(tail)
+        if global_orient.shape[-n:] != tail or hand_pose.shape[-n - 1 :] != (15, *tail):
             raise ValueError(
                 f"bad rotation shapes for rot={rot!r}: global_orient {tuple(global_orient.shape)}, "
-                f"hand_pose {tuple(hand_pose.shape)}"
+                f"hand_pose {tuple(hand_pose.shape)}; expected (..., {tail}) and (..., 15, {tail})"
             )
-        return R0, Rh
+        batch = torch.broadcast_shapes(global_orient.shape[:-n], hand_pose.shape[: -n - 1])
+        rots = torch.cat(
+            [global_orient.expand(*batch, *tail).unsqueeze(-n - 1), hand_pose.expand(*batch, 15, *tail)], dim=-n - 1
+        )
+        return to_matrix(rots, rot)
 
     def forward(
         self,
@@ -147,39 +164,55 @@ class HandModel(nn.Module):
         Returns:
             HandOutput(vertices (..., V, 3), joints (..., 21, 3)) in metres.
         """
-        R0, Rh = self._rotations(global_orient, hand_pose, rot)
+        R = self._rotations(global_orient, hand_pose, rot)
         dt = self.J_template.dtype
-        shapes = [R0.shape[:-2], Rh.shape[:-3]]
+        shapes = [R.shape[:-3]]
         if betas is not None:
             betas = betas.to(dt)
+            if betas.shape[-1] != NUM_BETAS:
+                raise ValueError(f"betas must have {NUM_BETAS} values, got shape {tuple(betas.shape)}")
             shapes.append(betas.shape[:-1])
         if transl is not None:
             transl = transl.to(dt)
             shapes.append(transl.shape[:-1])
         batch = torch.broadcast_shapes(*shapes)
-        B = int(np.prod(batch)) if len(batch) else 1
-        R = torch.cat([R0.expand(*batch, 3, 3).unsqueeze(-3), Rh.expand(*batch, 15, 3, 3)], dim=-3).reshape(B, 16, 3, 3)
+        B = math.prod(batch)
+        R = R.expand(*batch, 16, 3, 3).reshape(B, 16, 3, 3)
+        if betas is not None:
+            betas = betas.expand(*batch, NUM_BETAS).reshape(B, NUM_BETAS)
+        if transl is not None:
+            transl = transl.expand(*batch, 3).reshape(B, 3)
+        if R.device.type == "cpu" and B > 2 * CPU_CHUNK:
+            parts = [
+                self._forward_flat(
+                    R[s : s + CPU_CHUNK],
+                    None if betas is None else betas[s : s + CPU_CHUNK],
+                    None if transl is None else transl[s : s + CPU_CHUNK],
+                )
+                for s in range(0, B, CPU_CHUNK)
+            ]
+            verts, joints = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        else:
+            verts, joints = self._forward_flat(R, betas, transl)
+        return HandOutput(verts.view(*batch, -1, 3), joints.view(*batch, 21, 3))
 
-        eye = torch.eye(3, dtype=dt, device=R.device)
-        pose_feature = (R[:, 1:] - eye).reshape(B, -1)  # (B, 135)
+    def _forward_flat(self, R: torch.Tensor, betas: torch.Tensor | None, transl: torch.Tensor | None):
+        """R (B, 16, 3, 3), betas (B, 10) | None, transl (B, 3) | None -> vertices (B, V, 3), joints (B, 21, 3)."""
+        B = R.shape[0]
+        pose_feature = (R[:, 1:] - self._eye).reshape(B, -1)  # (B, 135)
         if betas is None:
             feats = torch.cat([pose_feature.new_zeros(B, NUM_BETAS), pose_feature], dim=-1)
             J = self.J_template.expand(B, 16, 3)
         else:
-            betas = betas.expand(*batch, betas.shape[-1]).reshape(B, -1)
-            if betas.shape[-1] != NUM_BETAS:
-                raise ValueError(f"betas must have {NUM_BETAS} values, got {betas.shape[-1]}")
             feats = torch.cat([betas, pose_feature], dim=-1)
             J = self.J_template + (betas @ self.J_shapedirs).view(B, 16, 3)
-        v_posed = self.v_template + (feats @ self.blend).view(B, -1, 3)
+        v_posed_T = torch.addmm(self.v_template_T, feats, self.blend).view(B, 3, -1)  # (B, 3, V)
 
         G_R, G_t = self.chain.forward_kinematics(R, J)
-        verts = skin(G_R, G_t, J, v_posed, self.weights)
-        joints = torch.cat([G_t, verts.index_select(1, self.tip_vertex_ids)], dim=1)
-        if transl is not None:
-            t = transl.expand(*batch, 3).reshape(B, 1, 3)
-            verts, joints = verts + t, joints + t
-        return HandOutput(verts.reshape(*batch, -1, 3), joints.reshape(*batch, 21, 3))
+        verts_T = skin_transposed(G_R, G_t, J, v_posed_T, self.weights_T, transl)  # (B, 3, V), with transl
+        tips = verts_T.index_select(2, self.tip_vertex_ids).transpose(1, 2)  # (B, 5, 3)
+        joints = torch.cat([G_t if transl is None else G_t + transl.unsqueeze(1), tips], dim=1)
+        return verts_T.transpose(1, 2).contiguous(), joints
 
     def forward_params(self, params, rot: RotationFormat = "axis_angle") -> HandOutput:
         """Same as forward for a :class:`megohand.hand.vector.HandParams`."""
