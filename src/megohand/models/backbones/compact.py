@@ -1,0 +1,87 @@
+"""The compact backbone: frozen pretrained MiniLM text encoder + small CNN vision encoder + fusion transformer.
+
+Tokens: ``[text tokens (<= max_text_tokens) | image tokens (grid^2)]`` with type embeddings, fused by a small
+pre-norm transformer encoder, projected to ``out_dim``. Depth tokens are added to the image tokens before fusion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from megohand.models.backbones import bundled_text_path
+from megohand.models.depth import SmallCNN
+
+
+class CompactBackbone(nn.Module):
+    def __init__(self, cfg, out_dim: int, use_text: bool, use_image: bool, aux_dir: Path | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        if cfg.image_size % 16:
+            raise ValueError(f"compact backbone needs image_size divisible by 16, got {cfg.image_size}")
+        self.cfg, self.use_text, self.use_image = cfg, use_text, use_image
+        self.image_size = cfg.image_size
+        self.image_grid = cfg.image_size // 16
+        self.image_token_dim = cfg.width
+        w = cfg.width
+        self.text = self.tokenizer = None
+        if use_text:
+            if aux_dir is not None:  # rebuild from the checkpoint; weights come from its safetensors
+                self.tokenizer = AutoTokenizer.from_pretrained(aux_dir / "text")
+                self.text = AutoModel.from_config(AutoConfig.from_pretrained(aux_dir / "text"))
+            else:
+                path = Path(cfg.text_path) if cfg.text_path else bundled_text_path()
+                if not (path / "config.json").is_file():
+                    raise FileNotFoundError(f"text encoder folder {path} has no config.json")
+                self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+                self.text = AutoModel.from_pretrained(path, local_files_only=True)
+            self.text.requires_grad_(cfg.tune_text)
+            self.text_proj = nn.Linear(self.text.config.hidden_size, w)
+        if use_image:
+            self.vision = SmallCNN(3, w, num_down=4)
+            self.image_pos = nn.Parameter(torch.randn(self.image_grid**2, w) * 0.02)
+        self.type_embed = nn.Embedding(2, w)
+        layer = nn.TransformerEncoderLayer(
+            w, cfg.fusion_heads, 4 * w, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.fusion = nn.TransformerEncoder(layer, cfg.fusion_layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, out_dim))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.text is not None and not self.cfg.tune_text:
+            self.text.eval()  # frozen modules stay in eval mode (no dropout)
+        return self
+
+    def export(self, folder: Path) -> None:
+        if self.text is not None:
+            self.text.config.save_pretrained(folder / "text")
+            self.tokenizer.save_pretrained(folder / "text")
+
+    def encode_text(self, instructions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """list of B strings -> (tokens (B, S, width), mask (B, S) bool)."""
+        enc = self.tokenizer(
+            list(instructions), padding=True, truncation=True, max_length=self.cfg.max_text_tokens, return_tensors="pt"
+        ).to(device)
+        with torch.set_grad_enabled(self.cfg.tune_text and torch.is_grad_enabled()):
+            h = self.text(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        return self.text_proj(h.to(self.text_proj.weight.dtype)), enc["attention_mask"].bool()
+
+    def forward(self, image=None, instructions=None, depth_tokens=None):
+        parts, masks = [], []
+        if self.use_text:
+            t, m = self.encode_text(instructions, self.type_embed.weight.device)
+            parts.append(t + self.type_embed.weight[0])
+            masks.append(m)
+        if self.use_image:
+            x = self.vision(image * 2 - 1).flatten(2).transpose(1, 2) + self.image_pos
+            if depth_tokens is not None:
+                x = x + depth_tokens
+            parts.append(x + self.type_embed.weight[1])
+            masks.append(torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        tokens, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+        tokens = self.fusion(tokens, src_key_padding_mask=~mask)
+        return self.out(tokens), mask

@@ -1,0 +1,232 @@
+"""Policy configuration: frozen dataclasses with two presets, ``paper`` and ``compact``.
+
+Every field is a command-line override through tyro (``megohand train model:paper --model.dit.num-layers 8``).
+``PolicyConfig.to_dict()/from_dict()`` round-trip through the checkpoint's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Modalities = Literal["T", "V", "TI", "TID"]
+
+SYSTEM_PROMPT = (
+    "Given the initial token, generate a sequence of motion tokens semantically aligned with the "
+    "following hand motion description."
+)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Cerebrum (vision-language backbone)."""
+
+    kind: Literal["compact", "eagle"] = "compact"
+    """compact: MiniLM text + small CNN vision + fusion transformer; eagle: SigLIP + pixel shuffle + truncated LLM."""
+    image_size: int = 128
+    """Square input side [px] after resizing."""
+    augment: bool = False
+    """GPU-side training augmentation (random crop 0.95, colour jitter; depth only cropped). Off by default:
+    WindowDataset(augment=True) already does it on the CPU."""
+    # compact
+    text_path: Path | None = None
+    """Sentence-transformers/BERT folder for the compact text encoder; None = the bundled MiniLM."""
+    tune_text: bool = False
+    """Train the compact text encoder (frozen by default)."""
+    max_text_tokens: int = 32
+    """Text tokens kept (compact) / text tokens budget (eagle, without image tokens)."""
+    width: int = 256
+    """Width of the compact vision encoder and fusion transformer."""
+    fusion_layers: int = 2
+    """Layers of the compact fusion transformer."""
+    fusion_heads: int = 4
+    """Heads of the compact fusion transformer."""
+    # eagle
+    vision_path: Path | None = None
+    """Local SigLIP/SigLIP-2 folder (SiglipVisionModel or SiglipModel checkpoint)."""
+    llm_path: Path | None = None
+    """Local decoder-LLM folder (SmolLM2/Llama or Qwen2) with its tokenizer."""
+    random_init: bool = False
+    """Build the full-size eagle architecture from configs with random weights (benchmarks only)."""
+    llm_layers: int = 12
+    """Keep the first N decoder layers (GR00T select_layer)."""
+    tune_llm: bool = False
+    """Train the LLM (frozen in the paper)."""
+    tune_visual: bool = True
+    """Train the vision tower and mlp1."""
+    lora_rank: int = 0
+    """LoRA rank on the LLM q/k/v projections (0 = off; needs peft)."""
+    lora_alpha: int = 16
+    """LoRA alpha."""
+    lora_dropout: float = 0.1
+    """LoRA dropout."""
+    system_prompt: str = SYSTEM_PROMPT
+    """System message of the ChatML prompt (eagle)."""
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """Depth estimator, depth encoder and depth supervision."""
+
+    estimator: Literal["store", "depth_anything", "none"] = "store"
+    """Where depth comes from: store = sensor/rendered depth of the sample; depth_anything = estimated; none."""
+    estimator_path: Path | None = None
+    """Local DepthAnythingForDepthEstimation folder (for estimator=depth_anything)."""
+    estimator_metric: bool = True
+    """The estimator outputs metres (metric checkpoints); else its relative output is min-max scaled to [0, max_depth]."""
+    encoder: Literal["resnet", "cnn"] = "cnn"
+    """resnet = transformers ResNetModel (ResNet-50 by default); cnn = small CNN."""
+    encoder_path: Path | None = None
+    """Local ResNet weights folder; None = random initialisation."""
+    max_depth: float = 2.0
+    """Depth clip [m] for the encoder input and the supervision target."""
+    supervision: bool = True
+    """Auxiliary depth-supervision loss (decoder on the depth-encoder features, MSE to store depth)."""
+    supervision_weight: float = 1.0
+    """Weight lambda of the depth-supervision loss."""
+    supervision_size: int = 32
+    """Side [px] of the supervised depth map."""
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Cerebellum (DiT + encoders/decoder)."""
+
+    width: int = 256
+    """Token width D = heads x head dim."""
+    num_layers: int = 6
+    """Blocks (even = cross-attention, odd = self-attention)."""
+    num_heads: int = 8
+    """Attention heads."""
+    dropout: float = 0.1
+    """Dropout on attention outputs and feed-forward."""
+    ff_mult: int = 4
+    """Feed-forward inner width / D."""
+    output_dim: int = 256
+    """Width of the DiT output projection (decoder input)."""
+    head_hidden: int = 256
+    """Hidden width of the state encoder and action decoder MLPs."""
+    timestep_dim: int = 256
+    """Sinusoid width of the DiT time embedding."""
+    max_positions: int = 1024
+    """Size of the learned positional embedding of action tokens."""
+    mask_vl_padding: bool = True
+    """Mask padded vision-language tokens in cross-attention (GR00T-N1 does not)."""
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Flow matching (GR00T-N1 convention, tau = 1 is data)."""
+
+    beta_alpha: float = 1.5
+    """Alpha of the Beta time distribution."""
+    beta_beta: float = 1.0
+    """Beta of the Beta time distribution."""
+    noise_s: float = 0.999
+    """s in tau = (s - u) / s."""
+    timestep_buckets: int = 1000
+    """Time discretisation int(tau * buckets)."""
+    inference_steps: int = 4
+    """Euler steps K at inference."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The whole MEgoHand policy."""
+
+    preset: str = "compact"
+    """Name of the preset this config started from (informative)."""
+    modalities: Modalities = "TID"
+    """Inputs besides the state: T text, V vision, TI text+image, TID text+image+depth (full)."""
+    horizon: int = 16
+    """Chunk length L (future frames predicted)."""
+    state_dim: int = 109
+    """State width (megohand.hand.vector.STATE_DIM)."""
+    action_dim: int = 99
+    """Action width (megohand.hand.vector.ACTION_DIM)."""
+    backbone: BackboneConfig = BackboneConfig()
+    """Cerebrum."""
+    depth: DepthConfig = DepthConfig()
+    """Depth."""
+    dit: DiTConfig = DiTConfig()
+    """Cerebellum."""
+    flow: FlowConfig = FlowConfig()
+    """Flow matching."""
+
+    @property
+    def uses_text(self) -> bool:
+        return "T" in self.modalities
+
+    @property
+    def uses_image(self) -> bool:
+        return "V" in self.modalities or "I" in self.modalities
+
+    @property
+    def uses_depth(self) -> bool:
+        return "D" in self.modalities and self.depth.estimator != "none"
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (paths as strings)."""
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @staticmethod
+    def from_dict(d: dict) -> "PolicyConfig":
+        """Inverse of to_dict; unknown keys raise ValueError."""
+        return _from_dict(PolicyConfig, d)
+
+    @staticmethod
+    def compact() -> "PolicyConfig":
+        return compact()
+
+    @staticmethod
+    def paper() -> "PolicyConfig":
+        return paper()
+
+
+def compact() -> PolicyConfig:
+    """Runs anywhere: bundled MiniLM text encoder, small CNNs, small DiT (about 10 M trainable parameters)."""
+    return PolicyConfig(preset="compact")
+
+
+def paper() -> PolicyConfig:
+    """Paper scale: SigLIP-2 + SmolLM2 (12 layers) eagle backbone, ResNet-50 depth, DiT 16 x 1536."""
+    return PolicyConfig(
+        preset="paper",
+        backbone=BackboneConfig(kind="eagle", image_size=224, max_text_tokens=64),
+        depth=DepthConfig(estimator="store", encoder="resnet", supervision_size=56),
+        dit=DiTConfig(
+            width=1536, num_layers=16, num_heads=32, dropout=0.2, output_dim=1024, head_hidden=1024,
+            mask_vl_padding=False,
+        ),
+    )
+
+
+PRESETS = {"compact": compact, "paper": paper}
+
+
+def _to_jsonable(x):
+    if isinstance(x, dict):
+        return {k: _to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _from_dict(cls, d: dict):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kwargs = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            v = _from_dict(t, v)
+        elif v is not None and Path in typing.get_args(t):
+            v = Path(v)
+        kwargs[k] = v
+    return cls(**kwargs)

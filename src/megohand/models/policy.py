@@ -1,0 +1,347 @@
+"""MEgoHandPolicy: cerebrum (backbone + depth) and cerebellum (DiT flow-matching head) wired together.
+
+Inputs (un-normalised, as WindowDataset yields them, batched): ``image`` uint8 (B, 3, H, W), ``depth`` float (B, 1, H, W)
+metres with ``has_depth`` (B,) bool, ``instruction`` list[str], ``state`` (B, 109), ``action`` (B, L, 99),
+``action_mask`` (B, L). The policy min-max normalises state and action with the normaliser it carries
+(saved beside the weights) and predicts the normalised 99-D relative chunk of ``megohand.hand.vector``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from megohand.models import flow_matching as fm
+from megohand.models.backbones import build_backbone
+from megohand.models.config import PolicyConfig
+from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, depth_supervision_loss
+from megohand.models.dit import ActionHead
+
+WEIGHTS, CONFIG, NORMALIZER, AUX = "model.safetensors", "config.json", "normalizer.json", "aux"
+
+
+class MinMax(nn.Module):
+    """min_max normalisation y = 2 (x - lo) / (hi - lo) - 1 (dims with hi == lo map to 0) and its inverse,
+    on the model's device (the same maps as ``megohand.data.normalize.Normalizer``, tested against it).
+
+    Buffers are not saved in the weights: the normaliser travels as ``normalizer.json``.
+    """
+
+    def __init__(self, bounds: dict[str, torch.Tensor]):
+        """bounds: state_lo, state_hi (state_dim,), action_lo, action_hi (action_dim,)."""
+        super().__init__()
+        self._src = {k: v.float() for k, v in bounds.items()}
+        for name, value in self._src.items():
+            self.register_buffer(name, value, persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """Follow device moves but stay float32 (a bf16 model must not round the statistics)."""
+        super()._apply(fn, recurse)
+        dev = self.state_lo.device
+        for name, value in self._src.items():
+            self._buffers[name] = value.to(dev)
+        return self
+
+    def _fwd(self, x, lo, hi):
+        span = hi - lo
+        y = 2 * (x - lo) / torch.where(span > 0, span, torch.ones_like(span)) - 1
+        y = torch.where(span > 0, y, torch.zeros_like(y))
+        return torch.where(self.clip > 0, y.clamp(-1, 1), y)
+
+    def state(self, x):
+        return self._fwd(x, self.state_lo.to(x.dtype), self.state_hi.to(x.dtype))
+
+    def action(self, x):
+        return self._fwd(x, self.action_lo.to(x.dtype), self.action_hi.to(x.dtype))
+
+    def unaction(self, y):
+        lo, hi = self.action_lo.to(y.dtype), self.action_hi.to(y.dtype)
+        return torch.where(hi > lo, (y + 1) * 0.5 * (hi - lo) + lo, lo)
+
+
+def normalizer_bounds(normalizer, state_dim: int, action_dim: int) -> dict[str, torch.Tensor]:
+    """(lo, hi) float32 per dim of state and action of a ``megohand.data.normalize.Normalizer``
+    (identity [-1, 1] when None), plus ``clip`` (1 for its q99 mode, which clips to [-1, 1])."""
+    if normalizer is None:
+        ones_s, ones_a = torch.ones(state_dim), torch.ones(action_dim)
+        return {"state_lo": -ones_s, "state_hi": ones_s, "action_lo": -ones_a, "action_hi": ones_a, "clip": torch.zeros(())}
+    out = {f"{k}_{b}": torch.as_tensor(getattr(normalizer, b)[k], dtype=torch.float32)
+           for k in ("state", "action") for b in ("lo", "hi")}
+    for k, n in (("state", state_dim), ("action", action_dim)):
+        if out[f"{k}_lo"].shape != (n,):
+            raise ValueError(f"normaliser {k} bounds have shape {tuple(out[f'{k}_lo'].shape)}, expected ({n},)")
+    out["clip"] = torch.tensor(float(getattr(normalizer, "mode", "min_max") == "q99"))
+    return out
+
+
+class MEgoHandPolicy(nn.Module):
+    """The MEgoHand policy. ``forward(batch) -> (loss, info)``; ``predict_chunk(...) -> (B, L, 99)``."""
+
+    def __init__(self, config: PolicyConfig, normalizer=None, aux_dir: Path | None = None):
+        super().__init__()
+        if not (config.uses_text or config.uses_image):
+            raise ValueError(f"modalities {config.modalities!r} use neither text nor image")
+        self.config = config
+        self.normalizer = normalizer
+        D = config.dit.width
+        self.backbone = build_backbone(config.backbone, D, config.uses_text, config.uses_image, aux_dir)
+        self.depth_estimator = self.depth_encoder = self.depth_head = None
+        if config.uses_depth and config.uses_image:
+            dc = config.depth
+            self.depth_estimator = build_estimator(dc)
+            self.depth_encoder = DepthEncoder(
+                dc.encoder, self.backbone.image_token_dim, self.backbone.image_grid, dc.max_depth,
+                path=None if aux_dir is not None else dc.encoder_path, aux_dir=aux_dir,
+            )
+            if dc.supervision:
+                self.depth_head = DepthHead(self.depth_encoder.out_channels, dc.supervision_size)
+        self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
+        self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim))
+        self.__dict__["_head_fn"] = self.head  # plain attribute (not a submodule): the compiled head or the head
+
+    # ------------------------------------------------------------------ utilities
+    def set_normalizer(self, normalizer) -> None:
+        """Replace the normaliser (e.g. after computing statistics); keeps the device."""
+        device = self.norm.state_lo.device
+        self.normalizer = normalizer
+        self.norm = MinMax(normalizer_bounds(normalizer, self.config.state_dim, self.config.action_dim)).to(device)
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.W1.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.W1.weight.dtype
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ------------------------------------------------------------------ observation -> tokens
+    def preprocess(self, image: torch.Tensor, depth: torch.Tensor | None):
+        """uint8 (B, 3, H, W) [+ depth (B, 1, H, W) m] -> float [0, 1] (B, 3, S, S) [+ depth (B, 1, S, S)], S = image_size.
+
+        Plain resize (bilinear for RGB, nearest for depth). With ``backbone.augment`` and in training mode,
+        a random 0.95 crop (same for depth) and colour jitter (RGB only) come first.
+        """
+        B = image.shape[0]
+        size = self.backbone.image_size
+        x = image.to(self.device, non_blocking=True).float() / 255.0
+        d = None if depth is None else depth.to(self.device, non_blocking=True).float()
+        if self.training and self.config.backbone.augment:
+            scale = 0.95
+            theta = torch.zeros(B, 2, 3, device=x.device)
+            theta[:, 0, 0] = theta[:, 1, 1] = scale
+            theta[:, :, 2] = (torch.rand(B, 2, device=x.device) * 2 - 1) * (1 - scale)
+            grid = F.affine_grid(theta, (B, 3, size, size), align_corners=False)
+            x = color_jitter(F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False))
+            if d is not None:
+                d = F.grid_sample(d, grid, mode="nearest", align_corners=False)
+            return x, d
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if d is not None and d.shape[-2:] != (size, size):
+            d = F.interpolate(d, size=(size, size), mode="nearest")
+        return x, d
+
+    def encode(self, image, instructions, depth=None, has_depth=None):
+        """Observation -> (vl tokens (B, S, D), mask (B, S) bool, depth features or None, depth valid (B,) or None)."""
+        cfg = self.config
+        img = d_store = feats = valid = None
+        depth_tokens = None
+        if cfg.uses_image:
+            img, d_store = self.preprocess(image, depth)
+            if self.depth_encoder is not None:
+                hd = None if has_depth is None else has_depth.to(self.device)
+                d_in, valid = self.depth_estimator(img, d_store, hd)
+                feats, depth_tokens = self.depth_encoder(d_in.to(img.dtype))
+                depth_tokens = depth_tokens * valid.to(depth_tokens.dtype)[:, None, None]
+        instr = list(instructions) if cfg.uses_text else None
+        if instr is None and img is None:
+            raise ValueError("no input modality")
+        vl, mask = self.backbone(img, instr, depth_tokens)
+        return vl, mask, feats, valid, d_store
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Flow-matching loss (+ lambda * depth loss). Returns (loss, info of detached scalars)."""
+        cfg = self.config
+        dev = self.device
+        depth = batch.get("depth") if self.depth_encoder is not None else None
+        vl, mask, feats, valid, d_store = self.encode(batch["image"], batch["instruction"], depth, batch.get("has_depth"))
+        state = self.norm.state(batch["state"].to(dev).float())
+        action = self.norm.action(batch["action"].to(dev).float())
+        B = action.shape[0]
+        amask = batch["action_mask"].to(dev).float() if "action_mask" in batch else action.new_ones(action.shape[:2])
+        noise = torch.randn_like(action)
+        f = cfg.flow
+        tau = fm.sample_tau(B, f.beta_alpha, f.beta_beta, f.noise_s, device=dev)
+        x = fm.interpolate(noise, action, tau)
+        t = fm.discretise(tau, f.timestep_buckets)
+        state_tok = self.head.state_encoder(state)[:, None]
+        v = self.head(state_tok, x, t, vl, mask if cfg.dit.mask_vl_padding else None)
+        loss_fm = fm.masked_mse(v, fm.target_velocity(noise, action), amask[..., None])
+        info = {"loss_fm": loss_fm.detach()}
+        loss = loss_fm
+        if self.depth_head is not None and feats is not None and d_store is not None:
+            has = batch.get("has_depth")
+            has = torch.ones(B, dtype=torch.bool, device=dev) if has is None else has.to(dev).bool()
+            loss_d = depth_supervision_loss(self.depth_head(feats), d_store, has, cfg.depth.max_depth)
+            loss = loss + cfg.depth.supervision_weight * loss_d
+            info["loss_depth"] = loss_d.detach()
+        info["loss"] = loss.detach()
+        return loss, info
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None, has_depth=None):
+        """Sample a chunk: image uint8 (B, 3, H, W), instructions list[str], state (B, 109) float,
+        depth (B, 1, H, W) m or None -> un-normalised relative action (B, L, 99) float32.
+
+        The vision-language tokens and the cross-attention K/V are computed once and reused by the K Euler
+        steps (tau = k / K, k = 0..K-1; tau = 1 is data); the loop has no host syncs.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            K = steps or self.config.flow.inference_steps
+            dev, dtype = self.device, self.dtype
+            B = state.shape[0]
+            if depth is not None and has_depth is None:
+                has_depth = torch.ones(B, dtype=torch.bool)
+            vl, mask, *_ = self.encode(image, instructions, depth if self.depth_encoder is not None else None, has_depth)
+            vl = vl.to(dtype)
+            mask = mask if self.config.dit.mask_vl_padding else None
+            kv = self.head.dit.context_kv(vl)
+            state_tok = self.head.state_encoder(self.norm.state(state.to(dev).float()).to(dtype))[:, None]
+            shape = (B, self.config.horizon, self.config.action_dim)
+            gen_dev = generator.device if generator is not None else dev
+            noise = torch.randn(shape, generator=generator, device=gen_dev).to(dev, dtype)
+            buckets = self.config.flow.timestep_buckets
+
+            def velocity(x, tau: float):
+                t = torch.full((B,), int(tau * buckets), device=dev, dtype=torch.long)
+                return self._head_fn(state_tok, x, t, None, mask, kv)
+
+            x = fm.euler_integrate(velocity, noise, K)
+            return self.norm.unaction(x.float())
+        finally:
+            self.train(was_training)
+
+    def compile_inference(self, mode: str = "reduce-overhead") -> None:
+        """torch.compile the flow head used by predict_chunk (CUDA graphs with the default mode)."""
+        self.__dict__["_head_fn"] = torch.compile(self.head, mode=mode, dynamic=False)
+
+    # ------------------------------------------------------------------ persistence
+    def weights_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict without the frozen external depth estimator (it loads from its own folder)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("depth_estimator.")}
+
+    def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> Path:
+        """Write model.safetensors + config.json + normalizer.json + aux/ atomically (temp folder, then rename)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            save_safetensors(state_dict if state_dict is not None else self.weights_state_dict(), tmp / WEIGHTS)
+            (tmp / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
+            norm = None if self.normalizer is None else self.normalizer.to_dict()
+            (tmp / NORMALIZER).write_text(json.dumps(norm, indent=2))
+            aux = tmp / AUX
+            aux.mkdir()
+            if hasattr(self.backbone, "export"):
+                self.backbone.export(aux)
+            if self.depth_encoder is not None:
+                self.depth_encoder.export(aux)
+            replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MEgoHandPolicy":
+        """Rebuild from a save_pretrained folder (no user weight folders needed, except a Depth Anything estimator)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (WEIGHTS, CONFIG, NORMALIZER):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory} is not a MEgoHand checkpoint: {name} is missing")
+        try:
+            config = PolicyConfig.from_dict(json.loads((directory / CONFIG).read_text()))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{directory / CONFIG}: {e}") from e
+        norm = load_normalizer(directory / NORMALIZER)
+        policy = cls(config, norm, aux_dir=directory / AUX)
+        sd = load_file(directory / WEIGHTS, device=str(map_location))
+        missing, unexpected = policy.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith("depth_estimator.")]
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        return policy.to(map_location)
+
+
+def color_jitter(x: torch.Tensor, brightness=0.3, contrast=0.4, saturation=0.5) -> torch.Tensor:
+    """Per-sample brightness, contrast and saturation jitter of x (B, 3, H, W) in [0, 1] (GR00T's ranges, no hue)."""
+    B = x.shape[0]
+
+    def factor(r):
+        return (1 + (torch.rand(B, 1, 1, 1, device=x.device) * 2 - 1) * r)
+
+    x = x * factor(brightness)
+    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    x = (x - gray.mean(dim=(2, 3), keepdim=True)) * factor(contrast) + gray.mean(dim=(2, 3), keepdim=True)
+    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    x = (x - gray) * factor(saturation) + gray
+    return x.clamp(0, 1)
+
+
+def load_normalizer(path: Path):
+    """normalizer.json -> megohand.data.normalize.Normalizer (or None when the file holds null)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if d is None:
+        return None
+    from megohand.data.normalize import Normalizer
+
+    return Normalizer.from_dict(d)
+
+
+def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Atomic safetensors write; tensors sharing storage are cloned (safetensors refuses shared memory)."""
+    from safetensors.torch import save_file
+
+    seen, out = set(), {}
+    for k, v in state_dict.items():
+        v = v.detach()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
+        out[k] = v.clone().contiguous() if (key in seen or not v.is_contiguous()) else v
+        if key is not None:
+            seen.add(key)
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    save_file({k: v.cpu() for k, v in out.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move folder src to dst, replacing dst if it exists (the old one is removed after the swap)."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

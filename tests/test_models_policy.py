@@ -1,0 +1,154 @@
+"""MEgoHandPolicy end to end at tiny size: losses, gradients, modalities, sampling, normalisation, persistence."""
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from megohand.data.normalize import Normalizer
+from megohand.models import MEgoHandPolicy, PolicyConfig
+from megohand.models.config import DiTConfig
+from megohand.models.policy import MinMax, normalizer_bounds
+
+from model_fixtures import sample_batch, tiny_depth_anything, tiny_llm, tiny_resnet, tiny_siglip
+
+torch.set_num_threads(1)
+SMALL_DIT = DiTConfig(width=32, num_layers=2, num_heads=4, dropout=0.1, output_dim=32, head_hidden=32)
+
+
+def compact_cfg(**kw):
+    c = PolicyConfig.compact()
+    return replace(c, horizon=4, dit=SMALL_DIT, backbone=replace(c.backbone, image_size=32, width=32, fusion_layers=1), **kw)
+
+
+def random_normalizer(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lo_s, lo_a = torch.randn(109, generator=g), torch.randn(99, generator=g)
+    hi_s, hi_a = lo_s + torch.rand(109, generator=g) + 0.1, lo_a + torch.rand(99, generator=g) + 0.1
+    hi_s[95] = lo_s[95]  # one constant dim
+    return Normalizer({"state": (lo_s.numpy(), hi_s.numpy()), "action": (lo_a.numpy(), hi_a.numpy())})
+
+
+@pytest.fixture(scope="module")
+def compact_policy():
+    torch.manual_seed(0)
+    return MEgoHandPolicy(compact_cfg(), random_normalizer())
+
+
+def test_compact_forward_backward_reaches_every_trainable_parameter(compact_policy):
+    p = compact_policy.train()
+    loss, info = p(sample_batch(L=4))
+    assert set(info) == {"loss", "loss_fm", "loss_depth"} and torch.isfinite(loss)
+    p.zero_grad()
+    loss.backward()
+    missing = [n for n, q in p.named_parameters() if q.requires_grad and q.grad is None]
+    assert missing == []
+    assert not any(q.requires_grad for q in p.backbone.text.parameters())  # frozen MiniLM
+    assert p.backbone.text.training is False
+    assert not any(k.startswith("_head_fn") for k in p.state_dict())
+
+
+@pytest.mark.parametrize("modalities,text,image,depth", [("T", True, False, False), ("V", False, True, False),
+                                                         ("TI", True, True, False), ("TID", True, True, True)])
+def test_modalities(modalities, text, image, depth):
+    p = MEgoHandPolicy(compact_cfg(modalities=modalities))
+    assert (p.backbone.text is not None) == text and hasattr(p.backbone, "vision") == image
+    assert (p.depth_encoder is not None) == depth
+    vl, mask, *_ = p.encode(sample_batch()["image"], ["a cup", "the drawer"])
+    n_text = 4 if text else 0  # [CLS] word [SEP] padded to the longer one: "the drawer" -> 4 tokens
+    assert vl.shape[1] == n_text + (4 if image else 0)  # 32 px / 16 -> 2 x 2 image tokens
+    loss, _ = p(sample_batch(L=4))
+    loss.backward()
+
+
+def test_depth_supervision_switch():
+    p = MEgoHandPolicy(compact_cfg(depth=replace(PolicyConfig().depth, supervision=False)))
+    assert p.depth_head is None and "loss_depth" not in p(sample_batch(L=4))[1]
+
+
+def test_predict_chunk_shape_reproducible_and_keeps_mode(compact_policy):
+    p = compact_policy.train()
+    b = sample_batch(L=4)
+    a1 = p.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], steps=3,
+                         generator=torch.Generator().manual_seed(1))
+    a2 = p.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], steps=3,
+                         generator=torch.Generator().manual_seed(1))
+    assert a1.shape == (2, 4, 99) and a1.dtype == torch.float32 and torch.equal(a1, a2)
+    assert p.training  # mode restored
+    a3 = p.predict_chunk(b["image"], b["instruction"], b["state"], None, steps=3, generator=torch.Generator().manual_seed(1))
+    assert a3.shape == (2, 4, 99)
+
+
+def test_minmax_matches_normalizer_and_stays_float32():
+    for mode in ("min_max", "q99"):
+        n = random_normalizer(3)
+        n = Normalizer({k: (n.lo[k], n.hi[k]) for k in ("state", "action")}, mode)
+        mm = MinMax(normalizer_bounds(n, 109, 99))
+        x = torch.randn(5, 109) * 3
+        torch.testing.assert_close(mm.state(x), n.normalize(x, "state"))
+        y = torch.rand(5, 4, 99) * 2 - 1
+        torch.testing.assert_close(mm.unaction(y), n.unnormalize(y, "action"))
+        torch.testing.assert_close(mm.action(mm.unaction(y)), y, rtol=1e-4, atol=1e-4)
+    mm = mm.to(torch.bfloat16)
+    assert mm.state_lo.dtype == torch.float32
+
+
+def test_save_and_load_roundtrip(compact_policy, tmp_path):
+    p = compact_policy
+    p.save_pretrained(tmp_path / "ck")
+    assert sorted(x.name for x in (tmp_path / "ck").iterdir()) == ["aux", "config.json", "model.safetensors", "normalizer.json"]
+    q = MEgoHandPolicy.from_pretrained(tmp_path / "ck")
+    assert q.config == p.config and q.normalizer == p.normalizer
+    b = sample_batch(L=4)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    torch.testing.assert_close(q.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], generator=g()),
+                               p.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], generator=g()))
+    p.save_pretrained(tmp_path / "ck")  # overwrite in place, atomically
+    assert not [x for x in tmp_path.iterdir() if x.name.startswith(".")]
+    (tmp_path / "ck" / "normalizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="normalizer.json"):
+        MEgoHandPolicy.from_pretrained(tmp_path / "ck")
+
+
+def test_paper_preset_tiny_end_to_end(tmp_path):
+    src = tmp_path / "src"
+    c = PolicyConfig.paper()
+    cfg = replace(
+        c, horizon=4, dit=SMALL_DIT,
+        backbone=replace(c.backbone, vision_path=tiny_siglip(src / "v"), llm_path=tiny_llm(src / "l"), llm_layers=2),
+        depth=replace(c.depth, encoder_path=tiny_resnet(src / "r"), supervision_size=8),
+    )
+    torch.manual_seed(0)
+    p = MEgoHandPolicy(cfg, random_normalizer())
+    loss, info = p(sample_batch(L=4))
+    loss.backward()
+    assert "loss_depth" in info
+    assert p.depth_encoder.net.embedder.embedder.convolution.weight.grad.abs().sum() > 0  # via depth supervision
+    p.save_pretrained(tmp_path / "ck")
+    shutil.rmtree(src)  # the checkpoint must rebuild without the user's folders
+    q = MEgoHandPolicy.from_pretrained(tmp_path / "ck")
+    b = sample_batch(L=4)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    torch.testing.assert_close(q.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], generator=g()),
+                               p.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], generator=g()))
+    cfg_json = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert cfg_json["backbone"]["kind"] == "eagle"
+
+
+def test_paper_preset_with_depth_anything(tmp_path):
+    c = PolicyConfig.paper()
+    cfg = replace(
+        c, horizon=4, dit=SMALL_DIT,
+        backbone=replace(c.backbone, vision_path=tiny_siglip(tmp_path / "v"), llm_path=tiny_llm(tmp_path / "l"), llm_layers=1),
+        depth=replace(c.depth, estimator="depth_anything", estimator_path=tiny_depth_anything(tmp_path / "da"),
+                      encoder="cnn", supervision_size=8),
+    )
+    p = MEgoHandPolicy(cfg)
+    b = sample_batch(L=4)
+    loss, info = p(b)
+    loss.backward()
+    assert not any(k.startswith("depth_estimator.") for k in p.weights_state_dict())
+    a = p.predict_chunk(b["image"], b["instruction"], b["state"], None)  # estimated depth needs no sensor depth
+    assert a.shape == (2, 4, 99)
