@@ -18,6 +18,7 @@ VERBS: dict[str, str] = {
     "eval": "megohand.cli.eval:Eval",
     "hand-info": "megohand.cli.hand_info:HandInfo",
     "stats": "megohand.cli.stats:Stats",
+    "synth": "megohand.cli.synth:Synth",
     "validate": "megohand.cli.validate:Validate",
 }
 

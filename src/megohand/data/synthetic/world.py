@@ -1,0 +1,259 @@
+"""One synthetic episode: scene + task + instruction + camera + exact hand parameters, and its
+rendering (RGB, metric depth, instance masks) with ``megohand.render``.
+
+``generate_episode(cfg, index, hand)`` is a pure function of ``(cfg.seed, index)`` (and the hand
+model's rest joints): the same seed gives the same episode on any machine and in any worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from megohand.data.synthetic.motion import GripGeometry, carry_objects, sample_keys
+from megohand.data.synthetic.plan import plan_task
+from megohand.data.synthetic.scene import (
+    HAND_COLOR,
+    TABLE_COLOR,
+    SceneObject,
+    head_trajectory,
+    intrinsics,
+    sample_scene,
+)
+from megohand.data.synthetic.shapes import plane
+from megohand.data.synthetic.tasks import combo_split, instruction, phase_text
+from megohand.geometry.camera import hand_to_camera
+from megohand.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+DATASET = "synthetic"
+TABLE_EXTENT = ((-1.0, 1.0), (-0.3, 1.5))  # table quad x, y range [m]
+BACKGROUND_COLOR = (196, 200, 208)  # RGB 0..255 where no surface is hit
+
+
+@dataclass
+class SynthConfig:
+    """How the synthetic world is drawn (everything that changes the data)."""
+
+    seed: int = 0
+    """Master seed: episode ``i`` is drawn from ``numpy.random.default_rng([seed, i])``."""
+    width: int = 128
+    """Image width [px]."""
+    height: int = 128
+    """Image height [px]."""
+    fps: float = 30.0
+    """Frame rate [Hz]."""
+    min_frames: int = 40
+    """Shortest episode [frames] (slower scripts are stretched)."""
+    max_frames: int = 80
+    """Longest episode [frames] (longer scripts are sped up)."""
+    min_objects: int = 3
+    """Fewest objects on the table."""
+    max_objects: int = 5
+    """Most objects on the table."""
+    split_seed: int = 0
+    """Seed of the held-out (shape, colour, task) combos of the test split."""
+    holdout_fraction: float = 0.2
+    """Fraction of the combos held out for test."""
+    test_fraction: float = 0.15
+    """Fraction of episodes drawn from held-out combos (split "test")."""
+    val_fraction: float = 0.05
+    """Fraction of episodes drawn from train combos but kept for validation (split "val")."""
+    hfov_deg: float = 65.0
+    """Horizontal field of view of the head camera [deg]."""
+
+
+@dataclass
+class SyntheticEpisode:
+    """Everything about one episode; arrays per frame t = 0..T-1.
+
+    ``hands``: the right hand in the CAMERA frame of each frame, store layout
+    (global_orient (T, 3), hand_pose (T, 15, 3), betas (T, 10), transl (T, 3) [m], valid (T,)),
+    float32. ``hand_world``: the same hand in the world (table) frame, float64.
+    ``T_cam_from_world`` (T, 4, 4); ``object_poses`` (T, N, 4, 4) world-from-object;
+    ``attach`` (T,) index of the object carried at t (-1 none); ``K`` (3, 3).
+    ``objects[target]`` is the object named in ``instruction``.
+    """
+
+    episode: str
+    split: str
+    task: str
+    instruction: str
+    segments: list
+    params: dict
+    objects: list[SceneObject]
+    target: int
+    K: np.ndarray
+    width: int
+    height: int
+    fps: float
+    T_cam_from_world: np.ndarray
+    object_poses: np.ndarray
+    attach: np.ndarray
+    hands: dict
+    hand_world: dict
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.T_cam_from_world)
+
+    @property
+    def combo(self) -> tuple[str, str, str]:
+        t = self.objects[self.target]
+        return (t.shape, t.color, self.task)
+
+    def meta_extra(self) -> dict:
+        """JSON-able description of the world (objects, per-frame object poses, task) for the
+        store's ``EpisodeMeta.extra``: enough to rebuild and view the scene."""
+        T, N = self.object_poses.shape[:2]
+        R = torch.as_tensor(self.object_poses[..., :3, :3])
+        rotvec = matrix_to_axis_angle(R).numpy()
+        poses = np.concatenate([self.object_poses[..., :3, 3], rotvec], axis=-1)  # (T, N, 6)
+        return {
+            "task": self.task, "params": self.params, "target": self.target,
+            "combo": list(self.combo), "objects": [o.to_dict() for o in self.objects],
+            "object_poses": np.round(poses, 6).tolist(),
+            "object_pose_format": "per frame, per object: world-from-object [x, y, z, rx, ry, rz] (m, axis-angle rad)",
+            "attach": self.attach.tolist(),
+            "world": "z up, table top at z = 0",
+        }
+
+
+def episode_split(cfg: SynthConfig, rng: np.random.Generator) -> str:
+    u = rng.uniform()
+    if u < cfg.test_fraction:
+        return "test"
+    return "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
+
+
+def generate_episode(cfg: SynthConfig, index: int, hand) -> SyntheticEpisode:
+    """Draw episode ``index`` of the dataset of ``cfg`` for the hand model ``hand``
+    (``megohand.hand.HandModel``, right side)."""
+    rng = np.random.default_rng([cfg.seed, index])
+    split = episode_split(cfg, rng)
+    train_combos, test_combos = combo_split(cfg.split_seed, cfg.holdout_fraction)
+    combos = test_combos if split == "test" else train_combos
+    shape, color, task = combos[int(rng.integers(len(combos)))]
+    betas = np.clip(rng.normal(0.0, 0.5, size=10), -1.5, 1.5)
+    with torch.no_grad():
+        rest = hand.rest_joints(torch.as_tensor(betas, dtype=torch.float32)[None])[0].double().numpy()
+    geom = GripGeometry.from_rest_joints(rest, side="right")
+    for _ in range(100):
+        n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+        objects = sample_scene(rng, shape, color, n_obj)
+        if objects is None:
+            continue
+        planned = plan_task(rng, task, objects, geom)
+        if planned is not None:
+            break
+    else:
+        raise RuntimeError(f"episode {index}: no feasible scene for {task} {color} {shape} in 100 draws")
+    keys, params = planned
+    duration = keys[-1].t
+    scale = np.clip(duration, (cfg.min_frames - 1) / cfg.fps, (cfg.max_frames - 1) / cfg.fps) / duration
+    for k in keys:
+        k.t *= scale
+    traj = sample_keys(keys, geom, cfg.fps)
+    T = len(traj.G)
+    spread = rng.uniform(0.9, 1.1, size=5)
+    hand_pose = np.stack([geom.finger_pose(c, spread) for c in traj.closure])
+    transl_w = np.stack([geom.transl(R, G) for R, G in zip(traj.R, traj.G)])
+    T_cw = head_trajectory(rng, T, cfg.fps)
+    R_cam, transl_cam = hand_to_camera(
+        torch.as_tensor(traj.R), torch.as_tensor(transl_w), torch.as_tensor(geom.J0).expand(T, 3),
+        torch.as_tensor(T_cw),
+    )
+    f32 = lambda x: np.ascontiguousarray(x, dtype=np.float32)  # noqa: E731
+    hands = {
+        "global_orient": f32(matrix_to_axis_angle(R_cam).numpy()),
+        "hand_pose": f32(hand_pose),
+        "betas": f32(np.tile(betas, (T, 1))),
+        "transl": f32(transl_cam.numpy()),
+        "valid": np.ones(T, dtype=bool),
+    }
+    hand_world = {"global_orient": matrix_to_axis_angle(torch.as_tensor(traj.R)).numpy(), "hand_pose": hand_pose,
+                  "betas": np.tile(betas, (T, 1)), "transl": transl_w}
+    rest_poses = np.stack([o.pose() for o in objects])
+    target_name = objects[0].name
+    instr_params = {k: v for k, v in params.items() if k in ("relation", "reference", "direction", "rotation")}
+    text = instruction(task, target_name, rng, **instr_params)
+    segments = _segments(traj.phases, target_name, T)
+    return SyntheticEpisode(
+        episode=f"{index:06d}", split=split, task=task, instruction=text, segments=segments, params=params,
+        objects=objects, target=0, K=intrinsics(cfg.width, cfg.height, cfg.hfov_deg), width=cfg.width,
+        height=cfg.height, fps=cfg.fps, T_cam_from_world=T_cw, object_poses=carry_objects(traj, rest_poses),
+        attach=traj.attach.astype(np.int64), hands=hands, hand_world=hand_world,
+    )
+
+
+def _segments(phases: list, target: str, T: int) -> list:
+    """Merge consecutive phases of the same name into (start, end, text) frame ranges."""
+    out: list = []
+    for start, end, name in phases:
+        if end <= start:
+            continue
+        text = phase_text(name, target)
+        if out and out[-1][2] == text:
+            out[-1] = (out[-1][0], end, text)
+        else:
+            out.append((start, end, text))
+    if out:
+        out[-1] = (out[-1][0], T, out[-1][2])
+    return out
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def scene_meshes_camera(ep: SyntheticEpisode, t: int, object_meshes: list, hand_vertices: np.ndarray | None,
+                        hand_faces: np.ndarray | None) -> list:
+    """``megohand.render.Mesh`` list of frame ``t`` in the camera frame:
+    [table, objects..., hand]; the renderer's instance id of ``meshes[i]`` is ``i + 1``."""
+    from megohand.render import Mesh
+    from megohand.render.overlay import hand_mesh
+
+    T_cw = ep.T_cam_from_world[t]
+    tv, tf = plane(*TABLE_EXTENT)
+    meshes = [Mesh(_apply(T_cw, tv), tf, np.array(TABLE_COLOR))]
+    for obj, (v, f), P in zip(ep.objects, object_meshes, ep.object_poses[t]):
+        meshes.append(Mesh(_apply(T_cw @ P, v), f, np.array(obj.rgb), smooth=obj.shape == "sphere"))
+    if hand_vertices is not None:
+        meshes.append(hand_mesh(hand_vertices, hand_faces, HAND_COLOR))
+    return meshes
+
+
+def make_renderer(width: int, height: int):
+    """The renderer of the synthetic world (background = a pale wall, depth background 2 m)."""
+    from megohand.render import Renderer
+
+    return Renderer(width, height, background_depth=2.0, background_color=BACKGROUND_COLOR)
+
+
+def _apply(T: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return (v @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
+
+
+def hand_vertices_camera(ep: SyntheticEpisode, hand) -> np.ndarray:
+    """(T, V, 3) hand vertices in the camera frame from the stored (camera-frame) parameters."""
+    h = {k: torch.as_tensor(v) for k, v in ep.hands.items() if k != "valid"}
+    with torch.no_grad():
+        out = hand(h["global_orient"], h["hand_pose"], h["betas"], h["transl"])
+    return out.vertices.numpy()
+
+
+def render_episode(ep: SyntheticEpisode, hand, renderer) -> dict:
+    """Render every frame: ``{"rgb": (T, H, W, 3) uint8, "depth": (T, H, W) float32 m,
+    "mask": (T, H, W) int32}`` with mask ids 1 = table, 2..N+1 = objects, N+2 = hand."""
+    object_meshes = [o.mesh() for o in ep.objects]
+    verts = hand_vertices_camera(ep, hand)
+    faces = hand.faces.numpy() if torch.is_tensor(hand.faces) else np.asarray(hand.faces)
+    frames = [scene_meshes_camera(ep, t, object_meshes, verts[t], faces) for t in range(ep.num_frames)]
+    out = renderer.render_batch(ep.K.astype(np.float32), frames)
+    return {"rgb": np.asarray(out.rgb), "depth": np.asarray(out.depth), "mask": np.asarray(out.mask)}
+
+
+def to_matrix(aa: np.ndarray) -> np.ndarray:
+    """(..., 3) axis-angle -> (..., 3, 3) with the project's convention."""
+    return axis_angle_to_matrix(torch.as_tensor(aa)).numpy()

@@ -1,0 +1,260 @@
+"""The synthetic world: determinism, camera-frame hands, instructions, splits, carried objects,
+store round trip. Oracles: the hand model's own forward pass in the world frame moved by numpy
+float64 rigid transforms, pinhole projection by hand, set algebra on combos."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from megohand.data.synthetic import SynthConfig, all_combos, combo_split, generate_episode
+from megohand.data.synthetic.scene import COLORS
+from megohand.data.synthetic.shapes import SHAPES, make_shape
+from megohand.data.synthetic.tasks import TASKS
+
+torch.set_num_threads(1)
+PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
+
+
+def stick_hand_asset() -> dict:
+    """A small right hand in MANO format made of boxes (fingers +x, palm normal +y, thumb +z),
+    for machines without the bundled open hand or MANO."""
+    J = np.zeros((16, 3))
+    for base, z, lens in [(1, 0.022, (0.035, 0.022, 0.018)), (4, 0.002, (0.04, 0.025, 0.02)),
+                          (7, -0.034, (0.028, 0.018, 0.016)), (10, -0.016, (0.037, 0.024, 0.019))]:
+        J[base] = (0.085, 0.0, z)
+        J[base + 1] = J[base] + (lens[0], 0, 0)
+        J[base + 2] = J[base + 1] + (lens[1], 0, 0)
+    d = np.array([0.6, 0.0, 0.8])
+    J[13] = (0.02, 0.01, 0.03)
+    J[14], J[15] = J[13] + 0.035 * d, J[13] + 0.065 * d
+    verts, faces, weights, tips = [], [], [], {}
+    for a, b, j in [(0, 4, 0)] + [(j, j + 1, j) for j in range(1, 16) if j % 3 != 0] + \
+                   [(j, None, j) for j in range(3, 16, 3)]:
+        start = J[a] if j else np.zeros(3)
+        end = J[b] if b is not None else J[a] + 0.022 * (J[a] - J[a - 1]) / np.linalg.norm(J[a] - J[a - 1])
+        length = np.linalg.norm(end - start)
+        v, f = make_shape("box", (length, 0.016 if j else 0.018, 0.07 if j == 0 else 0.016))
+        v = v.astype(float) - [-length / 2, 0, 0.008 if j else 0.009]
+        axis = (end - start) / length
+        side = np.cross(axis, [0, 1.0, 0])
+        R = np.stack([axis, side, [0, 1.0, 0]], axis=1)
+        faces.append(f + sum(len(x) for x in verts))
+        verts.append(v @ R.T + start)
+        weights.append(np.tile(np.eye(16)[j], (len(v), 1)))
+        if b is None:
+            tips[j] = sum(len(x) for x in verts) - 1
+    V = np.concatenate(verts + [J])
+    n = len(V) - 16
+    Jreg = np.zeros((16, len(V)))
+    Jreg[np.arange(16), n + np.arange(16)] = 1
+    shapedirs = np.zeros((len(V), 3, 10))
+    shapedirs[:, :, 0] = 0.05 * V
+    return dict(v_template=V, shapedirs=shapedirs, posedirs=np.zeros((len(V), 3, 135)), J_regressor=Jreg,
+                weights=np.concatenate(weights + [np.eye(16)]), faces=np.concatenate(faces),
+                hands_components=np.eye(45), hands_mean=np.zeros(45), parents=PARENTS,
+                tip_vertex_ids=np.array([tips[15], tips[3], tips[6], tips[12], tips[9]]), name="stick hand",
+                is_mano=False, license="CC0")
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    """The hand megohand loads by default (MANO / bundled open hand), else the stick hand."""
+    from megohand.hand import load_hand_model
+    from megohand.hand.mano_io import save_npz
+
+    try:
+        return load_hand_model()
+    except FileNotFoundError:
+        path = tmp_path_factory.mktemp("hand") / "MANO_RIGHT.npz"
+        save_npz(path, stick_hand_asset())
+        return load_hand_model(path)
+
+
+CFG = SynthConfig(seed=3, width=96, height=96)
+
+
+@pytest.fixture(scope="module")
+def episodes(hand):
+    return [generate_episode(CFG, i, hand) for i in range(12)]
+
+
+def forward(hand, params: dict) -> np.ndarray:
+    """Joints (T, 21, 3) float64 of a params dict."""
+    p = {k: torch.as_tensor(np.asarray(params[k]), dtype=torch.float64) for k in ("global_orient", "hand_pose",
+                                                                                  "betas", "transl")}
+    with torch.no_grad():
+        return hand.double()(p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).joints.numpy()
+
+
+def test_shapes_are_closed_outward_meshes():
+    for shape, dims, volume in [("box", (0.04, 0.05, 0.06), 0.04 * 0.05 * 0.06),
+                                ("cylinder", (0.03, 0.08), np.pi * 0.03**2 * 0.08),
+                                ("cone", (0.03, 0.07), np.pi * 0.03**2 * 0.07 / 3),
+                                ("sphere", (0.03,), 4 / 3 * np.pi * 0.03**3)]:
+        v, f = make_shape(shape, dims)
+        a, b, c = v[f[:, 0]].astype(float), v[f[:, 1]].astype(float), v[f[:, 2]].astype(float)
+        signed = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6  # divergence theorem
+        assert signed == pytest.approx(volume, rel=0.05), shape  # positive: faces wind outward
+        edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+        _, counts = np.unique(edges, axis=0, return_counts=True)
+        assert (counts == 2).all(), f"{shape} is not closed"
+        assert v[:, 2].min() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_generator_is_deterministic(hand, episodes):
+    again = generate_episode(CFG, 5, hand)
+    ep = episodes[5]
+    assert again.instruction == ep.instruction and again.segments == ep.segments
+    for k in ep.hands:
+        np.testing.assert_array_equal(again.hands[k], ep.hands[k])
+    np.testing.assert_array_equal(again.object_poses, ep.object_poses)
+    np.testing.assert_array_equal(again.T_cam_from_world, ep.T_cam_from_world)
+    other = generate_episode(SynthConfig(seed=4, width=96, height=96), 5, hand)
+    assert not np.array_equal(other.hands["transl"][:5], ep.hands["transl"][:5])
+
+
+def test_hands_finite_in_camera_frame_and_match_world(hand, episodes):
+    for ep in episodes:
+        assert 40 <= ep.num_frames <= 80
+        for k, v in ep.hands.items():
+            assert np.isfinite(v).all(), k
+        J_cam = forward(hand, ep.hands)
+        assert (J_cam[..., 2] > 0.1).all(), f"hand behind or too close to the camera in {ep.episode}"
+        # oracle: the world-frame hand moved by T_cam_from_world (numpy float64)
+        J_world = forward(hand, ep.hand_world)
+        T = ep.T_cam_from_world
+        expected = np.einsum("tij,tnj->tni", T[:, :3, :3], J_world) + T[:, None, :3, 3]
+        np.testing.assert_allclose(J_cam, expected, atol=2e-5)
+        R = T[:, :3, :3]
+        np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
+
+
+def test_joints_project_into_image_at_the_object(hand, episodes):
+    for ep in episodes:
+        k = int(np.argmax(ep.attach >= 0))  # first frame in contact with the target
+        assert ep.attach[k] == ep.target
+        J = forward(hand, ep.hands)[k]
+        uvw = J @ ep.K.T
+        uv = uvw[:, :2] / uvw[:, 2:]
+        assert (uv[:, 0] > 0).all() and (uv[:, 0] < ep.width).all(), ep.episode
+        assert (uv[:, 1] > 0).all() and (uv[:, 1] < ep.height).all(), ep.episode
+        # and the hand is near the target: palm (mean of wrist + MCPs) within 10 cm of its centre
+        T_wc = np.linalg.inv(ep.T_cam_from_world[k])
+        palm_w = T_wc[:3, :3] @ J[[0, 1, 4, 7, 10]].mean(0) + T_wc[:3, 3]
+        centre = ep.object_poses[k, ep.target, :3, 3] + [0, 0, ep.objects[ep.target].height / 2]
+        assert np.linalg.norm(palm_w - centre) < 0.10, ep.episode
+
+
+def test_instruction_names_the_target(episodes):
+    names = "|".join(SHAPES)
+    colors = "|".join(COLORS)
+    for ep in episodes:
+        m = re.search(rf"the ({colors}) ({names})", ep.instruction)
+        assert m, ep.instruction
+        target = ep.objects[ep.target]
+        assert (m.group(1), m.group(2)) == (target.color, target.shape)
+        assert target.rgb == COLORS[m.group(1)]
+        # exactly one object of that colour: the name is unambiguous
+        assert sum(o.color == target.color for o in ep.objects) == 1
+        assert 3 <= len(ep.objects) <= 5
+        ref = re.search(rf"(?:left of|right of|in front of|behind) the ({colors}) ({names})", ep.instruction)
+        if ep.task == "pick_place":
+            assert ref and any(o.name == f"{ref.group(1)} {ref.group(2)}" for o in ep.objects[1:])
+        assert ep.segments[0][0] == 0 and ep.segments[-1][1] == ep.num_frames
+
+
+def test_splits_hold_out_unseen_combos(hand):
+    train, test = combo_split(0, 0.2)
+    assert set(train).isdisjoint(test) and set(train) | set(test) == set(all_combos())
+    assert len(test) == round(0.2 * len(all_combos()))
+    for i, part in enumerate(zip(*train)):  # every shape, colour and task is seen in training
+        assert set(part) == set([SHAPES, tuple(COLORS), TASKS][i])
+    assert combo_split(0, 0.2) == (train, test) and combo_split(1, 0.2)[1] != test
+    cfg = SynthConfig(seed=0, width=64, height=64, test_fraction=0.4)
+    seen = {"train": set(), "val": set(), "test": set()}
+    for i in range(30):
+        ep = generate_episode(cfg, i, hand)
+        seen[ep.split].add(ep.combo)
+    assert seen["test"] and seen["train"]
+    assert seen["test"] <= set(test) and (seen["train"] | seen["val"]) <= set(train)
+
+
+def test_grasped_object_moves_with_the_hand(hand, episodes):
+    checked = 0
+    for ep in episodes:
+        held = np.nonzero(ep.attach == ep.target)[0]
+        R = torch.as_tensor(ep.hand_world["global_orient"])
+        from megohand.geometry.rotations import axis_angle_to_matrix
+
+        R = axis_angle_to_matrix(R).numpy()
+        wrist = forward(hand, ep.hand_world)[:, 0]
+        # object position and orientation in the wrist frame stay constant while held
+        rel_p = np.einsum("tji,tj->ti", R[held], ep.object_poses[held, ep.target, :3, 3] - wrist[held])
+        rel_R = np.einsum("tji,tjk->tik", R[held], ep.object_poses[held, ep.target, :3, :3])
+        np.testing.assert_allclose(rel_p, np.broadcast_to(rel_p[0], rel_p.shape), atol=1e-6)
+        np.testing.assert_allclose(rel_R, np.broadcast_to(rel_R[0], rel_R.shape), atol=1e-6)
+        start, end = ep.object_poses[0, ep.target], ep.object_poses[-1, ep.target]
+        if ep.task in ("pick_place", "move", "push"):
+            assert np.linalg.norm(end[:2, 3] - start[:2, 3]) > 0.05
+            checked += 1
+        if ep.task == "lift":
+            assert ep.object_poses[:, ep.target, 2, 3].max() > 0.07
+        if ep.task == "rotate":
+            angle = np.arccos(np.clip((np.trace(end[:3, :3] @ start[:3, :3].T) - 1) / 2, -1, 1))
+            assert np.deg2rad(55) < angle < np.deg2rad(105)
+        assert abs(end[2, 3]) < 1e-6, "object left in the air"
+        others = [i for i in range(len(ep.objects)) if i != ep.target]
+        np.testing.assert_array_equal(ep.object_poses[:, others], np.broadcast_to(
+            ep.object_poses[:1, others], ep.object_poses[:, others].shape))
+    assert checked > 0
+
+
+def test_synth_store_round_trip(hand, tmp_path):
+    from megohand.data.store import Store
+    from megohand.data.synthetic.build import synthesize
+    from megohand.data.synthetic.world import make_renderer, render_episode
+
+    cfg = SynthConfig(seed=1, width=64, height=48)
+    assert synthesize(tmp_path, 2, cfg, progress=False) == [0, 1]
+    assert synthesize(tmp_path, 3, cfg, progress=False) == [2]  # resume: only the missing one
+    with pytest.raises(ValueError, match="another config"):
+        synthesize(tmp_path, 4, SynthConfig(seed=2, width=64, height=48), progress=False)
+    store = Store(tmp_path)
+    assert [r.episode for r in store.episodes("synthetic")] == ["000000", "000001", "000002"]
+    ep = generate_episode(cfg, 1, hand)
+    frames = render_episode(ep, hand, make_renderer(64, 48))
+    stored = store.open("synthetic", "000001")
+    assert stored.meta.instruction == ep.instruction and stored.meta.split == ep.split
+    assert [tuple(s) for s in stored.meta.segments] == [tuple(s) for s in ep.segments]
+    assert stored.meta.hand_source == "synthetic" and stored.meta.depth_source == "rendered"
+    np.testing.assert_allclose(np.asarray(stored.meta.K), ep.K)
+    got = stored.hands("right")
+    for k, v in ep.hands.items():
+        np.testing.assert_allclose(np.asarray(got[k]).reshape(v.shape), v, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(stored.T_cam_from_world, ep.T_cam_from_world, atol=1e-6)
+    for k in (0, ep.num_frames - 1):
+        np.testing.assert_allclose(stored.depth(k), frames["depth"][k], atol=0.0011)  # uint16 mm on disk
+        assert np.abs(stored.rgb(k).astype(int) - frames["rgb"][k]).mean() < 6  # JPEG
+    poses = np.asarray(stored.meta.extra["object_poses"])
+    np.testing.assert_allclose(poses[..., :3], ep.object_poses[..., :3, 3], atol=1e-6)
+
+
+def test_render_masks_show_hand_and_target(hand, episodes):
+    from megohand.data.synthetic.world import make_renderer, render_episode
+
+    ep = episodes[0]
+    out = render_episode(ep, hand, make_renderer(ep.width, ep.height))
+    T = ep.num_frames
+    assert out["rgb"].shape == (T, ep.height, ep.width, 3) and out["depth"].shape == (T, ep.height, ep.width)
+    hand_id, target_id = len(ep.objects) + 2, ep.target + 2
+    assert (out["mask"] == hand_id).any(axis=(1, 2)).mean() > 0.9
+    assert (out["mask"][0] == target_id).sum() > 4
+    # the target's pixels have its colour's dominant channel
+    px = out["rgb"][0][out["mask"][0] == target_id].astype(float).mean(0)
+    ref = np.asarray(ep.objects[ep.target].rgb)
+    assert np.corrcoef(px, ref)[0, 1] > 0.8
+    assert np.isfinite(out["depth"]).all() and out["depth"].max() <= 2.0
