@@ -10,7 +10,7 @@ import torch
 from megohand.models.config import BackboneConfig, DepthConfig
 from megohand.models.depth import DepthEncoder, build_estimator
 
-from model_fixtures import tiny_depth_anything, tiny_llm, tiny_resnet, tiny_siglip
+from test_models_fixtures import tiny_depth_anything, tiny_llm, tiny_resnet, tiny_siglip
 
 torch.set_num_threads(1)
 

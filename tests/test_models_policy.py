@@ -12,7 +12,7 @@ from megohand.models import MEgoHandPolicy, PolicyConfig
 from megohand.models.config import DiTConfig
 from megohand.models.policy import MinMax, normalizer_bounds
 
-from model_fixtures import sample_batch, tiny_depth_anything, tiny_llm, tiny_resnet, tiny_siglip
+from test_models_fixtures import sample_batch, tiny_depth_anything, tiny_llm, tiny_resnet, tiny_siglip
 
 torch.set_num_threads(1)
 SMALL_DIT = DiTConfig(width=32, num_layers=2, num_heads=4, dropout=0.1, output_dim=32, head_hidden=32)
