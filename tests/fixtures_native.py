@@ -258,3 +258,42 @@ def write_hot3d_sequence(root: Path, hands, name="P0001_abcdef12", T=5, seed=1):
             f.write(f"{int(ts[t])},214-1,True\n{int(ts[t]) + 90000},1201-1,True\n")
     T_cam_world = inv(T_world_device @ T_device_camera)
     return {side: apply(T_cam_world, world[side]) for side in world}, T_cam_world
+
+
+# ----------------------------------------------------------------------------- TACO
+
+
+def write_taco(root: Path, hands, task="(dust, roller, pan)/20230927_032", T=4, H=24, W=32, seed=2):
+    """TACO layout for one sequence; hand pickles hold torch tensors as the release does."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    T_cw = random_rigid(rng, T)
+    K = np.array([[40.0, 0, 16], [0, 41.0, 12], [0, 0, 1]])
+    expected = {}
+    (root / "Hand_Poses" / task).mkdir(parents=True, exist_ok=True)
+    for side in ("left", "right"):
+        h = hands[side]
+        pose48 = np.concatenate([random_rotvecs(rng, T), rng.normal(scale=0.4, size=(T, 45))], axis=1)
+        trans = rng.normal(scale=0.3, size=(T, 3))
+        betas = rng.normal(scale=0.5, size=10)
+        # manopth center_idx=0 (flat mean): joints centred on the wrist, then + hand_trans (world, m)
+        J = fk(h, pose48[:, :3], pose48[:, 3:], np.tile(betas, (T, 1)), np.zeros((T, 3)))
+        expected[side] = apply(T_cw, J - J[:, :1] + trans[:, None])
+        frames = {f"{t + 1:05d}": {"hand_pose": torch.tensor(pose48[t]), "hand_trans": torch.tensor(trans[t])} for t in range(T)}
+        with open(root / "Hand_Poses" / task / f"{side}_hand.pkl", "wb") as f:
+            pickle.dump(frames, f)
+        with open(root / "Hand_Poses" / task / f"{side}_hand_shape.pkl", "wb") as f:
+            pickle.dump({"hand_shape": torch.tensor(betas)}, f)
+    cam = root / "Egocentric_Camera_Parameters" / task
+    cam.mkdir(parents=True, exist_ok=True)
+    np.save(cam / "egocentric_frame_extrinsic.npy", T_cw)
+    np.savetxt(cam / "egocentric_intrinsic.txt", K)
+    write_video(root / "Egocentric_RGB_Videos" / task / "color.mp4", tiny_frames(T, H, W, seed))
+    depth_m = 0.3 + rng.random((T, H, W)) * 1.5
+    depth_u16 = np.round(depth_m * 4000).astype(np.uint16)
+    write_depth_video(root / "Egocentric_Depth_Videos" / task / "egocentric_depth.avi", depth_u16)
+    lists = root / "data_lists"
+    lists.mkdir(exist_ok=True)
+    (lists / "v1_overall_data_train_test_split.txt").write_text(f"{task.split('/')[1]},test_2\n20230101_001,train\n")
+    return expected, depth_u16.astype(np.float32) / 4000.0

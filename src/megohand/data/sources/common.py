@@ -210,16 +210,88 @@ def read_jsonl(path: Path) -> list:
     return out
 
 
-def read_pickle(path: Path):
-    """Dataset pickle through the hand package's restricted unpickler (numpy / builtins only)."""
-    from megohand.hand.mano_io import restricted_load
+def _safe_storage_from_bytes(data: bytes):
+    import io
 
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def _restricted_unpickler(f):
+    """The hand package's restricted unpickler, extended with plain torch tensors (TACO and OakInk2
+    pickle ``torch.Tensor``s): tensors are rebuilt from their storage by ``torch.load(weights_only=True)``."""
+    import collections
+
+    import torch
+
+    from megohand.hand import mano_io
+
+    class Unpickler(mano_io._RestrictedUnpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return torch._utils._rebuild_tensor_v2
+            if (module, name) == ("torch.storage", "_load_from_bytes"):
+                return _safe_storage_from_bytes
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            return super().find_class(module, name)
+
+    return Unpickler(f, encoding="latin1")
+
+
+def read_pickle(path: Path, f=None):
+    """Dataset pickle through the restricted unpickler (numpy, builtins, plain torch tensors only);
+    tensors come back as numpy arrays. ``f``: an open binary file positioned at the pickle."""
+    path = Path(path)
     try:
-        return restricted_load(require(path))
+        if f is None:
+            with open(require(path), "rb") as fh:
+                obj = _restricted_unpickler(fh).load()
+        else:
+            obj = _restricted_unpickler(f).load()
     except SourceError:
         raise
     except Exception as e:  # noqa: BLE001 - any unpickling failure is bad input
-        raise SourceError(f"cannot read pickle {path}: {type(e).__name__}: {e}") from None
+        raise SourceError(f"cannot read pickle {path} safely: {type(e).__name__}: {e}") from None
+    return _tree(obj)
+
+
+def _tree(obj):
+    import torch
+
+    from megohand.hand import mano_io
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().numpy()
+    if isinstance(obj, mano_io.ChumpyArray):
+        return obj.array
+    if isinstance(obj, dict):
+        return {k: _tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tree(v) for v in obj)
+    return obj
+
+
+def read_npy_object(path: Path):
+    """A ``.npy`` holding a pickled object (ARCTIC's ``np.save(dict)``) read through the restricted
+    unpickler, never ``np.load(allow_pickle=True)``. Plain numeric .npy files are returned as arrays."""
+    path = require(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            if dtype.hasobject:
+                obj = read_pickle(path, f)
+                if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+                    obj = obj.item()
+                return _tree(obj)
+    except SourceError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise SourceError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    return read_npy(path)
 
 
 def read_npy(path: Path) -> np.ndarray:
