@@ -297,3 +297,71 @@ def write_taco(root: Path, hands, task="(dust, roller, pan)/20230927_032", T=4, 
     lists.mkdir(exist_ok=True)
     (lists / "v1_overall_data_train_test_split.txt").write_text(f"{task.split('/')[1]},test_2\n20230101_001,train\n")
     return expected, depth_u16.astype(np.float32) / 4000.0
+
+
+# ----------------------------------------------------------------------------- OakInk2
+
+OAKINK2_TASK = "scene_04__A008/seq__ff070467cd91f735acab__2023-04-23-11-28-29"
+
+
+def write_oakink2(root: Path, hands, task=OAKINK2_TASK, T=5, H=12, W=20, seed=3):
+    """OakInk2 layout for one sequence (anno pkl with torch tensors, program json, PNG frames)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    token = task.replace("/", "++")
+    fids = [100 + 4 * t for t in range(T)]  # image frames every 4th mocap frame
+    serial = "cam_123"
+    T_cw = random_rigid(rng, T)
+    K = np.array([[25.0, 0, 10], [0, 26.0, 6], [0, 0, 1]])
+    raw_mano, expected = {}, {}
+    for prefix, side in (("lh", "left"), ("rh", "right")):
+        h = hands[side]
+        R = Rotation.random(T * 16, random_state=int(rng.integers(1 << 31))).as_matrix().reshape(T, 16, 3, 3)
+        R[:, 1:] = Rotation.from_rotvec(rng.normal(scale=0.3, size=(T * 15, 3))).as_matrix().reshape(T, 15, 3, 3)
+        betas = rng.normal(scale=0.5, size=10)
+        tsl = rng.normal(scale=0.3, size=(T, 3))
+        with torch.no_grad():
+            J = h(torch.as_tensor(R[:, 0]), torch.as_tensor(R[:, 1:]), torch.as_tensor(np.tile(betas, (T, 1))),
+                  rot="matrix").joints.double().numpy()
+        # manotorch center_idx=0: joints centred on the wrist, then + tsl (world)
+        expected[side] = apply(T_cw, J - J[:, :1] + tsl[:, None])
+        for t, f in enumerate(fids):
+            rec = raw_mano.setdefault(f, {})
+            rec[f"{prefix}__pose_coeffs"] = torch.tensor(quat_wxyz(R[t])[None])  # (1,16,4) wxyz
+            rec[f"{prefix}__tsl"] = torch.tensor(tsl[t][None])
+            rec[f"{prefix}__betas"] = torch.tensor(betas[None])
+            raw_mano[f + 1] = {}  # mocap-only frames in between
+    anno = {
+        "cam_def": {serial: "egocentric", "cam_999": "allocentric_top"},
+        "cam_selection": ["egocentric"],
+        "frame_id_list": fids,
+        "cam_intr": {"egocentric": {f: K for f in fids}},
+        "cam_extr": {"egocentric": {f: T_cw[t] for t, f in enumerate(fids)}},
+        "obj_list": ["O02@0001@00001"],
+        "obj_transf": {"O02@0001@00001": {f: np.eye(4) for f in fids}},
+        "raw_mano": raw_mano,
+    }
+    (root / "anno_preview").mkdir(parents=True, exist_ok=True)
+    with open(root / "anno_preview" / f"{token}.pkl", "wb") as fh:
+        pickle.dump(anno, fh)
+    prog = root / "program"
+    for d in ("desc_info", "program_info"):
+        (prog / d).mkdir(parents=True, exist_ok=True)
+    seg_a, seg_b = str(((100, 108), None)), str((None, (108, 116)))
+    (prog / "desc_info" / f"{token}.json").write_text(json.dumps({
+        seg_a: {"seg_desc": "Position the alcohol lamp beneath the tripod"},
+        seg_b: {"seg_desc": "Light the alcohol lamp with the lighter."}}))
+    (prog / "program_info" / f"{token}.json").write_text(json.dumps({
+        seg_a: {"primitive": "place", "interaction_mode": "lh_main", "obj_list": []},
+        seg_b: {"primitive": "ignite", "interaction_mode": "rh_main", "obj_list": []}}))
+    (prog / "task_target.json").write_text(json.dumps({task: "heat the water on the tripod"}))
+    from PIL import Image
+
+    img_dir = root / "data" / token / serial
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for t, f in enumerate(fids):
+        Image.fromarray(tiny_frames(T, H, W, seed)[t]).save(img_dir / f"{f:06d}.png")
+    (root / "split").mkdir(exist_ok=True)
+    (root / "split" / "val.txt").write_text(task + "\n")
+    return expected
