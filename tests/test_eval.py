@@ -126,3 +126,115 @@ def test_static_and_const_vel_against_hand_computed_errors(store, tmp_path):
     md = results_markdown(rep)
     assert "Group in-domain" in md and "static · window" in md and "const-vel · rollout-tof" in md
     json.dumps(rep)  # JSON-able
+
+
+# ----------------------------------------------------------------------------- CLI: generate, demo, checkpoints
+
+
+def tiny_hand_file(path):
+    """The tiny random hand as a MANO-format .npz (what load_hand_model reads from a file)."""
+    rng = np.random.default_rng(0)
+    V = 60
+    parents = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]) % (2**32)
+    w = rng.random((V, 16)) ** 4
+    J = np.eye(16, V)[:, rng.permutation(V)] * 0.5 + 0.5 / V
+    np.savez(path, v_template=rng.normal(0, 0.03, (V, 3)), shapedirs=rng.normal(0, 1e-3, (V, 3, 10)),
+             posedirs=rng.normal(0, 1e-4, (V, 3, 135)), J_regressor=J, weights=w / w.sum(1, keepdims=True),
+             kintree_table=np.stack([parents, np.arange(16)]), f=rng.integers(0, V, (80, 3)),
+             hands_components=np.eye(45), hands_mean=np.zeros(45), tip_vertex_ids=np.arange(5), is_mano=False,
+             name="tiny-test-hand")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from megohand.cli.demo import tiny_random_policy
+
+    d = tmp_path_factory.mktemp("ckpt")
+    model = tiny_random_policy()
+    model.save_pretrained(d / "full")
+    return model, d / "full"
+
+
+def test_slim_checkpoint_matches_full(tiny_ckpt, tmp_path):
+    from megohand.inference.policy import load_model, save_slim
+
+    model, full = tiny_ckpt
+    save_slim(model, tmp_path / "slim")
+    assert (tmp_path / "slim" / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size / 3
+    a, b = load_model(full), load_model(tmp_path / "slim")
+    img = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    st = torch.randn(2, 109)
+    pa = a.predict_chunk(img, ["pick up the red box"] * 2, st, None, generator=torch.Generator().manual_seed(1))
+    pb = b.predict_chunk(img, ["pick up the red box"] * 2, st, None, generator=torch.Generator().manual_seed(1))
+    scale = pa.abs().max()
+    assert (pa - pb).abs().max() < 0.02 * scale  # float16 weights
+
+
+def test_read_init_errors(tmp_path):
+    from megohand.cli.generate import read_init
+
+    p = tmp_path / "init.json"
+    p.write_text(json.dumps({"global_orient": [0, 0, 0], "hand_pose": [0] * 45, "transl": [0, 0, 0.5]}))
+    params, K = read_init(p, 64, 48)
+    assert params.hand_pose.shape == (15, 3) and params.betas.shape == (10,)
+    np.testing.assert_allclose(K, [[64, 0, 32], [0, 64, 24], [0, 0, 1]])
+    for bad, msg in (({"global_orient": [0, 0], "hand_pose": [0] * 45, "transl": [0, 0, 1]}, "global_orient"),
+                     ({"global_orient": [0, 0, 0], "transl": [0, 0, 1]}, "hand_pose"),
+                     ({"global_orient": [0, 0, 0], "hand_pose": [0] * 45, "transl": [0, 0, 1], "K": [1, 2]}, "'K'")):
+        p.write_text(json.dumps(bad))
+        with pytest.raises(SystemExit, match=msg):
+            read_init(p, 64, 48)
+    p.write_text("{not json")
+    with pytest.raises(SystemExit, match="init.json"):
+        read_init(p, 64, 48)
+
+
+def test_generate_image_and_video(tiny_ckpt, tmp_path):
+    import av
+    from PIL import Image
+
+    from megohand.cli.generate import Generate, write_mp4
+
+    _, ckpt = tiny_ckpt
+    hand = tiny_hand_file(tmp_path / "hand.npz")
+    init = {"global_orient": [0.1, -0.2, 0.3], "hand_pose": (np.ones(45) * 0.05).tolist(), "betas": [0.1] * 10,
+            "transl": [0.01, 0.02, 0.4]}
+    (tmp_path / "init.json").write_text(json.dumps(init))
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "frame.png")
+    write_mp4(tmp_path / "clip.mp4", [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)], 15)
+    for src, frames, expect in (("frame.png", 7, 8), ("clip.mp4", None, 6)):
+        out = tmp_path / f"out_{src}"
+        Generate(image=tmp_path / src, text="pick up the red box", init=tmp_path / "init.json", out=out, ckpt=ckpt,
+                 frames=frames, stride=2, mano_dir=hand).run()
+        d = json.loads((out / "hands.json").read_text())
+        assert len(d["hand_frames"]) == expect and d["side"] == "right"
+        for k, v in init.items():  # frame 0 is INIT
+            np.testing.assert_allclose(np.ravel(d["hand_frames"][0][k]), np.ravel(v), atol=1e-5)
+        z = np.load(out / "hands.npz")
+        assert z["hand_pose"].shape == (expect, 15, 3) and z["transl"].shape == (expect, 3)
+        with av.open(str(out / "overlay.mp4")) as c:
+            assert sum(1 for _ in c.decode(video=0)) == expect
+        assert (out / "overlay.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="cannot generate"):
+        Generate(image=tmp_path / "clip.mp4", text="x", init=tmp_path / "init.json", out=tmp_path / "o", ckpt=ckpt,
+                 frames=10, mano_dir=hand).run()
+
+
+def test_demo_smoke(tmp_path):
+    from megohand.cli.demo import Demo
+    from megohand.hand import load_hand_model
+
+    try:
+        load_hand_model()
+    except FileNotFoundError:
+        pytest.skip("no bundled hand model asset")
+    Demo(out=tmp_path, random_init=True, episodes=2, rollout_frames=8).run()
+    rep = json.loads((tmp_path / "demo.json").read_text())
+    assert rep["methods"] == ["model", "static", "const-vel"]
+    assert set(rep["results"]) == {"window", "rollout-tof", "rollout-raw"}
+    assert rep["datasets"]["synthetic"]["episodes"] == 2
+    assert rep["results"]["window"]["static"]["[synthetic]"]["mpjpe_cm"] > 0
+    for f in ("demo.md", "demo.mp4", "demo.png"):
+        assert (tmp_path / f).stat().st_size > 0

@@ -15,7 +15,9 @@ import tyro
 # name -> "module:Class"; keep sorted. Add one line per verb.
 VERBS: dict[str, str] = {
     "convert": "megohand.cli.convert:Convert",
+    "demo": "megohand.cli.demo:Demo",
     "eval": "megohand.cli.eval:Eval",
+    "generate": "megohand.cli.generate:Generate",
     "hand-info": "megohand.cli.hand_info:HandInfo",
     "stats": "megohand.cli.stats:Stats",
     "synth": "megohand.cli.synth:Synth",

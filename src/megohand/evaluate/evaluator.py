@@ -280,4 +280,4 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
                     k: float(np.nanmean([r[k] for r in rs])) if k != "frames" else int(sum(r[k] for r in rs))
                     for k in rs[0]
                 }
-    return {"config": asdict(cfg), "datasets": info, "results": results}
+    return {"config": asdict(cfg), "methods": list(methods), "datasets": info, "results": results}

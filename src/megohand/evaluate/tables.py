@@ -13,12 +13,13 @@ COLUMNS = (
     ("mre_rad", "MRE (rad)"),
     ("accel_error_m_s2", "Accel (m/s²)"),
     ("jitter_m_s3", "Jitter (m/s³)"),
+    ("jitter_gt_m_s3", "GT jitter (m/s³)"),
 )
 
 PROTOCOLS = {
-    "window": "per 16-frame window from GT h_k, raw chunk, frame 0 excluded (primary)",
-    "rollout-tof": "closed loop from GT h_0, TOF",
-    "rollout-raw": "closed loop from GT h_0, raw latest chunk (no TOF)",
+    "window": "per L-frame window from the GT state h_k, raw chunk, frame k excluded (primary)",
+    "rollout-tof": "closed loop from a GT initial state, TOF",
+    "rollout-raw": "closed loop from a GT initial state, raw latest chunk (no TOF)",
 }
 
 
@@ -49,25 +50,33 @@ def results_markdown(report: dict, title: str = "Evaluation") -> str:
         lines.append(
             f"Horizon L = {cfg.get('horizon')}, window stride {cfg.get('window_stride')}, rollout "
             f"{cfg.get('rollout_frames')} frames at query stride {cfg.get('stride')}, Euler steps "
-            f"{cfg.get('steps') or 'model default'}. Acceleration and jitter use 21 joints at the dataset fps; "
-            "jitter of the ground truth is the floor."
+            f"{cfg.get('steps') or 'model default'}. Acceleration error and jitter use the 21 joints at the dataset fps; "
+            "the ground truth's own jitter (GT jitter, same frames) is the floor."
         )
     lines.append("")
+    info = report.get("datasets", {})
+    group_size: dict[str, int] = {}
+    for d in info.values():
+        group_size[d["group"]] = group_size.get(d["group"], 0) + 1
+    methods = report.get("methods") or sorted({m for proto in res.values() for m in proto})
     for subset in groups + datasets:
+        if subset in info and group_size.get(info[subset]["group"], 0) == 1 and f"[{info[subset]['group']}]" in groups:
+            continue  # the group table already is this dataset's table
         rows = []
-        gt_jitter = None
-        for proto in PROTOCOLS:
-            for method, per in res.get(proto, {}).items():
+        for method in methods:
+            for proto in PROTOCOLS:
+                per = res.get(proto, {}).get(method, {})
                 if subset in per:
                     rows.append((f"{method} · {proto}", per[subset]))
-                    gt_jitter = per[subset].get("jitter_gt_m_s3", gt_jitter)
         if not rows:
             continue
-        name = f"Group {subset[1:-1]}" if subset.startswith("[") else f"Dataset {subset}"
-        info = report.get("datasets", {}).get(subset, {})
-        extra = f" ({info['episodes']} episodes, {info['windows']} windows)" if info else ""
-        lines += [f"## {name}{extra}", "", metrics_table(rows)]
-        if gt_jitter is not None:
-            lines.append(f"\nGround-truth jitter: {_fmt(gt_jitter)} m/s³.")
-        lines.append("")
+        if subset.startswith("["):
+            members = [d for d, v in info.items() if f"[{v['group']}]" == subset]
+            name = f"Group {subset[1:-1]}"
+            eps, wins = sum(info[d]["episodes"] for d in members), sum(info[d]["windows"] for d in members)
+            extra = f": {', '.join(members)} ({eps} episodes, {wins} windows)" if members else ""
+        else:
+            name = f"Dataset {subset}"
+            extra = f" ({info[subset]['episodes']} episodes, {info[subset]['windows']} windows)" if subset in info else ""
+        lines += [f"## {name}{extra}", "", metrics_table(rows), ""]
     return "\n".join(lines)
