@@ -365,3 +365,51 @@ def write_oakink2(root: Path, hands, task=OAKINK2_TASK, T=5, H=12, W=20, seed=3)
     (root / "split").mkdir(exist_ok=True)
     (root / "split" / "val.txt").write_text(task + "\n")
     return expected
+
+
+# ----------------------------------------------------------------------------- H2O
+
+
+def save_png16(path: Path, depth_u16: np.ndarray):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(depth_u16.astype(np.uint16)).save(path)
+
+
+def save_png(path: Path, img: np.ndarray):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+def write_h2o(root: Path, hands, task="subject1/o1/7/cam4", T=4, H=12, W=16, seed=4, labels=(0, 23, 23, 9)):
+    """H2O cam4 folder: per-frame txt files, PNG RGB and 16-bit depth (mm)."""
+    rng = np.random.default_rng(seed)
+    cam = root / task
+    T_wc = random_rigid(rng, T)  # camera -> world, as cam_pose stores
+    expected, rows = {}, []
+    params = {}
+    for side in ("left", "right"):
+        go, pose = random_rotvecs(rng, T), rng.normal(scale=0.4, size=(T, 45))
+        betas, trans = rng.normal(scale=0.5, size=10), rng.normal(scale=0.3, size=(T, 3)) + [0, 0, 0.5]
+        # manopth (flat mean, no centring): verts/1000 + trans -> camera frame
+        expected[side] = fk(hands[side], go, pose, np.tile(betas, (T, 1)), trans)
+        params[side] = (go, pose, betas, trans)
+    frames = tiny_frames(T, H, W, seed)
+    depth_mm = rng.integers(300, 2000, size=(T, H, W))
+    for t in range(T):
+        vals = []
+        for side in ("left", "right"):
+            go, pose, betas, trans = params[side]
+            valid = 0.0 if (side == "left" and t == 1) else 1.0
+            vals += [valid, *trans[t], *go[t], *pose[t], *betas]
+        key = f"{t:06d}"
+        for sub, data in (("hand_pose_MANO", vals), ("cam_pose", T_wc[t].reshape(-1)), ("action_label", [labels[t]])):
+            (cam / sub).mkdir(parents=True, exist_ok=True)
+            (cam / sub / f"{key}.txt").write_text(" ".join(f"{x:.17g}" if isinstance(x, float) else str(x) for x in data))
+        save_png(cam / "rgb" / f"{key}.png", frames[t])
+        save_png16(cam / "depth" / f"{key}.png", depth_mm[t])
+    (cam / "cam_intrinsics.txt").write_text(f"20.0 21.0 8.0 6.0 {W} {H}")
+    return expected, inv(T_wc), depth_mm / 1000.0
