@@ -468,6 +468,35 @@ def render_views(asset: dict, hand_pose, path: Path, title: str, betas=None, vie
     os.replace(tmp, path)
 
 
+def render_shapes(asset: dict, path: Path, modes=(0, 1, 2, 3, 4, 5), value=2.5):
+    """Back-of-hand renders of beta_i = -value, 0, +value for a few shape modes (common scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {0: "size", 1: "finger length", 2: "palm width", 3: "thickness (side view)"}
+    fig, axs = plt.subplots(3, len(modes), figsize=(2.6 * len(modes), 7.6))
+    centre = asset["v_template"].mean(0)
+    for c, i in enumerate(modes):
+        for r, b in enumerate((-value, 0.0, value)):
+            betas = np.zeros(asset["shapedirs"].shape[-1])
+            betas[i] = b
+            v, _ = pose_numpy(asset, np.zeros((15, 3)), betas=betas)
+            fwd, up = ((0, 0, -1), (-1, 0, 0)) if i == 3 else ((0, -1, 0), (-1, 0, 0))
+            img, _ = rasterise(v, asset["f"], fwd, up, size=260, half_extent=0.12, centre=centre)
+            axs[r, c].imshow(img)
+            axs[r, c].axis("off")
+            axs[r, c].set_title(f"beta{i} = {b:+.1f}" + (f"\n{names.get(i, 'anny phenotype')}" if r == 0 else ""),
+                                fontsize=8)
+    fig.suptitle("open hand shape space (rest pose)", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 # ------------------------------------------------------------------------------------- build
 def relaxed_mean(asset: dict) -> np.ndarray:
     """A relaxed hand (45,): each joint flexed about its bending axis by RELAXED_FLEX."""
@@ -570,6 +599,7 @@ def main():
             render_views(right, hp, DOCS / f"open_hand_{name}.png", f"open hand (right), pose '{name}'")
         render_views(left, poses["fist"] * np.array([1.0, -1.0, -1.0]), DOCS / "open_hand_left_fist.png",
                      "open hand (left), mirrored 'fist' (views mirrored too)", side="left")
+        render_shapes(right, DOCS / "open_hand_shapes.png")
         print("wrote", sorted(str(p.relative_to(ROOT)) for p in DOCS.glob("open_hand_*.png")))
 
 
