@@ -413,3 +413,44 @@ def write_h2o(root: Path, hands, task="subject1/o1/7/cam4", T=4, H=12, W=16, see
         save_png16(cam / "depth" / f"{key}.png", depth_mm[t])
     (cam / "cam_intrinsics.txt").write_text(f"20.0 21.0 8.0 6.0 {W} {H}")
     return expected, inv(T_wc), depth_mm / 1000.0
+
+
+# ----------------------------------------------------------------------------- HOI4D
+
+HOI4D_TASK = "ZY20210800001/H1/C1/N19/S100/s02/T3"
+
+
+def write_hoi4d(root: Path, hands, task=HOI4D_TASK, T=4, H=16, W=24, seed=5):
+    """HOI4D sequence: image.mp4 (15 fps), FFV1 16-bit depth video (mm), per-frame hand pickles."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    seq = root / task
+    write_video(seq / "align_rgb" / "image.mp4", tiny_frames(T, H, W, seed), fps=15)
+    depth_mm = rng.integers(200, 3000, size=(T, H, W)).astype(np.uint16)
+    write_depth_video(seq / "align_depth" / "depth_video.avi", depth_mm, fps=15)
+    K = np.array([[30.0, 0, 12], [0, 31.0, 8], [0, 0, 1]])
+    (root / "camera_params" / task.split("/")[0]).mkdir(parents=True, exist_ok=True)
+    np.save(root / "camera_params" / task.split("/")[0] / "intrin.npy", K)
+    expected = {}
+    hand_dir = root / "handpose" / "refinehandpose_right" / task
+    hand_dir.mkdir(parents=True, exist_ok=True)
+    go, pose = random_rotvecs(rng, T), rng.normal(scale=0.4, size=(T, 45))
+    betas, trans = rng.normal(scale=0.5, size=10), rng.normal(scale=0.2, size=(T, 3)) + [0, 0, 0.6]
+    expected["right"] = fk(hands["right"], go, pose, np.tile(betas, (T, 1)), trans)  # manopth: joints/1000 + trans
+    for t in range(T):
+        if t == 2:
+            continue  # an unannotated frame
+        with open(hand_dir / f"{t}.pickle", "wb") as f:
+            pickle.dump({"poseCoeff": np.concatenate([go[t], pose[t]]).astype(np.float32), "beta": betas.astype(np.float32),
+                         "trans": trans[t].astype(np.float32), "kps2D": np.zeros((21, 2))}, f, protocol=2)
+    (seq / "action").mkdir(parents=True, exist_ok=True)
+    (seq / "action" / "color.json").write_text(json.dumps({"events": [
+        {"id": 1, "event": "Reachout", "startTime": 0.0, "endTime": 0.1},
+        {"id": 2, "event": "Pickup", "startTime": 0.1, "endTime": 0.27}]}))
+    (root / "definitions" / "task").mkdir(parents=True, exist_ok=True)
+    (root / "definitions" / "task" / "task_definitions.csv").write_text(
+        "Category ID,Category,T1,T2,T3,T4,T5,T6\nC1,Toy Car,Pick and place,Push toy car,Put it in the drawer,"
+        "Take it out of the drawer,N/A,N/A\n")
+    (root / "release.txt").write_text(task + "\n")
+    return expected, depth_mm / 1000.0
