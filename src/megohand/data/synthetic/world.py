@@ -254,6 +254,21 @@ def render_episode(ep: SyntheticEpisode, hand, renderer) -> dict:
     return {"rgb": np.asarray(out.rgb), "depth": np.asarray(out.depth), "mask": np.asarray(out.mask)}
 
 
-def to_matrix(aa: np.ndarray) -> np.ndarray:
-    """(..., 3) axis-angle -> (..., 3, 3) with the project's convention."""
-    return axis_angle_to_matrix(torch.as_tensor(aa)).numpy()
+
+
+def objects_from_extra(extra: dict) -> list[dict]:
+    """Rebuild the objects of a stored synthetic episode from ``EpisodeMeta.extra``:
+    list of ``{"name", "vertices" (V, 3) object frame, "faces" (F, 3), "rgb" (3,),
+    "poses" (T, 4, 4) world-from-object}``; empty when ``extra`` has no objects."""
+    if not extra.get("objects"):
+        return []
+    poses = np.asarray(extra["object_poses"], dtype=np.float64)  # (T, N, 6)
+    R = axis_angle_to_matrix(torch.as_tensor(poses[..., 3:])).numpy()
+    out = []
+    for i, o in enumerate(extra["objects"]):
+        obj = SceneObject(o["shape"], o["color"], tuple(o["dims"]), tuple(o["xy"]), o["yaw"])
+        v, f = obj.mesh()
+        T = np.tile(np.eye(4), (len(poses), 1, 1))
+        T[:, :3, :3], T[:, :3, 3] = R[:, i], poses[:, i, :3]
+        out.append({"name": obj.name, "vertices": v, "faces": f, "rgb": np.asarray(o["rgb"]), "poses": T})
+    return out

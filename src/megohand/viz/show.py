@@ -1,0 +1,61 @@
+"""Everything ``megohand show`` writes for one episode."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from megohand.data.store import Episode
+from megohand.viz.frames import episode_panels
+from megohand.viz.strip import pick, save_gif, save_strip
+from megohand.viz.video import write_mp4
+
+
+def load_hands(episode: Episode, source=None) -> dict:
+    """{side: HandModel} for the sides with valid frames (``source`` as ``load_hand_model``)."""
+    from megohand.hand import load_hand_model
+
+    hands = {}
+    for side in ("right", "left"):
+        try:
+            valid = np.asarray(episode.hands(side)["valid"], dtype=bool)
+        except (KeyError, ValueError):
+            continue
+        if valid.any():
+            hands[side] = load_hand_model(source, side=side)
+    stored = episode.meta.hand_model
+    for model in hands.values():
+        got = "mano" if model.is_mano else model.name
+        if got != stored:
+            warnings.warn(f"{episode.meta.dataset}/{episode.meta.episode}: parameters are for hand model "
+                          f"{stored!r} but drawing with {got!r} (pass --hand)", stacklevel=2)
+        break
+    return hands
+
+
+def show_episode(episode: Episode, out: str | Path, hand_source=None, scale: int = 0, alpha: float = 0.55,
+                 rrd: str | Path | None = None, strip: str | Path | None = None,
+                 gif: str | Path | None = None) -> list[Path]:
+    """Write the MP4 (and optionally a rerun ``.rrd``, a PNG strip, a GIF); returns the paths."""
+    hands = load_hands(episode, hand_source)
+    H = episode.rgb(0).shape[0]
+    scale = scale or max(1, round(384 / H))
+    paths = []
+    write_mp4(episode_panels(episode, hands, alpha=alpha, scale=scale), out, fps=episode.meta.fps)
+    paths.append(Path(out))
+    if strip is not None:
+        idx = pick(episode.num_frames, 6)
+        frames = list(episode_panels(episode, hands, alpha=alpha, scale=max(1, round(192 / H)), frames=idx,
+                                     caption=False))
+        paths.append(save_strip(frames, strip, columns=3))
+    if gif is not None:
+        idx = list(range(0, episode.num_frames, 2))
+        frames = list(episode_panels(episode, hands, alpha=alpha, scale=max(1, round(192 / H)), frames=idx))
+        paths.append(save_gif(frames, gif, fps=episode.meta.fps / 2))
+    if rrd is not None:
+        from megohand.viz.rerun_view import write_rrd
+
+        paths.append(write_rrd(episode, hands, rrd))
+    return paths

@@ -1,0 +1,53 @@
+"""Small pictures of an episode for docs: a PNG strip of evenly spaced frames, a GIF."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def _atomic_save(img: Image.Image | list, path: Path, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    if isinstance(img, list):
+        img[0].save(tmp, save_all=True, append_images=img[1:], **kw)
+    else:
+        img.save(tmp, **kw)
+    os.replace(tmp, path)
+
+
+def pick(n_total: int, n: int) -> list[int]:
+    """``n`` evenly spaced frame indices of ``n_total`` (first and last included)."""
+    return np.linspace(0, n_total - 1, min(n, n_total)).round().astype(int).tolist()
+
+
+def save_strip(frames: Sequence[np.ndarray], path: str | Path, columns: int | None = None, gap: int = 2) -> Path:
+    """Tile (H, W, 3) uint8 frames into one PNG (one row, or rows of ``columns``), white gaps."""
+    path = Path(path)
+    columns = columns or len(frames)
+    h, w = frames[0].shape[:2]
+    rows = -(-len(frames) // columns)
+    canvas = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), 255, np.uint8)
+    for i, f in enumerate(frames):
+        r, c = divmod(i, columns)
+        canvas[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = f
+    _atomic_save(Image.fromarray(canvas), path, optimize=True)
+    return path
+
+
+def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 15.0, width: int | None = None,
+             colors: int = 128) -> Path:
+    """Write frames as a looping GIF (optionally resized to ``width``, palette of ``colors``)."""
+    path = Path(path)
+    imgs = []
+    for f in frames:
+        img = Image.fromarray(np.asarray(f, np.uint8))
+        if width and img.width != width:
+            img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+        imgs.append(img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
+    _atomic_save(imgs, path, duration=int(round(1000 / fps)), loop=0, optimize=True)
+    return path
