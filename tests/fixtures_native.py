@@ -454,3 +454,41 @@ def write_hoi4d(root: Path, hands, task=HOI4D_TASK, T=4, H=16, W=24, seed=5):
         "Take it out of the drawer,N/A,N/A\n")
     (root / "release.txt").write_text(task + "\n")
     return expected, depth_mm / 1000.0
+
+
+# ----------------------------------------------------------------------------- ARCTIC
+
+ARCTIC_DIST8 = [0.4, -0.1, 0.002, -0.003, 0.0, 0.0, 0.0, 0.0]
+
+
+def write_arctic(root: Path, hands, task="s01/box_use_02", T=4, H=20, W=28, seed=6, offset=2):
+    """ARCTIC raw_seqs (np.save of pickled dicts, as released), distorted view-0 JPEGs, misc.json."""
+    rng = np.random.default_rng(seed)
+    sid, seq = task.split("/")
+    raw = root / "raw_seqs" / sid
+    raw.mkdir(parents=True, exist_ok=True)
+    T_cw = random_rigid(rng, T)
+    K = np.array([[30.0, 0, 14], [0, 30.0, 10], [0, 0, 1]])
+    mano, expected = {}, {}
+    for side in ("right", "left"):
+        mean, _ = constants(hands[side])
+        rot, pose = random_rotvecs(rng, T), rng.normal(scale=0.3, size=(T, 45))
+        trans, shape = rng.normal(scale=0.3, size=(T, 3)), rng.normal(scale=0.5, size=10)
+        mano[side] = {"rot": rot, "pose": pose, "trans": trans, "shape": shape, "fitting_err": np.zeros(T)}
+        # smplx MANO(flat_hand_mean=False): the layer adds hands_mean to `pose`
+        expected[side] = apply(T_cw, fk(hands[side], rot, pose + mean, np.tile(shape, (T, 1)), trans))
+    np.save(raw / f"{seq}.mano.npy", mano, allow_pickle=True)
+    np.save(raw / f"{seq}.egocam.dist.npy", {"R_k_cam_np": T_cw[:, :3, :3], "T_k_cam_np": T_cw[:, :3, 3:4],
+                                            "intrinsics": K, "dist8": np.array(ARCTIC_DIST8)}, allow_pickle=True)
+    obj = np.zeros((T, 7))
+    obj[:, 0] = np.linspace(0, 1.0, T)
+    obj[:, 4:7] = [0, 0, 500.0]
+    np.save(raw / f"{seq}.object.npy", obj)
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    (root / "meta" / "misc.json").write_text(json.dumps({sid: {"ioi_offset": offset, "gender": "male"}}))
+    img_dir = root / "images" / sid / seq / "0"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    frames = tiny_frames(T, H, W, seed)
+    for k in range(T):
+        save_png(img_dir / f"{k + offset:05d}.jpg", frames[k])  # PIL picks JPEG from the name
+    return expected, T_cw, K
