@@ -194,7 +194,8 @@ def test_generate_image_and_video(tiny_ckpt, tmp_path):
     import av
     from PIL import Image
 
-    from megohand.cli.generate import Generate, write_mp4
+    from megohand.cli.generate import Generate
+    from megohand.viz.video import write_mp4
 
     _, ckpt = tiny_ckpt
     hand = tiny_hand_file(tmp_path / "hand.npz")
@@ -203,7 +204,7 @@ def test_generate_image_and_video(tiny_ckpt, tmp_path):
     (tmp_path / "init.json").write_text(json.dumps(init))
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "frame.png")
-    write_mp4(tmp_path / "clip.mp4", [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)], 15)
+    write_mp4([rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)], tmp_path / "clip.mp4", 15)
     for src, frames, expect in (("frame.png", 7, 8), ("clip.mp4", None, 6)):
         out = tmp_path / f"out_{src}"
         Generate(image=tmp_path / src, text="pick up the red box", init=tmp_path / "init.json", out=out, ckpt=ckpt,

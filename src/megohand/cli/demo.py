@@ -48,12 +48,14 @@ class Demo:
         import torch
 
         from megohand.cli.eval import write_report
-        from megohand.cli.generate import overlay_frames, write_mp4, write_png_strip
+        from megohand.cli.generate import overlay_frames
         from megohand.data.store import Store
         from megohand.evaluate.evaluator import EvalConfig, baseline_factories, evaluate_store, load_episode
         from megohand.hand import load_hand_model
         from megohand.inference.policy import DEMO_CHECKPOINT, ModelPolicy, load_policy
         from megohand.inference.rollout import rollout
+        from megohand.viz.strip import pick, save_strip
+        from megohand.viz.video import write_mp4
 
         t0 = time.perf_counter()
         hand = load_hand_model(self.mano_dir)
@@ -94,8 +96,8 @@ class Demo:
         eo = ep.episode_obj
         frames = [np.asarray(eo.rgb(k + 1)) for k in range(T + 1)]
         video = overlay_frames(frames, verts, hand.faces.numpy(), eo.K, color=PRED_COLOR)
-        write_mp4(self.out / "demo.mp4", video, ep.fps)
-        write_png_strip(self.out / "demo.png", video)
+        write_mp4(video, self.out / "demo.mp4", ep.fps)
+        save_strip([video[i] for i in pick(len(video), 6)], self.out / "demo.png")
         print(f"scene {ref.episode}: \"{ep.instruction}\" (true hand: skin colour in the frames; model, TOF: blue)")
         print(f"[{time.perf_counter() - t0:5.1f} s] wrote {self.out / 'demo.mp4'} and {self.out / 'demo.png'}")
 

@@ -66,6 +66,8 @@ class Generate:
         from megohand.hand.vector import params_to_state
         from megohand.inference.policy import load_policy
         from megohand.inference.rollout import rollout
+        from megohand.viz.strip import pick, save_strip
+        from megohand.viz.video import write_mp4
 
         frames, video_fps = read_frames(self.image, None if self.frames is None else self.frames + 1)
         is_video = len(frames) > 1
@@ -101,8 +103,8 @@ class Generate:
             verts = hand(*(torch.from_numpy(seq[k]) for k in FIELDS)).vertices.numpy()
         images = [frames[k] if is_video else frames[0] for k in range(N + 1)]
         video = overlay_frames(images, verts, hand.faces.numpy(), K)
-        write_mp4(self.out / "overlay.mp4", video, fps)
-        write_png_strip(self.out / "overlay.png", video)
+        write_mp4(video, self.out / "overlay.mp4", fps)
+        save_strip([video[i] for i in pick(len(video), 6)], self.out / "overlay.png")
         print(f"wrote {N + 1} frames ({res.queries} queries) to {self.out}: hands.json, hands.npz, overlay.mp4, "
               f"overlay.png (hand model: {hand.name})")
 
@@ -200,35 +202,3 @@ def overlay_frames(images: list[np.ndarray], vertices: np.ndarray, faces: np.nda
 
     c = HAND_COLOR if color is None else color
     return [overlay_meshes(img, np.asarray(K, np.float32), [hand_mesh(v, faces, c)]) for img, v in zip(images, vertices)]
-
-
-def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """Frames (H, W, 3) uint8 -> H.264 MP4 (yuv420p; odd sizes padded by one pixel), written atomically."""
-    import av
-
-    H, W = frames[0].shape[:2]
-    H2, W2 = H + H % 2, W + W % 2
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    with av.open(str(tmp), "w") as c:
-        s = c.add_stream("libx264", rate=int(round(fps)))
-        s.width, s.height, s.pix_fmt = W2, H2, "yuv420p"
-        s.options = {"crf": "20", "preset": "veryfast"}
-        for f in frames:
-            if (H2, W2) != (H, W):
-                f = np.pad(f, ((0, H2 - H), (0, W2 - W), (0, 0)), mode="edge")
-            for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
-    os.replace(tmp, path)
-
-
-def write_png_strip(path: Path, frames: list[np.ndarray], n: int = 6) -> None:
-    """n frames evenly spaced over the sequence, side by side, as one PNG (atomic)."""
-    from PIL import Image
-
-    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
-    strip = np.concatenate([frames[i] for i in idx], axis=1)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    Image.fromarray(strip).save(tmp, format="PNG")
-    os.replace(tmp, path)
