@@ -239,3 +239,18 @@ def test_demo_smoke(tmp_path):
     assert rep["results"]["window"]["static"]["[synthetic]"]["mpjpe_cm"] > 0
     for f in ("demo.md", "demo.mp4", "demo.png"):
         assert (tmp_path / f).stat().st_size > 0
+
+
+def test_eval_cli_baselines_only(store, tmp_path):
+    from megohand.cli.main import main
+
+    hand = tiny_hand_file(tmp_path / "hand.npz")
+    out = tmp_path / "ev"
+    main(["eval", "--root", str(store.root), "--out", str(out), "--baselines-only", "--mano-dir", str(hand),
+          "--protocol.horizon", "8", "--protocol.rollout-frames", "10"])
+    rep = json.loads((out / "eval.json").read_text())
+    assert rep["methods"] == ["static", "const-vel"] and rep["hand_model"] == "tiny-test-hand"
+    assert set(rep["datasets"]) == {"synthetic", "taco", "h2o"}
+    assert "## Group in-domain: h2o, taco" in (out / "eval.md").read_text()
+    with pytest.raises(SystemExit, match="not found"):
+        main(["eval", "--root", str(tmp_path / "nope"), "--baselines-only"])
