@@ -177,3 +177,24 @@ def test_large_batch_blocks_match_reference(mano_dir):
         np.testing.assert_allclose(out.joints[b].numpy(), j, atol=1e-10)
     g = hand(go[:150].requires_grad_(), hp[:150], be[:150], tr[:150]).vertices.sum()
     g.backward()
+
+
+def test_fused_rodrigues_matches_scipy_and_roma():
+    import roma
+
+    from megohand.hand.lbs import rodrigues, rodrigues_basis
+
+    rng = np.random.default_rng(5)
+    axes = rng.normal(size=(400, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    angles = np.concatenate([rng.uniform(0, np.pi, 300), [0, 1e-12, 1e-8, 1e-6, 1e-4, 1e-2], np.pi - rng.uniform(0, 1e-3, 94)])
+    aa = axes * angles[:, None]
+    basis = rodrigues_basis(torch.float64)
+    R = rodrigues(torch.as_tensor(aa), basis).numpy()
+    np.testing.assert_allclose(R, Rotation.from_rotvec(aa).as_matrix(), atol=1e-14)
+    R32 = rodrigues(torch.as_tensor(aa, dtype=torch.float32), rodrigues_basis()).double()
+    torch.testing.assert_close(R32, roma.rotvec_to_rotmat(torch.as_tensor(aa)), atol=1e-6, rtol=0)
+    # gradients at and near zero angle agree with finite differences
+    for scale in (0.0, 1e-7, 0.3):
+        x = (torch.as_tensor(aa[:4]) * scale).requires_grad_()
+        assert torch.autograd.gradcheck(lambda v: rodrigues(v, basis), (x,), eps=1e-6, atol=1e-6)

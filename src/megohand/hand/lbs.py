@@ -12,7 +12,37 @@ Same maths as MANO / smplx ``lbs``, arranged for speed:
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def rodrigues_basis(dtype=torch.float32, device=None) -> torch.Tensor:
+    """(4, 9) constants for :func:`rodrigues`: rows 0-2 = L with ``(a @ L).view(3, 3)`` the
+    cross-product matrix [a]x (so [a]x v = a x v); row 3 = the flattened identity."""
+    L = torch.zeros(3, 9, dtype=dtype, device=device)  # K = [[0, -z, y], [z, 0, -x], [-y, x, 0]]
+    for k, flat, sign in ((2, 1, -1), (1, 2, 1), (2, 3, 1), (0, 5, -1), (1, 6, -1), (0, 7, 1)):
+        L[k, flat] = sign
+    return torch.cat([L, torch.eye(3, dtype=dtype, device=device).reshape(1, 9)])
+
+
+def rodrigues(aa: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (..., 3) [rad] -> rotation matrices (..., 3, 3): R = I + a K + b K^2.
+
+    The project's convention (same result as ``megohand.geometry.rotations.axis_angle_to_matrix``,
+    tested against it and scipy), fused into ~15 tensor ops for the hand layer's hot path:
+    K = [aa]x, a = sin(t)/t, b = (1 - cos t)/t^2 = sinc(t/2)^2 / 2 (no cancellation in float32),
+    t = |aa|. Exact and differentiable at t = 0. ``basis`` is :func:`rodrigues_basis` (a buffer,
+    so nothing is created per call: CUDA-graph safe).
+    """
+    skew, eye = basis[:3], basis[3]
+    t2 = (aa * aa).sum(-1, keepdim=True)
+    t = t2.clamp_min(1e-30).sqrt()
+    a = torch.sinc(t * (1 / math.pi))
+    b = 0.5 * torch.sinc(t * (0.5 / math.pi)).square()
+    K = aa @ skew  # (..., 9)
+    K2 = (aa.unsqueeze(-1) * aa.unsqueeze(-2)).flatten(-2) - t2 * eye  # K^2 = aa aa^T - t^2 I
+    return (torch.addcmul(a * K, b, K2) + eye).unflatten(-1, (3, 3))
 
 
 class KinematicChain:
@@ -60,6 +90,8 @@ class KinematicChain:
             (before ``transl``); the root pivots about its rest position J[0].
         """
         # G_R[j] = G_R[p] R[j];  G_t[j] = G_t[p] + G_R[p] (J[j] - J[p]),  one level at a time.
+        if self.finger_major:
+            return self._fk_fingers(R, J)
         GR = [R[..., 0:1, :, :]]
         Gt = [J[..., 0:1, :]]
         prev_ids = [0]
@@ -72,13 +104,30 @@ class KinematicChain:
             GR.append(prev_R @ _take(R, ids, -3))
             Gt.append(prev_t + (prev_R @ bone.unsqueeze(-1)).squeeze(-1))
             prev_ids = ids
-        if self.finger_major:  # MANO: level d holds joint 1 + 3i + (d-1) of finger i -> interleave
-            G_R = torch.cat([GR[0], torch.stack(GR[1:], dim=-3).flatten(-4, -3)], dim=-3)
-            G_t = torch.cat([Gt[0], torch.stack(Gt[1:], dim=-2).flatten(-3, -2)], dim=-2)
-            return G_R, G_t
         G_R, G_t = torch.cat(GR, dim=-3), torch.cat(Gt, dim=-2)
         if self.inverse_order != list(range(len(self.inverse_order))):
             G_R, G_t = _take(G_R, self.inverse_order, -3), _take(G_t, self.inverse_order, -2)
+        return G_R, G_t
+
+
+    def _fk_fingers(self, R: torch.Tensor, J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MANO layout (joints 1.. are n chains of D joints hanging off the root): per level one
+        (..., n, 3, 3) @ (..., n, 3, 4) product gives rotations and bone offsets together."""
+        n, D = len(self.levels[1]), len(self.levels) - 1
+        Rf = R[..., 1:, :, :].unflatten(-3, (n, D))  # (..., n, D, 3, 3)
+        Jf = J[..., 1:, :].unflatten(-2, (n, D))  # (..., n, D, 3)
+        J0 = J[..., 0:1, :]  # (..., 1, 3)
+        parent_pos = torch.cat([J0.unsqueeze(-2).expand_as(Jf[..., :1, :]), Jf[..., :-1, :]], dim=-2)
+        M = torch.cat([Rf, (Jf - parent_pos).unsqueeze(-1)], dim=-1)  # (..., n, D, 3, 4): [R_j | bone_j]
+        prev_R, prev_t = R[..., 0:1, :, :], J0  # root, broadcast over the n chains
+        GR, Gt = [], []
+        for d in range(D):
+            P = prev_R @ M[..., d, :, :]  # (..., n, 3, 4)
+            prev_R, prev_t = P[..., :3], prev_t + P[..., 3]
+            GR.append(prev_R)
+            Gt.append(prev_t)
+        G_R = torch.cat([R[..., 0:1, :, :], torch.stack(GR, dim=-3).flatten(-4, -3)], dim=-3)
+        G_t = torch.cat([J0, torch.stack(Gt, dim=-2).flatten(-3, -2)], dim=-2)
         return G_R, G_t
 
 

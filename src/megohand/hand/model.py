@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from megohand.geometry.rotations import RotationFormat, to_matrix
-from megohand.hand.lbs import KinematicChain, skin_transposed
+from megohand.hand.lbs import KinematicChain, rodrigues, rodrigues_basis, skin_transposed
 from megohand.hand.mano_io import find_mano_file, load_asset
 
 NUM_BETAS = 10
@@ -92,6 +92,7 @@ class HandModel(nn.Module):
         for k, v in buffers.items():
             self.register_buffer(k, v.to(dtype=dtype, device=device))
         self.register_buffer("_eye", torch.eye(3, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("_rodrigues", rodrigues_basis(dtype, device), persistent=False)
         self.register_buffer("faces", torch.as_tensor(asset["faces"], dtype=torch.long, device=device))
         self.register_buffer("tip_vertex_ids", torch.as_tensor(tips, dtype=torch.long, device=device))
 
@@ -149,6 +150,8 @@ class HandModel(nn.Module):
         rots = torch.cat(
             [global_orient.expand(*batch, *tail).unsqueeze(-n - 1), hand_pose.expand(*batch, 15, *tail)], dim=-n - 1
         )
+        if rot == "axis_angle":  # fused kernel, same convention as geometry.rotations (tested)
+            return rodrigues(rots, self._rodrigues)
         return to_matrix(rots, rot)
 
     def forward(
