@@ -22,6 +22,7 @@ VERBS: dict[str, str] = {
     "show": "megohand.cli.show:Show",
     "stats": "megohand.cli.stats:Stats",
     "synth": "megohand.cli.synth:Synth",
+    "train": "megohand.cli.train:Train",
     "validate": "megohand.cli.validate:Validate",
 }
 

@@ -37,7 +37,7 @@ class BackboneConfig:
     tune_text: bool = False
     """Train the compact text encoder (frozen by default)."""
     max_text_tokens: int = 32
-    """Text tokens kept (compact) / text tokens budget (eagle, without image tokens)."""
+    """Instruction tokens kept by the compact text encoder (longer instructions are truncated)."""
     width: int = 256
     """Width of the compact vision encoder and fusion transformer."""
     fusion_layers: int = 2
@@ -195,7 +195,7 @@ def paper() -> PolicyConfig:
     """Paper scale: SigLIP-2 + SmolLM2 (12 layers) eagle backbone, ResNet-50 depth, DiT 16 x 1536."""
     return PolicyConfig(
         preset="paper",
-        backbone=BackboneConfig(kind="eagle", image_size=224, max_text_tokens=64),
+        backbone=BackboneConfig(kind="eagle", image_size=224),
         depth=DepthConfig(estimator="store", encoder="resnet", supervision_size=56),
         dit=DiTConfig(
             width=1536, num_layers=16, num_heads=32, dropout=0.2, output_dim=1024, head_hidden=1024,

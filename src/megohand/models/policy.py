@@ -247,22 +247,27 @@ class MEgoHandPolicy(nn.Module):
         """State dict without the frozen external depth estimator (it loads from its own folder)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("depth_estimator.")}
 
+    def write_files(self, folder: str | Path, state_dict: dict | None = None) -> None:
+        """Write model.safetensors, config.json, normalizer.json and aux/ into an existing folder."""
+        folder = Path(folder)
+        save_safetensors(state_dict if state_dict is not None else self.weights_state_dict(), folder / WEIGHTS)
+        (folder / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
+        norm = None if self.normalizer is None else self.normalizer.to_dict()
+        (folder / NORMALIZER).write_text(json.dumps(norm, indent=2))
+        aux = folder / AUX
+        aux.mkdir(exist_ok=True)
+        if hasattr(self.backbone, "export"):
+            self.backbone.export(aux)
+        if self.depth_encoder is not None:
+            self.depth_encoder.export(aux)
+
     def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> Path:
         """Write model.safetensors + config.json + normalizer.json + aux/ atomically (temp folder, then rename)."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
         try:
-            save_safetensors(state_dict if state_dict is not None else self.weights_state_dict(), tmp / WEIGHTS)
-            (tmp / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
-            norm = None if self.normalizer is None else self.normalizer.to_dict()
-            (tmp / NORMALIZER).write_text(json.dumps(norm, indent=2))
-            aux = tmp / AUX
-            aux.mkdir()
-            if hasattr(self.backbone, "export"):
-                self.backbone.export(aux)
-            if self.depth_encoder is not None:
-                self.depth_encoder.export(aux)
+            self.write_files(tmp, state_dict)
             replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -272,8 +277,6 @@ class MEgoHandPolicy(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MEgoHandPolicy":
         """Rebuild from a save_pretrained folder (no user weight folders needed, except a Depth Anything estimator)."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         for name in (WEIGHTS, CONFIG, NORMALIZER):
             if not (directory / name).is_file():
@@ -284,12 +287,18 @@ class MEgoHandPolicy(nn.Module):
             raise ValueError(f"{directory / CONFIG}: {e}") from e
         norm = load_normalizer(directory / NORMALIZER)
         policy = cls(config, norm, aux_dir=directory / AUX)
-        sd = load_file(directory / WEIGHTS, device=str(map_location))
-        missing, unexpected = policy.load_state_dict(sd, strict=False)
+        policy.load_weights(directory / WEIGHTS)
+        return policy.to(map_location)
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a model.safetensors written by save_pretrained (all keys but the external depth estimator)."""
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+        missing, unexpected = self.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("depth_estimator.")]
         if missing or unexpected:
-            raise ValueError(f"{directory / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-        return policy.to(map_location)
+            raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
 
 
 def color_jitter(x: torch.Tensor, brightness=0.3, contrast=0.4, saturation=0.5) -> torch.Tensor:

@@ -1,0 +1,95 @@
+"""Training configuration (a frozen dataclass; every field is a ``megohand train`` option through tyro)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from megohand.models.config import PolicyConfig, compact
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What ``megohand train`` does: data, model preset, optimiser, schedule, checkpoints."""
+
+    store: Path | None = None
+    """Unified store root (``megohand convert`` / ``megohand synth`` output)."""
+    datasets: tuple[str, ...] = ()
+    """Datasets of the store to train on, optionally weighted as ``name:weight`` (empty = all)."""
+    split_portion: float = 1.0
+    """Per dataset, the share of the stored train split used for training; the rest is the eval set
+    (1.0: train on the whole train split, evaluate on the stored val split)."""
+    out: Path = Path("runs/megohand")
+    """Run folder: checkpoints/, model/ (final policy), tensorboard/, metrics.jsonl."""
+    model: PolicyConfig = field(default_factory=compact)
+    """Policy configuration (preset + overrides)."""
+    steps: int = 10_000
+    """Optimiser steps in total (GR00T-N1 fine-tune: 10 000)."""
+    batch_size: int = 16
+    """Samples per device per micro-batch (GR00T-N1: 16 per GPU)."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step."""
+    lr: float = 1e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 1e-5
+    """AdamW weight decay."""
+    adam_betas: tuple[float, float] = (0.95, 0.999)
+    """AdamW betas."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_ratio: float = 0.05
+    """Share of steps with linear warm-up before the cosine decay to 0."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (global L2 norm); 0 disables."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """auto = bf16 autocast on a GPU that supports it, else fp32."""
+    num_workers: int = 4
+    """DataLoader worker processes per device."""
+    augment: bool = True
+    """GR00T-style image augmentation in WindowDataset (random crop 0.95, colour jitter)."""
+    stride: int = 1
+    """Distance between window starts."""
+    depth_source: Literal["auto", "store", "none"] = "auto"
+    """Stored depth: auto = where the episode has it; store = required; none = never read."""
+    side: Literal["right", "left"] = "right"
+    """Hand side."""
+    seed: int = 0
+    """Seed of initialisation, data order, augmentation and flow noise."""
+    log_every: int = 10
+    """Steps between logged losses (tensorboard + metrics.jsonl)."""
+    eval_every: int = 500
+    """Steps between evaluations of the flow-matching loss on the eval set (0 = never)."""
+    eval_batches: int = 10
+    """Batches per evaluation (a fixed subset, fixed noise)."""
+    save_every: int = 1000
+    """Steps between checkpoints (one is also written at the end and when stopping early)."""
+    keep_last: int = 3
+    """Checkpoints kept (older ones are deleted)."""
+    resume: bool = True
+    """Resume from the newest checkpoint in ``out/checkpoints`` if there is one."""
+    stop_after: int | None = None
+    """Stop (with a checkpoint) once this many steps are done in total, e.g. to split a run into jobs."""
+    progress: bool = True
+    """Show a progress bar."""
+    tf32: bool = True
+    """Allow TF32 matmuls on NVIDIA GPUs."""
+
+    def dataset_weights(self) -> dict[str, float] | None:
+        """``datasets`` as {name: weight} (None when empty)."""
+        if not self.datasets:
+            return None
+        out = {}
+        for d in self.datasets:
+            name, _, w = d.partition(":")
+            try:
+                out[name] = float(w) if w else 1.0
+            except ValueError:
+                raise ValueError(f"dataset {d!r}: weight after ':' must be a number") from None
+        return out
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}

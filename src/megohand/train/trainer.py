@@ -1,0 +1,366 @@
+"""The training loop of ``megohand train`` (Hugging Face accelerate: one GPU, DDP, FSDP, several nodes).
+
+Exact resume: a checkpoint holds the weights, the AdamW state, the scheduler, every process's RNG states and the
+data position (epoch, micro-batch within the epoch). The data order of epoch e is a pure function of
+(seed, e) (a seeded permutation, or the dataset-weighted sampler of megohand.data.windows), sharded over
+processes; DataLoader workers draw from a per-epoch generator, evaluation runs under a forked RNG, so a run
+killed after a checkpoint and resumed produces the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from megohand.train import checkpoint as ck
+from megohand.train.config import TrainConfig
+
+
+def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
+    """LR multiplier: linear 0 -> 1 over ``warmup`` steps, then cosine 1 -> 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup if warmup > 0 else 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_order(dataset, epoch: int, seed: int) -> list[int]:
+    """Sample order of one epoch: the dataset-weighted sampler when the dataset carries weights, else a permutation."""
+    weights = getattr(dataset, "weights", None)
+    if weights and len(weights) > 1:
+        from megohand.data.windows import make_sampler
+
+        sampler = make_sampler(dataset, seed=seed)
+        sampler.set_epoch(epoch)
+        return list(iter(sampler))
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(len(dataset), generator=g).tolist()
+
+
+def rank_batches(order: list[int], rank: int, world: int, batch_size: int) -> list[list[int]]:
+    """This process's micro-batches of an epoch: every world-th sample from rank, full batches only."""
+    mine = order[rank::world][: len(order) // world]
+    n = len(mine) // batch_size
+    return [mine[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+
+
+def collate(samples: list[dict]) -> dict:
+    """default_collate, but the ``meta`` dicts stay a list."""
+    from torch.utils.data import default_collate
+
+    meta = [s.get("meta") for s in samples]
+    out = default_collate([{k: v for k, v in s.items() if k != "meta"} for s in samples])
+    out["meta"] = meta
+    return out
+
+
+def build_datasets(cfg: TrainConfig, image_size: int):
+    """(train, eval or None) WindowDatasets from the store (load_cascaded_dataset)."""
+    from megohand.data.store import Store
+    from megohand.data.windows import load_cascaded_dataset
+
+    weights = cfg.dataset_weights() or {d: 1.0 for d in Store(cfg.store).datasets()}
+    train, evald = load_cascaded_dataset(
+        cfg.store, weights, split_portion=cfg.split_portion, window_size=cfg.model.horizon, side=cfg.side,
+        is_render_depth=cfg.depth_source == "store", image_size=image_size, stride=cfg.stride, seed=cfg.seed,
+        augment=cfg.augment,
+    )
+    for ds in (train, evald):
+        if cfg.depth_source == "none" or not cfg.model.uses_depth:
+            ds.depth_source = "none"  # do not read depth the model does not use
+    if len(train) == 0:
+        raise ValueError(f"store {cfg.store}: no training windows for datasets {sorted(weights)}")
+    return train, (evald if len(evald) else None)
+
+
+def store_normalizer(cfg: TrainConfig, accelerator):
+    """Pooled min_max normaliser of the training datasets (computed once by the main process, cached in the store)."""
+    from megohand.data.stats import compute_store_statistics, load_normalizer
+
+    names = sorted(cfg.dataset_weights() or {}) or None
+    if accelerator.is_main_process:
+        compute_store_statistics(cfg.store, names, cfg.side, cfg.model.horizon, split="train", progress=cfg.progress)
+    accelerator.wait_for_everyone()
+    return load_normalizer(cfg.store, names, cfg.side, cfg.model.horizon)
+
+
+class Trainer:
+    """Builds the policy, optimiser and data, then ``run()``; see the module docstring for resume semantics.
+
+    ``train_dataset`` / ``eval_dataset`` / ``normalizer`` replace the store-built ones (tests, custom data):
+    any map-style dataset of WindowDataset samples.
+    """
+
+    def __init__(self, cfg: TrainConfig, train_dataset=None, eval_dataset=None, normalizer=None):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType
+
+        from megohand.models import MEgoHandPolicy
+        from megohand.models.policy import load_normalizer
+
+        self.cfg = cfg
+        if train_dataset is None:
+            if cfg.store is None:
+                raise ValueError("no training data: pass --store (a unified store folder)")
+            if not Path(cfg.store).is_dir():
+                raise FileNotFoundError(f"store {cfg.store} does not exist")
+        mp = cfg.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        self.acc = acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+        if cfg.tf32 and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.out = Path(cfg.out)
+        self.ckdir = self.out / "checkpoints"
+        self.resume_dir = ck.latest_checkpoint(self.ckdir) if cfg.resume else None
+        torch.manual_seed(cfg.seed)  # same initial weights on every process
+
+        if self.resume_dir is not None:
+            normalizer = load_normalizer(self.resume_dir / "normalizer.json")
+        elif normalizer is None and train_dataset is None:
+            normalizer = store_normalizer(cfg, acc)
+        policy = MEgoHandPolicy(cfg.model, normalizer)
+        if self.resume_dir is not None:
+            policy.load_weights(self.resume_dir / "model.safetensors")
+        if train_dataset is None:
+            train_dataset, eval_dataset = build_datasets(cfg, policy.backbone.image_size)
+        self.train_ds, self.eval_ds = train_dataset, eval_dataset
+
+        self.fsdp = acc.distributed_type == DistributedType.FSDP
+        if self.fsdp:  # FSDP: wrap first, then build the optimiser on the sharded (original) parameters
+            policy = acc.prepare(policy)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                                weight_decay=cfg.weight_decay)
+        warmup = int(cfg.warmup_ratio * cfg.steps)
+        total = cfg.steps
+
+        def lr_lambda(step):
+            return cosine_with_warmup(step, warmup, total)
+
+        self.sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        if self.fsdp:
+            self.opt = acc.prepare(opt)
+            self.model = policy
+        else:
+            self.model, self.opt = acc.prepare(policy, opt)
+        self.policy = acc.unwrap_model(self.model)
+        self.step, self.epoch, self.batch_pos = 0, 0, 0
+        if self.resume_dir is not None:
+            self._load_training_state(self.resume_dir)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_training_state(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = json.loads((folder / "trainer_state.json").read_text())
+        meta = json.loads((folder / "optimizer.json").read_text())
+        osd = ck.optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")), meta)
+        if self.fsdp:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            osd = FSDP.optim_state_dict_to_load(self.model, self.opt.optimizer, osd)
+        self.opt.load_state_dict(osd)
+        self.sched.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
+        self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_in_epoch"]
+        same_shape = (state["world_size"], state["batch_size"], state["grad_accum"]) == (
+            self.acc.num_processes, self.cfg.batch_size, self.cfg.grad_accum)
+        rng = folder / f"rng-rank{self.acc.process_index}.safetensors"
+        if same_shape and rng.is_file():
+            ck.load_rng(rng)
+        else:
+            warnings.warn(f"{folder}: resuming with a different run shape (processes, batch size, accumulation) "
+                          "or without this process's RNG file; the data position is mapped by samples seen and "
+                          "the result is not bit-identical to an uninterrupted run")
+            seen = state["batch_in_epoch"] * state["batch_size"] * state["world_size"]
+            self.batch_pos = seen // (self.cfg.batch_size * self.acc.num_processes)
+        if self.acc.is_main_process:
+            self._truncate_metrics(self.step)
+            print(f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batch_pos})")
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.out / "metrics.jsonl"
+        if path.is_file():
+            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            tmp.replace(path)
+
+    def save_checkpoint(self) -> Path:
+        """Write out/checkpoints/step-N atomically (all processes must call it)."""
+        acc = self.acc
+        sd = acc.get_state_dict(self.model)
+        if self.fsdp:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            osd = FSDP.optim_state_dict(self.model, self.opt.optimizer)
+        else:
+            osd = self.opt.state_dict()
+        final = ck.step_dir(self.ckdir, self.step)
+        tmp = final.with_name(f".{final.name}.tmp")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        ck.save_rng(tmp / f"rng-rank{acc.process_index}.safetensors")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            sd = {k: v for k, v in sd.items() if not k.startswith("depth_estimator.")}
+            self.policy.write_files(tmp, sd)
+            from megohand.models.policy import save_safetensors
+
+            tensors, meta = ck.optimizer_to_flat(osd)
+            save_safetensors(tensors, tmp / "optimizer.safetensors")
+            ck.write_json(tmp / "optimizer.json", meta)
+            ck.write_json(tmp / "scheduler.json", json.loads(json.dumps(self.sched.state_dict())))
+            ck.write_json(tmp / "trainer_state.json", {
+                "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_pos,
+                "world_size": acc.num_processes, "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
+                "seed": self.cfg.seed, "train_config": self.cfg.to_dict(),
+            })
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.replace(final)
+            ck.prune(self.ckdir, self.cfg.keep_last)
+        acc.wait_for_everyone()
+        return final
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean losses over a fixed subset of the eval set with fixed noise (does not touch the training RNG)."""
+        acc, cfg = self.acc, self.cfg
+        order = list(range(len(self.eval_ds)))
+        batches = rank_batches(order, acc.process_index, acc.num_processes, cfg.batch_size)[: cfg.eval_batches]
+        if not batches:
+            return {}
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        sums: dict[str, torch.Tensor] = {}
+        self.model.eval()
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.seed + 12345)
+            loader = torch.utils.data.DataLoader(self.eval_ds, batch_sampler=batches, num_workers=cfg.num_workers,
+                                                 collate_fn=collate)
+            for batch in loader:
+                with acc.autocast():
+                    _, info = self.model(batch)
+                for k, v in info.items():
+                    sums[k] = sums.get(k, 0) + v.float()
+        self.model.train()
+        return {f"eval/{k}": acc.reduce(v / len(batches), "mean").item() for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Path:
+        """Train to ``steps`` (or ``stop_after``); returns the final policy folder (or the last checkpoint)."""
+        from tqdm import tqdm
+
+        acc, cfg = self.acc, self.cfg
+        stop_at = min(cfg.steps, cfg.stop_after) if cfg.stop_after is not None else cfg.steps
+        writer = None
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tensorboard"))
+            n_all, n_train = self.policy.num_parameters(), self.policy.num_parameters(trainable_only=True)
+            print(f"policy {cfg.model.preset}: {n_all / 1e6:.1f} M parameters, {n_train / 1e6:.1f} M trainable; "
+                  f"{len(self.train_ds)} training windows; {acc.num_processes} process(es), mixed precision "
+                  f"{acc.mixed_precision}")
+        bar = tqdm(total=stop_at, initial=self.step, desc="train", unit="step",
+                   disable=not (cfg.progress and acc.is_main_process))
+        sums: dict[str, torch.Tensor] = {}
+        n_sum, t0, samples = 0, time.perf_counter(), 0
+        saved_at = self.step if self.resume_dir is not None else -1
+        self.model.train()
+        while self.step < stop_at:
+            batches = rank_batches(epoch_order(self.train_ds, self.epoch, cfg.seed), acc.process_index,
+                                   acc.num_processes, cfg.batch_size)
+            if not batches:
+                raise ValueError(f"{len(self.train_ds)} training samples cannot fill one batch of {cfg.batch_size} "
+                                 f"on each of {acc.num_processes} processes")
+            if self.batch_pos >= len(batches):
+                self.epoch, self.batch_pos = self.epoch + 1, 0
+                continue
+            if hasattr(self.train_ds, "seed") and hasattr(self.train_ds, "augment"):
+                self.train_ds.seed = cfg.seed * 1_000_003 + self.epoch  # new augmentation draws each epoch
+            loader = torch.utils.data.DataLoader(
+                self.train_ds, batch_sampler=batches[self.batch_pos:], num_workers=cfg.num_workers,
+                collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                generator=torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch),
+            )
+            finished_epoch = True
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    with acc.autocast():
+                        loss, info = self.model(batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm > 0:
+                        info["grad_norm"] = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.opt.step()
+                    if acc.sync_gradients:
+                        self.sched.step()
+                    self.opt.zero_grad(set_to_none=True)
+                self.batch_pos += 1
+                samples += len(batch["state"]) * acc.num_processes
+                for k, v in info.items():
+                    sums[k] = sums.get(k, 0) + v.detach().float()
+                n_sum += 1
+                if not acc.sync_gradients:
+                    continue
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == stop_at:
+                    logs = {f"train/{k}": acc.reduce(v / n_sum, "mean").item() for k, v in sums.items()}
+                    dt = time.perf_counter() - t0
+                    logs["train/lr"] = self.sched.get_last_lr()[0]
+                    logs["train/samples_per_s"] = samples / max(dt, 1e-9)
+                    self._log(writer, logs)
+                    bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                    sums, n_sum, t0, samples = {}, 0, time.perf_counter(), 0
+                if self.eval_ds is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self._log(writer, self.evaluate())
+                if self.step % cfg.save_every == 0 or self.step == stop_at:
+                    self.save_checkpoint()
+                    saved_at = self.step
+                if self.step >= stop_at:
+                    finished_epoch = False
+                    break
+            if finished_epoch:
+                self.epoch, self.batch_pos = self.epoch + 1, 0
+        bar.close()
+        if saved_at != self.step:
+            self.save_checkpoint()
+        result = ck.step_dir(self.ckdir, self.step)
+        if self.step >= cfg.steps:
+            if self.eval_ds is not None and cfg.eval_every and self.step % cfg.eval_every:
+                self._log(writer, self.evaluate())
+            sd = acc.get_state_dict(self.model)
+            result = self.out / "model"
+            if acc.is_main_process:
+                sd = {k: v for k, v in sd.items() if not k.startswith("depth_estimator.")}
+                self.policy.save_pretrained(result, state_dict=sd)
+        if writer is not None:
+            writer.close()
+        acc.wait_for_everyone()
+        return result
+
+    def _log(self, writer, logs: dict[str, float]) -> None:
+        if not logs or not self.acc.is_main_process:
+            return
+        for k, v in logs.items():
+            writer.add_scalar(k, v, self.step)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **logs}) + "\n")
+
+
+def train(cfg: TrainConfig, train_dataset=None, eval_dataset=None, normalizer=None) -> Path:
+    """Build a Trainer and run it; returns the final policy folder (or the last checkpoint when stopped early)."""
+    return Trainer(cfg, train_dataset, eval_dataset, normalizer).run()

@@ -1,0 +1,138 @@
+"""Training: schedule, data sharding, pickle-free checkpoint state, loss falls on a synthetic store,
+and a kill-and-resume run reproduces the uninterrupted run's weights exactly."""
+
+import json
+import math
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from megohand.train import checkpoint as ck
+from megohand.train.config import TrainConfig
+from megohand.train.trainer import cosine_with_warmup, rank_batches, train
+
+from test_models_policy import compact_cfg
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from megohand.data.synthetic.build import synthesize
+    from megohand.data.synthetic.world import SynthConfig
+
+    root = tmp_path_factory.mktemp("store")
+    synthesize(root, 6, SynthConfig(seed=0, width=64, height=48, min_frames=30, max_frames=40), progress=False)
+    return root
+
+
+def tiny_train_cfg(store, out, **kw):
+    base = dict(store=store, out=out, model=compact_cfg(), batch_size=8, lr=1e-3, num_workers=0, log_every=5,
+                eval_every=0, split_portion=0.75, progress=False, warmup_ratio=0.1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_cosine_with_warmup_hand_values():
+    assert cosine_with_warmup(0, 10, 110) == pytest.approx(0.1)
+    assert cosine_with_warmup(9, 10, 110) == pytest.approx(1.0)
+    assert cosine_with_warmup(10, 10, 110) == pytest.approx(1.0)
+    assert cosine_with_warmup(60, 10, 110) == pytest.approx(0.5)
+    assert cosine_with_warmup(110, 10, 110) == pytest.approx(0.0, abs=1e-12)
+    assert cosine_with_warmup(35, 10, 110) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+def test_rank_batches_partition():
+    order = list(range(23))
+    parts = [rank_batches(order, r, 3, 2) for r in range(3)]
+    flat = [i for p in parts for b in p for i in b]
+    assert len(set(flat)) == len(flat) == 18 and all(len(p) == 3 for p in parts)
+    assert parts[1][0] == [1, 4]
+
+
+def test_optimizer_state_roundtrip_without_pickles():
+    p = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(p.parameters(), lr=0.1, betas=(0.9, 0.99))
+    p(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors, meta = ck.optimizer_to_flat(opt.state_dict())
+    json.dumps(meta)
+    back = ck.optimizer_from_flat(tensors, json.loads(json.dumps(meta)))
+    opt2 = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.5)
+    opt2.load_state_dict(back)
+    ref = opt.state_dict()
+    got = opt2.state_dict()
+    assert got["param_groups"] == ref["param_groups"]
+    for k in ref["state"]:
+        for name, v in ref["state"][k].items():
+            torch.testing.assert_close(got["state"][k][name], v)
+
+
+def test_rng_roundtrip(tmp_path):
+    torch.manual_seed(3)
+    random.seed(4)
+    np.random.seed(5)
+    ck.save_rng(tmp_path / "rng.safetensors")
+    a = (torch.rand(3), random.random(), np.random.rand(2))
+    torch.manual_seed(99)
+    random.seed(99)
+    np.random.seed(99)
+    ck.load_rng(tmp_path / "rng.safetensors")
+    b = (torch.rand(3), random.random(), np.random.rand(2))
+    assert torch.equal(a[0], b[0]) and a[1] == b[1] and np.array_equal(a[2], b[2])
+
+
+def test_training_on_a_synthetic_store_lowers_the_loss(store, tmp_path):
+    out = train(tiny_train_cfg(store, tmp_path / "run", steps=50, lr=3e-3, save_every=25, keep_last=1, eval_every=25,
+                               eval_batches=2))
+    assert out == tmp_path / "run" / "model" and (out / "model.safetensors").is_file()
+    logs = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_loss = [x["train/loss_fm"] for x in logs if "train/loss_fm" in x]
+    assert train_loss[-1] < 0.85 * train_loss[0], train_loss
+    assert any("eval/loss_fm" in x for x in logs)
+    assert [p.name for _, p in ck.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-0000050"]
+    from megohand.models import MEgoHandPolicy
+
+    policy = MEgoHandPolicy.from_pretrained(out)
+    assert policy.normalizer is not None and policy.config.horizon == 4
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_kill_and_resume_is_exact(store, tmp_path):
+    cfg = tiny_train_cfg(store, tmp_path / "full", steps=12, save_every=6)
+    full = train(cfg)
+    part = replace(cfg, out=tmp_path / "killed", stop_after=7)  # dies after step 7: last checkpoint is step 6
+    ck_dir = train(part)
+    assert ck_dir.name == "step-0000007"
+    import shutil
+
+    shutil.rmtree(ck_dir)  # as if killed before the step-7 checkpoint: resume from step 6
+    torch.manual_seed(12345)  # a new process has other RNG states
+    random.seed(1)
+    np.random.seed(1)
+    resumed = train(replace(cfg, out=tmp_path / "killed"))
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert diff == []
+    opt_a = load_file(str(tmp_path / "full" / "checkpoints" / "step-0000012" / "optimizer.safetensors"))
+    opt_b = load_file(str(tmp_path / "killed" / "checkpoints" / "step-0000012" / "optimizer.safetensors"))
+    assert all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a)
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicated log lines after the resume
+
+
+def test_train_config_weights_and_errors(tmp_path):
+    assert TrainConfig(datasets=("a:2", "b")).dataset_weights() == {"a": 2.0, "b": 1.0}
+    with pytest.raises(ValueError, match="weight"):
+        TrainConfig(datasets=("a:x",)).dataset_weights()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(TrainConfig(store=tmp_path / "nope", out=tmp_path / "o", model=compact_cfg(), progress=False))
