@@ -92,7 +92,11 @@ def synthesize(root: str | Path, episodes: int, cfg: SynthConfig, workers: int =
             done.append(_make(i)[0])
             bar.update(1)
     else:
-        with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(str(root), cfg, mano_dir)) as pool:
+        # forkserver: the imports happen once in a clean server process, workers fork from it quickly
+        # (plain fork is unsafe once the parent has used torch's OpenMP threads).
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["megohand.data.synthetic.build", "megohand.render", "megohand.hand"])
+        with ctx.Pool(workers, initializer=_init, initargs=(str(root), cfg, mano_dir)) as pool:
             for i, _ in pool.imap_unordered(_make, todo):
                 done.append(i)
                 bar.update(1)

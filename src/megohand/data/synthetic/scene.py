@@ -139,7 +139,7 @@ def sample_scene(
 # ----------------------------------------------------------------------------- camera
 
 
-def intrinsics(width: int, height: int, hfov_deg: float = 65.0) -> np.ndarray:
+def intrinsics(width: int, height: int, hfov_deg: float = 60.0) -> np.ndarray:
     """(3, 3) pinhole K with square pixels and the principal point at the image centre."""
     f = (width / 2) / np.tan(np.deg2rad(hfov_deg) / 2)
     return np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
@@ -165,7 +165,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0), roll: float
 def head_trajectory(rng: np.random.Generator, num_frames: int, fps: float) -> np.ndarray:
     """(T, 4, 4) T_cam_from_world of a head-mounted camera ~40 cm above the table looking down
     at the objects, with small smooth ego-motion (a few cm, a few degrees)."""
-    eye0 = np.array([rng.uniform(-0.03, 0.05), rng.uniform(-0.22, -0.15), rng.uniform(0.36, 0.43)])
+    eye0 = np.array([rng.uniform(-0.03, 0.05), rng.uniform(-0.20, -0.14), rng.uniform(0.34, 0.40)])
     target0 = np.array([rng.uniform(-0.03, 0.03), rng.uniform(0.12, 0.18), 0.0])
     t = np.arange(num_frames) / fps
 

@@ -60,7 +60,7 @@ class SynthConfig:
     """Fraction of episodes drawn from held-out combos (split "test")."""
     val_fraction: float = 0.05
     """Fraction of episodes drawn from train combos but kept for validation (split "val")."""
-    hfov_deg: float = 65.0
+    hfov_deg: float = 60.0
     """Horizontal field of view of the head camera [deg]."""
 
 
