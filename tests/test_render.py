@@ -213,3 +213,39 @@ def test_overlay_blends_only_inside_mask():
         blend(img.astype(np.float32), rendered.rgb, rendered.mask)
     col = colorize_depth(np.array([[0.0, 2.0, 5.0]]))
     assert col.shape == (1, 3, 3) and col[0, 0].sum() > col[0, 1].sum() and (col[0, 1] == col[0, 2]).all()
+
+
+def test_fork_after_context_gives_clear_error():
+    """Mesa hangs making a context in a child forked after the parent made one: we raise instead."""
+    import os
+
+    Renderer(8, 8).render(K, [])  # the parent has a context now
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            Renderer(8, 8).render(K, [])
+            msg = b"no error"
+        except RuntimeError as e:
+            msg = str(e).encode()
+        os.write(wfd, msg[:500])
+        os._exit(0)
+    os.close(wfd)
+    _, status = os.waitpid(pid, 0)
+    msg = os.read(rfd, 500).decode()
+    os.close(rfd)
+    assert "forked" in msg and "spawn" in msg
+
+
+def test_render_from_other_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    v, f = box((0.1, 0.1, 0.1))
+    r = Renderer(32, 32)
+    Ks = np.array([[60.0, 0, 15.5], [0, 60.0, 15.5], [0, 0, 1]])
+    ref = r.render(Ks, [Mesh(v + [0, 0, 0.5], f)])
+    with ThreadPoolExecutor(2) as ex:
+        outs = list(ex.map(lambda _: r.render(Ks, [Mesh(v + [0, 0, 0.5], f)]), range(4)))
+    for o in outs:
+        np.testing.assert_array_equal(o.mask, ref.mask)
+        np.testing.assert_array_equal(o.depth, ref.depth)

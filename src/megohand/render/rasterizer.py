@@ -20,6 +20,7 @@ Geometry nearer than ``near`` or farther than ``far`` is clipped away (not drawn
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,15 +143,26 @@ def projection_matrix(K: np.ndarray, width: int, height: int, near: float, far: 
     )
 
 
-_CONTEXTS: dict[int, object] = {}
+_CONTEXTS: dict[tuple[int, int], object] = {}
+
+
+def _owner() -> tuple[int, int]:
+    """(process, thread): a GL context is current in one thread and does not survive a fork."""
+    return os.getpid(), threading.get_ident()
 
 
 def gl_context():
-    """The process's headless moderngl context (EGL first, then the platform default), made once per pid."""
+    """This thread's headless moderngl context (EGL first, then the platform default), made once."""
     import moderngl
 
-    pid = os.getpid()  # a context does not survive fork: each worker makes its own
+    pid = _owner()
     if pid not in _CONTEXTS:
+        if any(p != pid[0] for p, _ in _CONTEXTS):
+            raise RuntimeError(
+                "megohand.render: this process was forked from one that had already made an OpenGL context; "
+                "Mesa cannot make another one here (it hangs). Start workers with the 'spawn' or 'forkserver' "
+                "multiprocessing method, or render only in the workers."
+            )
         errors = []
         for kwargs in ({"backend": "egl"}, {}):
             try:
@@ -182,7 +194,7 @@ class Renderer:
     far: float = 100.0
     background_color: tuple[int, int, int] = (0, 0, 0)
     ambient: float = 0.35
-    _state: dict = field(default=None, init=False, repr=False)
+    _states: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         if self.width <= 0 or self.height <= 0:
@@ -192,10 +204,10 @@ class Renderer:
         if self.background_depth <= 0:
             raise ValueError(f"background_depth must be > 0, got {self.background_depth}")
 
-    # -- GL resources, made lazily (and again after a fork)
+    # -- GL resources, made lazily per process and thread (a worker or thread gets its own)
     def _gl(self) -> dict:
-        pid = os.getpid()
-        if self._state is None or self._state["pid"] != pid:
+        owner = _owner()
+        if owner not in self._states:
             ctx = gl_context()
             size = (self.width, self.height)
             fbo = ctx.framebuffer(
@@ -207,12 +219,12 @@ class Renderer:
                 depth_attachment=ctx.depth_renderbuffer(size),
             )
             prog = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-            self._state = {"pid": pid, "ctx": ctx, "fbo": fbo, "prog": prog, "bufs": {}}
-        return self._state
+            self._states[owner] = {"ctx": ctx, "fbo": fbo, "prog": prog, "bufs": {}}
+        return self._states[owner]
 
-    def _buffer(self, name: str, data: np.ndarray):
-        """Upload into a reusable GL buffer that grows by doubling."""
-        st = self._state
+    @staticmethod
+    def _buffer(st: dict, name: str, data: np.ndarray):
+        """Upload into a reusable GL buffer of state ``st`` that grows by doubling."""
         buf = st["bufs"].get(name)
         if buf is None or buf.size < data.nbytes:
             if buf is not None:
@@ -289,10 +301,10 @@ class Renderer:
             vao = ctx.vertex_array(
                 prog,
                 [
-                    (self._buffer("f", floats), "3f 3f 3f", "in_pos", "in_normal", "in_color"),
-                    (self._buffer("i", ids), "i", "in_id"),
+                    (self._buffer(st, "f", floats), "3f 3f 3f", "in_pos", "in_normal", "in_color"),
+                    (self._buffer(st, "i", ids), "i", "in_id"),
                 ],
-                index_buffer=self._buffer("e", faces),
+                index_buffer=self._buffer(st, "e", faces),
                 index_element_size=4,
             )
             vao.render(mode=ctx.TRIANGLES, vertices=faces.size)
