@@ -91,8 +91,8 @@ SIZE_STEP, FINGER_STEP, WIDTH_STEP, THICK_STEP = 0.06, 0.04, 0.05, 0.08
 
 # A relaxed hand (flexion about each joint's bending axis, radians) for ``hands_mean``; made for
 # this hand, not MANO's mean.
-RELAXED_FLEX = {"index": (0.15, 0.25, 0.15), "middle": (0.2, 0.3, 0.15), "ring": (0.25, 0.35, 0.15),
-                "pinky": (0.3, 0.4, 0.15), "thumb": (0.1, 0.15, 0.15)}
+RELAXED_FLEX = {"index": (0.35, 0.6, 0.25), "middle": (0.45, 0.65, 0.3), "ring": (0.55, 0.65, 0.35),
+                "pinky": (0.65, 0.55, 0.35), "thumb": (0.4, 0.3, 0.4)}
 
 
 def _unit(v):
@@ -436,7 +436,9 @@ def named_poses(asset: dict) -> dict:
     for f, a in {"index": 0.25, "middle": 0.05, "ring": -0.2, "pinky": -0.4}.items():
         spread[FINGERS[f][0] - 1] = np.array([0.0, 1.0, 0.0]) * a
     spread[12] = asset["flexion_axes"][12] * -0.3
-    return {"rest": np.zeros((15, 3)), "fist": fist, "point": point, "pinch": pinch, "spread": spread}
+    relaxed = asset["hands_mean"].reshape(15, 3)
+    return {"rest": np.zeros((15, 3)), "relaxed": relaxed, "fist": fist, "point": point, "pinch": pinch,
+            "spread": spread}
 
 
 # --------------------------------------------------------------------------------- rendering
