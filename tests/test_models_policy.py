@@ -152,3 +152,12 @@ def test_paper_preset_with_depth_anything(tmp_path):
     assert not any(k.startswith("depth_estimator.") for k in p.weights_state_dict())
     a = p.predict_chunk(b["image"], b["instruction"], b["state"], None)  # estimated depth needs no sensor depth
     assert a.shape == (2, 4, 99)
+
+
+def test_bf16_weights_predict_without_autocast():
+    torch.manual_seed(0)
+    p = MEgoHandPolicy(compact_cfg(), random_normalizer()).to(torch.bfloat16)
+    b = sample_batch(L=4)
+    a = p.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], steps=2)
+    assert a.dtype == torch.float32 and a.shape == (2, 4, 99) and torch.isfinite(a).all()
+    assert p.norm.action_lo.dtype == torch.float32

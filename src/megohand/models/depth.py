@@ -148,7 +148,8 @@ class DepthEncoder(nn.Module):
             self.net.config.save_pretrained(folder / "resnet")
 
     def forward(self, depth: torch.Tensor):
-        x = normalise_depth(depth, self.max_depth)
+        """depth (B, 1, H, W) m -> (features (B, C, h, w), tokens (B, grid^2, out_dim))."""
+        x = normalise_depth(depth.float(), self.max_depth).to(self.proj.weight.dtype)
         if self.kind == "resnet":
             feats = self.net(pixel_values=x.expand(-1, 3, -1, -1)).last_hidden_state
         else:

@@ -155,7 +155,8 @@ class MEgoHandPolicy(nn.Module):
         return x, d
 
     def encode(self, image, instructions, depth=None, has_depth=None):
-        """Observation -> (vl tokens (B, S, D), mask (B, S) bool, depth features or None, depth valid (B,) or None)."""
+        """Observation -> (vl tokens (B, S, D), mask (B, S) bool, depth features, depth valid (B,), resized store
+        depth (B, 1, S, S)); the last three are None where unused."""
         cfg = self.config
         img = d_store = feats = valid = None
         depth_tokens = None
@@ -164,8 +165,9 @@ class MEgoHandPolicy(nn.Module):
             if self.depth_encoder is not None:
                 hd = None if has_depth is None else has_depth.to(self.device)
                 d_in, valid = self.depth_estimator(img, d_store, hd)
-                feats, depth_tokens = self.depth_encoder(d_in.to(img.dtype))
+                feats, depth_tokens = self.depth_encoder(d_in)
                 depth_tokens = depth_tokens * valid.to(depth_tokens.dtype)[:, None, None]
+            img = img.to(self.dtype)  # bf16 weights without autocast take bf16 images
         instr = list(instructions) if cfg.uses_text else None
         if instr is None and img is None:
             raise ValueError("no input modality")
