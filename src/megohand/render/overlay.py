@@ -49,9 +49,15 @@ def overlay_hand(image: np.ndarray, K, vertices, faces, alpha: float = 0.6, colo
     return overlay_meshes(image, K, [hand_mesh(vertices, faces, color)], alpha)
 
 
+_MAGMA = np.array([[252, 253, 191], [252, 137, 97], [183, 55, 121], [81, 18, 124], [0, 0, 4]], np.float32)
+
+
 def colorize_depth(depth: np.ndarray, max_depth: float = 2.0, min_depth: float = 0.0) -> np.ndarray:
-    """Depth (H, W) [m] -> (H, W, 3) uint8: near = bright, far/background = dark (a warm ramp)."""
+    """Depth (H, W) [m] -> (H, W, 3) uint8 on a magma-like ramp: near = light yellow, far = black.
+
+    Depths are clipped to [min_depth, max_depth]; the background (2 m by default) comes out black.
+    """
     d = np.clip((np.asarray(depth, np.float32) - min_depth) / max(max_depth - min_depth, 1e-6), 0, 1)
-    x = 1 - d  # brightness
-    rgb = np.stack([np.clip(1.5 * x, 0, 1), np.clip(1.5 * x - 0.25, 0, 1), np.clip(2.0 * x - 1.0, 0, 1)], -1)
-    return (rgb * 255 + 0.5).astype(np.uint8)
+    stops = np.linspace(0, 1, len(_MAGMA))
+    rgb = np.stack([np.interp(d, stops, _MAGMA[:, c]) for c in range(3)], -1)
+    return (rgb + 0.5).astype(np.uint8)
