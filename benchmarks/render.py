@@ -127,7 +127,8 @@ def main() -> None:
         "meshes_per_frame": len(frames[0]),
         "frames_per_call": args.frames,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                 "LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS")},
+                 "LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS"),
+                 "loadavg_1min_at_end": round(os.getloadavg()[0], 2)},
         "results": rows,
     }
     print(f"render benchmark on {device}: {renderer_name}")
