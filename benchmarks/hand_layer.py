@@ -40,15 +40,17 @@ class Args:
     batches: list[int] = field(default_factory=lambda: [1, 32, 1024, 32768])
     """Batch sizes (hands per call)."""
     min_time: float = 0.5
-    """Seconds of timed calls per (implementation, batch), split into ``rounds`` blocks."""
-    rounds: int = 5
-    """Interleaved timing rounds; the best block counts."""
+    """Seconds of timed calls per (implementation, batch), in ~10 ms blocks (at most 100)."""
+    rounds: int = 3
+    """Minimum number of interleaved timing blocks; the best block counts."""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
     compile: bool = False
     """Also time torch.compile of our layer (CUDA; compiles once per batch size)."""
     smplx: bool = True
     """Also time smplx.MANO (the reference)."""
+    note: str = ""
+    """Free text stored in the JSON (e.g. machine load)."""
     out: Path | None = None
     """JSON path (default benchmarks/results/hand_layer_<device>.json)."""
 
@@ -58,24 +60,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_impls(impls: dict, device: torch.device, min_time: float, rounds: int = 5) -> dict[str, float]:
-    """Seconds per call of each implementation: best of ``rounds`` interleaved blocks.
+def time_impls(impls: dict, device: torch.device, min_time: float, rounds: int = 3) -> dict[str, float]:
+    """Seconds per call of each implementation: the best of many short interleaved blocks.
 
-    Each block runs about ``min_time / rounds`` seconds of calls. Blocks of the implementations
-    alternate, and the minimum is kept, because a shared machine only ever adds time.
+    A block is ~10 ms of calls (at least one call); there are ``rounds`` blocks or more, up to
+    ``min_time`` seconds per implementation. Blocks of the implementations alternate and the
+    minimum is kept, because load from other processes on a shared machine only ever adds time.
     """
-    sizes = {}
+    calls, blocks = {}, {}
     for name, fn in impls.items():
         fn()  # warm-up (allocations, cuBLAS handles, graph/compile)
         _sync(device)
         t = time.perf_counter()
         fn()
         _sync(device)
-        sizes[name] = max(1, int(min_time / rounds / max(time.perf_counter() - t, 1e-7)))
+        one = max(time.perf_counter() - t, 1e-7)
+        calls[name] = max(1, int(0.01 / one))
+        blocks[name] = max(rounds, min(100, int(min_time / (calls[name] * one))))
     best = {name: float("inf") for name in impls}
-    for _ in range(rounds):
+    for r in range(max(blocks.values())):
         for name, fn in impls.items():
-            n = sizes[name]
+            if r >= blocks[name]:
+                continue
+            n = calls[name]
             t = time.perf_counter()
             for _ in range(n):
                 fn()
@@ -171,9 +178,10 @@ def main(args: Args) -> dict:
         grad=False,
         asset="synthetic MANO-format (778 vertices, 1538 faces)",
         min_time_s=args.min_time,
-        timing="best of `rounds` interleaved blocks per implementation",
+        timing="best of interleaved ~10 ms blocks (>= rounds, <= min_time) per implementation",
         rounds=args.rounds,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        note=args.note,
         rows=rows,
         summary=summary,
     )

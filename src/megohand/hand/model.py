@@ -186,21 +186,22 @@ class HandModel(nn.Module):
         if transl is not None:
             transl = transl.expand(*batch, 3).reshape(B, 3)
         if R.device.type == "cpu" and B > 2 * CPU_CHUNK:
-            parts = [
-                self._forward_flat(
-                    R[s : s + CPU_CHUNK],
-                    None if betas is None else betas[s : s + CPU_CHUNK],
-                    None if transl is None else transl[s : s + CPU_CHUNK],
+            verts = R.new_empty(B, self.num_vertices, 3)
+            joints = R.new_empty(B, 21, 3)
+            for s in range(0, B, CPU_CHUNK):
+                e = s + CPU_CHUNK
+                vT, j = self._forward_flat(
+                    R[s:e], None if betas is None else betas[s:e], None if transl is None else transl[s:e]
                 )
-                for s in range(0, B, CPU_CHUNK)
-            ]
-            verts, joints = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                verts[s:e] = vT.transpose(1, 2)  # autograd-safe slice writes (CopySlices)
+                joints[s:e] = j
         else:
-            verts, joints = self._forward_flat(R, betas, transl)
+            vT, joints = self._forward_flat(R, betas, transl)
+            verts = vT.transpose(1, 2).contiguous()
         return HandOutput(verts.view(*batch, -1, 3), joints.view(*batch, 21, 3))
 
     def _forward_flat(self, R: torch.Tensor, betas: torch.Tensor | None, transl: torch.Tensor | None):
-        """R (B, 16, 3, 3), betas (B, 10) | None, transl (B, 3) | None -> vertices (B, V, 3), joints (B, 21, 3)."""
+        """R (B, 16, 3, 3), betas (B, 10) | None, transl (B, 3) | None -> vertices (B, 3, V) (transposed), joints (B, 21, 3)."""
         B = R.shape[0]
         pose_feature = (R[:, 1:] - self._eye).reshape(B, -1)  # (B, 135)
         if betas is None:
@@ -215,7 +216,7 @@ class HandModel(nn.Module):
         verts_T = skin_transposed(G_R, G_t, J, v_posed_T, self.weights_T, transl)  # (B, 3, V), with transl
         tips = verts_T.index_select(2, self.tip_vertex_ids).transpose(1, 2)  # (B, 5, 3)
         joints = torch.cat([G_t if transl is None else G_t + transl.unsqueeze(1), tips], dim=1)
-        return verts_T.transpose(1, 2).contiguous(), joints
+        return verts_T, joints
 
     def forward_params(self, params, rot: RotationFormat = "axis_angle") -> HandOutput:
         """Same as forward for a :class:`megohand.hand.vector.HandParams`."""
