@@ -61,7 +61,8 @@ layout(location = 2) out int f_id;
 void main() {
     vec3 n = v_normal;
     if (dot(n, n) < 1e-12) n = cross(dFdx(v_cam), dFdy(v_cam));   // flat: face normal
-    float lambert = abs(dot(normalize(n), normalize(-v_cam)));
+    float len_n = length(n);
+    float lambert = len_n > 0.0 ? abs(dot(n / len_n, normalize(-v_cam))) : 1.0;  // edge-on: unlit guard
     f_color = vec4(v_color * (ambient + (1.0 - ambient) * lambert), 1.0);
     f_depth = clamp(v_cam.z, 0.0, max_depth);
     f_id = v_id;
