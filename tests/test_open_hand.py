@@ -139,6 +139,36 @@ def test_mano_rest_frame_conventions(right):
     assert 0.08 < length < 0.11  # adult palm, metres
 
 
+# MANO's flat right rest hand, rounded: the direction of the segment each joint rotates (joint ->
+# child; distal joints: towards the tip). Independent of how the asset was built.
+MANO_SEGMENT_DIR = {
+    1: (-0.99, 0.12, 0.07), 2: (-1.00, -0.06, -0.01), 4: (-0.98, 0.06, -0.18), 5: (-0.98, -0.05, -0.17),
+    7: (-0.81, 0.00, -0.59), 8: (-0.84, -0.04, -0.55), 10: (-0.98, 0.07, -0.18), 11: (-0.95, -0.07, -0.31),
+    13: (-0.64, 0.03, 0.77), 14: (-0.82, -0.20, 0.54),
+}
+
+
+def test_rest_bones_point_where_manos_do(right):
+    """Same rest directions => the same axis-angle pose swings each bone to the same direction."""
+    J = right["J_regressor"].astype(np.float64) @ right["v_template"].astype(np.float64)
+    for j, d in MANO_SEGMENT_DIR.items():
+        seg = J[j + 1] - J[j]
+        cos = seg @ np.array(d) / np.linalg.norm(seg) / np.linalg.norm(d)
+        assert cos > np.cos(np.radians(3)), (j, np.degrees(np.arccos(cos)))
+    # and under a random pose the posed bones agree with forward kinematics of MANO's rest directions
+    rng = np.random.default_rng(3)
+    hp = rng.normal(size=(15, 3)) * 0.4
+    _, Jp = lbs(right, hp)
+    R = Rotation.from_rotvec(np.concatenate([np.zeros((1, 3)), hp])).as_matrix()
+    G = [R[0]]
+    for j in range(1, 16):
+        G.append(G[PARENTS[j]] @ R[j])
+    for j, d in MANO_SEGMENT_DIR.items():
+        want = G[j] @ np.array(d)
+        seg = Jp[j + 1] - Jp[j]
+        assert seg @ want / np.linalg.norm(seg) / np.linalg.norm(want) > np.cos(np.radians(3))
+
+
 # ------------------------------------------------------------------------------------ mirror
 def test_left_is_the_mirror_of_right(right, left):
     np.testing.assert_allclose(left["v_template"], right["v_template"] * MIRROR, atol=1e-7)
