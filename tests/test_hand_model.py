@@ -198,3 +198,20 @@ def test_fused_rodrigues_matches_scipy_and_roma():
     for scale in (0.0, 1e-7, 0.3):
         x = (torch.as_tensor(aa[:4]) * scale).requires_grad_()
         assert torch.autograd.gradcheck(lambda v: rodrigues(v, basis), (x,), eps=1e-6, atol=1e-6)
+
+
+def test_bundled_open_hand_loads_when_present(monkeypatch):
+    from megohand.hand.model import open_hand_path
+
+    if not open_hand_path("right").is_file():
+        pytest.skip("bundled open hand asset not built")
+    monkeypatch.delenv("MANO_MODEL_DIR", raising=False)
+    for side in ("right", "left"):
+        hand = load_hand_model(side=side)
+        assert not hand.is_mano and "NOT MANO" in hand.describe() and hand.side == side
+        go, hp, be, tr = random_params(2, dtype=torch.float32, seed=1)
+        out = hand(go, hp * 0.3, be, tr)
+        assert out.vertices.shape == (2, hand.num_vertices, 3) and torch.isfinite(out.vertices).all()
+        torch.testing.assert_close(out.joints[:, 0], hand.rest_joints(be)[:, 0] + tr)
+        torch.testing.assert_close(out.joints[:, 16:], out.vertices[:, hand.tip_vertex_ids])
+        assert int(hand.faces.max()) < hand.num_vertices

@@ -211,3 +211,21 @@ def test_real_mano_matches_smplx(side):
     o = ours(go, pca_to_full(pca, ours.hands_components, ours.hands_mean), be, tr)
     torch.testing.assert_close(o.vertices, r.vertices, atol=TOL, rtol=0)
     torch.testing.assert_close(o.joints[:, 16:], r.vertices[:, TIPS], atol=TOL, rtol=0)
+
+
+def test_converted_npz_with_sparse_regressor(tmp_path):
+    """A MANO .npz written by np.savez(**pickle_dict) keeps J_regressor as a pickled sparse object."""
+    data = synthetic_mano(0)
+    np.savez(tmp_path / "MANO_RIGHT.npz", **data)
+    ours = load_hand_model(tmp_path, dtype=torch.float64)
+    assert ours.source.endswith("MANO_RIGHT.npz")
+    (tmp_path / "pkl").mkdir()
+    write_synthetic_mano(tmp_path / "pkl")
+    ref = smplx_mano(tmp_path / "pkl", use_pca=False, flat_hand_mean=True)
+    go, hp, be, tr = random_params(3, seed=9)
+    r = ref(global_orient=go, hand_pose=hp.flatten(-2), betas=be, transl=tr)
+    torch.testing.assert_close(ours(go, hp, be, tr).vertices, r.vertices, atol=TOL, rtol=0)
+    # an object array holding something outside the allow-list is refused, naming the file
+    np.savez(tmp_path / "evil.npz", **{**data, "J_regressor": np.array(_Evil(), dtype=object)})
+    with pytest.raises(ValueError, match="evil.npz.*refusing"):
+        load_hand_model(tmp_path / "evil.npz")

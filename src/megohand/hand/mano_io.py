@@ -220,15 +220,45 @@ def _check_side(side: str) -> str:
     return side
 
 
+def load_npz(path: str | os.PathLike) -> dict:
+    """A ``.npz`` as key -> array, without trusting pickles: plain arrays are read with
+    ``allow_pickle=False``; object arrays (e.g. a scipy.sparse ``J_regressor`` saved by ``np.savez``)
+    go through :func:`restricted_load`.
+
+    Raises:
+        ValueError: naming the file when it is not a readable npz or holds a disallowed object.
+    """
+    path = Path(path)
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for member in zf.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                key = member[: -len(".npy")]
+                with zf.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(f)
+                    if dtype.hasobject:
+                        val = _unwrap(_RestrictedUnpickler(f, encoding="latin1").load())
+                        out[key] = val.item() if isinstance(val, np.ndarray) and val.shape == () else val
+                        continue
+                with zf.open(member) as f:
+                    out[key] = np.lib.format.read_array(f, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, pickle.UnpicklingError, AttributeError,
+            TypeError, KeyError, IndexError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read this .npz safely ({type(e).__name__}: {e})") from e
+    return out
+
+
 def load_raw(path: str | os.PathLike) -> dict:
-    """The raw key -> value dict of a ``.pkl`` (restricted) or ``.npz`` (no pickled objects) asset."""
+    """The raw key -> value dict of a ``.pkl`` (restricted unpickler) or ``.npz`` (:func:`load_npz`) asset."""
     path = Path(path)
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-            raise ValueError(f"{path}: cannot read this .npz ({type(e).__name__}: {e})") from e
+        data = load_npz(path)
         if "J_regressor_data" in data and "J_regressor" not in data:  # sparse stored as parts
             import scipy.sparse as sp
 
