@@ -219,6 +219,8 @@ def test_missing_files_and_bad_meta_all_listed(tmp_path):
     write(tmp_path, episode="s02/other")
     (ep_dir(tmp_path) / "depth.pack").unlink()
     (ep_dir(tmp_path, "s02/other") / "frames.parquet").unlink()
+    with pytest.raises(StoreError, match=r"s01/box_use_02 \[depth\].*missing"):
+        Store(tmp_path).open("arctic", EP).depth(0)
     mp = ep_dir(tmp_path) / "meta.json"
     meta = json.loads(mp.read_text())
     meta.update(fps=-1, split="training", K=[[0, 0, 1], [0, 1, 1], [0, 0, 1]], segments=[[5, 40, "too long"]])
@@ -228,8 +230,8 @@ def test_missing_files_and_bad_meta_all_listed(tmp_path):
     assert "frames.parquet" in fields(probs, "s02/other")
     with pytest.raises(StoreError, match=r"s02/other \[frames.parquet\]: file missing"):
         Store(tmp_path).open("arctic", "s02/other").hands()
-    with pytest.raises(StoreError, match=r"s01/box_use_02 \[depth\].*missing"):
-        Store(tmp_path).open("arctic", EP).depth(0)
+    with pytest.raises(StoreError, match=r"s01/box_use_02 \[meta.json\]: .*fps: must be a positive number"):
+        Store(tmp_path).open("arctic", EP)
     # an episode folder vanished from under the index
     import shutil
 
@@ -282,3 +284,22 @@ def test_interrupted_write_leaves_nothing(tmp_path):
     w.write_episode(meta, {"right": h}, smooth_rgb(12))
     assert Store(tmp_path).open("arctic", EP).hands()["transl"][3, 0] == 0
     assert validate_store(tmp_path) == []
+
+
+def test_meta_checked_before_frames_and_numpy_extra(tmp_path):
+    consumed = []
+
+    def frames():
+        for f in smooth_rgb(4):
+            consumed.append(1)
+            yield f
+
+    bad = EpisodeMeta("arctic", EP, "x", K=K, split="training")
+    with pytest.raises(StoreError, match=r"split: must be one of"):
+        StoreWriter(tmp_path).write_episode(bad, {"right": make_hands(4)}, frames())
+    assert consumed == []  # refused before reading any frame
+    meta = EpisodeMeta("arctic", EP, "x", K=np.array(K), extra={"n": np.int64(3), "v": np.zeros(2)},
+                       segments=[(np.int64(0), np.int64(4), "all")])
+    StoreWriter(tmp_path).write_episode(meta, {"right": make_hands(4)}, smooth_rgb(4))
+    m = Store(tmp_path).open("arctic", EP).meta
+    assert m.extra == {"n": 3, "v": [0.0, 0.0]} and m.segments == [(0, 4, "all")]

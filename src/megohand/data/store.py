@@ -185,12 +185,22 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _json_default(o):
+    """numpy scalars/arrays and paths in metadata become plain JSON."""
+    if isinstance(o, (np.ndarray, np.generic)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON-serialisable: {o!r}")
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON to a temporary name in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
+    text = json.dumps(obj, indent=1, allow_nan=False, default=_json_default)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
+        f.write(text)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
@@ -325,6 +335,15 @@ class StoreWriter:
             if bad:
                 raise StoreError(f"{what} [T_cam_from_world]: {bad}")
             cols["T_cam_from_world"] = _fixed_list(M.reshape(T, 16))
+
+        # fail fast on metadata (width/height 0 are filled from the frames later)
+        pre = [(f, m) for f, m in meta.problems(T) if not (f in ("width", "height") and getattr(meta, f) == 0)]
+        if pre:
+            raise StoreError(f"{what}: bad metadata: " + "; ".join(f"{f}: {m}" for f, m in pre))
+        try:
+            json.dumps(meta.to_dict(), allow_nan=False, default=_json_default)
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{what} [extra]: metadata is not JSON-serialisable: {e}") from None
 
         tmp_root = self.root / meta.dataset / ".tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
@@ -603,6 +622,10 @@ class Episode:
             self.num_frames = int(self.store_info["num_frames"])
         except (KeyError, TypeError, ValueError) as e:
             raise StoreError(f"{self.what} [meta.json]: malformed ({e!r}) ({self.path / 'meta.json'})") from None
+        probs = self.meta.problems(self.num_frames)
+        if probs:
+            raise StoreError(f"{self.what} [meta.json]: " + "; ".join(f"{f}: {m}" for f, m in probs)
+                             + f" ({self.path / 'meta.json'})")
         if self.meta.episode != episode or self.meta.dataset != dataset:
             raise StoreError(f"{self.what} [meta.json]: says {self.meta.dataset}/{self.meta.episode} "
                              f"({self.path / 'meta.json'})")
