@@ -44,11 +44,11 @@ def test_pca_to_full_and_back():
     mean = torch.randn(45, generator=g, dtype=torch.float64)
     for n in (6, 15, 45):
         pca = torch.randn(3, n, generator=g, dtype=torch.float64)
-        full = pca_to_full(pca, comps)
+        full = pca_to_full(pca, None, comps)
         np.testing.assert_allclose(full.numpy(), np.einsum("bi,ij->bj", pca.numpy(), comps[:n].numpy()), atol=1e-12)
-        torch.testing.assert_close(pca_to_full(pca, comps, mean), full + mean)
-        torch.testing.assert_close(full_to_pca(full, comps, n), pca)
-        torch.testing.assert_close(full_to_pca(pca_to_full(pca, comps, mean), comps, n, hands_mean=mean), pca)
+        torch.testing.assert_close(pca_to_full(pca, None, comps, mean), full + mean)
+        torch.testing.assert_close(full_to_pca(full, n, comps), pca)
+        torch.testing.assert_close(full_to_pca(pca_to_full(pca, n, comps, mean), n, comps, hands_mean=mean), pca)
 
 
 def test_quaternion_wxyz_to_axis_angle_against_scipy():

@@ -46,7 +46,7 @@ def test_matches_smplx(tmp_path, use_pca, ncomps, flat_hand_mean):
     if use_pca:
         pose_in = torch.randn(8, ncomps, dtype=torch.float64)  # what a dataset stores
         mean = None if flat_hand_mean else ours.hands_mean
-        pose45 = pca_to_full(pose_in, ours.hands_components, hands_mean=mean)
+        pose45 = pca_to_full(pose_in, ncomps, ours.hands_components, hands_mean=mean)
     else:
         pose_in = hp.flatten(-2)
         pose45 = pose_in if flat_hand_mean else mean_relative_to_flat(pose_in, ours.hands_mean)
@@ -208,7 +208,7 @@ def test_real_mano_matches_smplx(side):
     go, _, be, tr = random_params(6, seed=7)
     pca = torch.randn(6, 15, dtype=torch.float64)
     r = ref(global_orient=go, hand_pose=pca, betas=be, transl=tr)
-    o = ours(go, pca_to_full(pca, ours.hands_components, ours.hands_mean), be, tr)
+    o = ours(go, pca_to_full(pca, 15, ours.hands_components, ours.hands_mean), be, tr)
     torch.testing.assert_close(o.vertices, r.vertices, atol=TOL, rtol=0)
     torch.testing.assert_close(o.joints[:, 16:], r.vertices[:, TIPS], atol=TOL, rtol=0)
 

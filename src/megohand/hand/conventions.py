@@ -48,25 +48,32 @@ def mean_relative_to_flat(hand_pose: torch.Tensor, hands_mean: torch.Tensor) -> 
 
 
 def pca_to_full(
-    pca: torch.Tensor, hands_components: torch.Tensor, hands_mean: torch.Tensor | None = None
+    pca: torch.Tensor,
+    ncomps: int | None,
+    hands_components: torch.Tensor,
+    hands_mean: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """PCA pose coefficients -> 45-D axis-angle pose.
+    """PCA pose coefficients -> 45-D axis-angle pose (what smplx ``use_pca=True`` does).
 
     Args:
-        pca: (..., n) coefficients of the first n = ncomps components.
-        hands_components: (45, 45) MANO ``hands_components`` (rows are components).
-        hands_mean: if given, add it (result absolute, flat_hand_mean=True); if None the result is
-            relative to the mean (what smplx feeds to ``flat_hand_mean=False``).
+        pca: (..., ncomps) coefficients of the first ncomps components.
+        ncomps: number of components (checked against ``pca``; None = ``pca.shape[-1]``).
+        hands_components: (45, 45) MANO ``hands_components`` (rows are components), e.g.
+            ``hand.hands_components``.
+        hands_mean: if given, add it (result absolute, flat_hand_mean=True, the canonical form);
+            if None the result is relative to the mean (smplx's ``flat_hand_mean=False`` input).
     Returns:
         (..., 45) [rad].
     """
-    n = pca.shape[-1]
+    n = pca.shape[-1] if ncomps is None else int(ncomps)
+    if pca.shape[-1] != n or not 0 < n <= hands_components.shape[0]:
+        raise ValueError(f"pca has {pca.shape[-1]} coefficients, ncomps={ncomps}, {hands_components.shape[0]} components")
     pose = pca @ hands_components[:n].to(pca)
     return pose if hands_mean is None else pose + hands_mean.to(pose)
 
 
 def full_to_pca(
-    hand_pose: torch.Tensor, hands_components: torch.Tensor, ncomps: int, hands_mean: torch.Tensor | None = None
+    hand_pose: torch.Tensor, ncomps: int, hands_components: torch.Tensor, hands_mean: torch.Tensor | None = None
 ) -> torch.Tensor:
     """45-D pose -> first ``ncomps`` PCA coefficients (least squares; exact inverse of
     :func:`pca_to_full` when the pose lies in their span). ``hands_mean`` as in :func:`pca_to_full`."""

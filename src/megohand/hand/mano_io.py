@@ -121,6 +121,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} (not on the allow-list)")
 
 
+RestrictedUnpickler = _RestrictedUnpickler  # public name; subclass it to allow more (e.g. torch tensors)
+
+
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     if encoding.lower().replace("-", "") not in ("latin1", "utf8", "ascii"):
         raise pickle.UnpicklingError(f"refusing codec {encoding!r}")
