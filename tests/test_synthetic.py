@@ -133,6 +133,15 @@ def test_hands_finite_in_camera_frame_and_match_world(hand, episodes):
         np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
 
 
+def test_hand_stays_above_the_table(hand, episodes):
+    for ep in episodes:
+        p = {k: torch.as_tensor(np.asarray(ep.hand_world[k]), dtype=torch.float64)
+             for k in ("global_orient", "hand_pose", "betas", "transl")}
+        with torch.no_grad():
+            v = hand.double()(p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).vertices.numpy()
+        assert v[..., 2].min() > 0.0, ep.episode  # world z up, table top at z = 0
+
+
 def test_joints_project_into_image_at_the_object(hand, episodes):
     for ep in episodes:
         k = int(np.argmax(ep.attach >= 0))  # first frame in contact with the target

@@ -27,10 +27,9 @@ def load_hands(episode: Episode, source=None) -> dict:
             hands[side] = load_hand_model(source, side=side)
     stored = episode.meta.hand_model
     for model in hands.values():
-        got = "mano" if model.is_mano else model.name
-        if got != stored:
+        if not (stored == model.name or (model.is_mano and stored.lower().startswith("mano"))):
             warnings.warn(f"{episode.meta.dataset}/{episode.meta.episode}: parameters are for hand model "
-                          f"{stored!r} but drawing with {got!r} (pass --hand)", stacklevel=2)
+                          f"{stored!r} but drawing with {model.name!r} (pass --hand)", stacklevel=2)
         break
     return hands
 

@@ -23,8 +23,8 @@ COLORS: dict[str, tuple[float, float, float]] = {
 }
 TABLE_COLOR = (0.62, 0.62, 0.58)
 HAND_COLOR = (0.90, 0.72, 0.60)
-TABLE_X = (-0.22, 0.22)  # where objects may stand [m]
-TABLE_Y = (0.02, 0.32)
+TABLE_X = (-0.18, 0.18)  # where objects may stand [m]
+TABLE_Y = (0.04, 0.30)
 
 
 @dataclass

@@ -140,8 +140,8 @@ def generate_episode(cfg: SynthConfig, index: int, hand) -> SyntheticEpisode:
     with torch.no_grad():
         rest = hand.rest_joints(torch.as_tensor(betas, dtype=torch.float32)[None])[0].double().numpy()
     geom = GripGeometry.from_rest_joints(rest, side="right")
+    n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     for _ in range(100):
-        n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
         objects = sample_scene(rng, shape, color, n_obj)
         if objects is None:
             continue
@@ -151,13 +151,14 @@ def generate_episode(cfg: SynthConfig, index: int, hand) -> SyntheticEpisode:
     else:
         raise RuntimeError(f"episode {index}: no feasible scene for {task} {color} {shape} in 100 draws")
     keys, params = planned
+    spread = rng.uniform(0.9, 1.1, size=5)
     duration = keys[-1].t
     scale = np.clip(duration, (cfg.min_frames - 1) / cfg.fps, (cfg.max_frames - 1) / cfg.fps) / duration
     for k in keys:
         k.t *= scale
     traj = sample_keys(keys, geom, cfg.fps)
+    lift_above_table(traj, geom, hand, betas, spread)
     T = len(traj.G)
-    spread = rng.uniform(0.9, 1.1, size=5)
     hand_pose = np.stack([geom.finger_pose(c, spread) for c in traj.closure])
     transl_w = np.stack([geom.transl(R, G) for R, G in zip(traj.R, traj.G)])
     T_cw = head_trajectory(rng, T, cfg.fps)
@@ -186,6 +187,21 @@ def generate_episode(cfg: SynthConfig, index: int, hand) -> SyntheticEpisode:
         height=cfg.height, fps=cfg.fps, T_cam_from_world=T_cw, object_poses=carry_objects(traj, rest_poses),
         attach=traj.attach.astype(np.int64), hands=hands, hand_world=hand_world,
     )
+
+
+def lift_above_table(traj, geom: GripGeometry, hand, betas: np.ndarray, spread: np.ndarray,
+                     clearance: float = 0.004) -> float:
+    """Raise the whole grip trajectory (``traj.G``, in place) by the height that keeps every hand
+    vertex at least ``clearance`` [m] above the table in every frame. One shift for all frames
+    keeps carried objects on the table at pick-up and put-down. Returns the shift [m]."""
+    transl = np.stack([geom.transl(r, g) for r, g in zip(traj.R, traj.G)])
+    pose = np.stack([geom.finger_pose(c, spread) for c in traj.closure])
+    with torch.no_grad():
+        v = hand(matrix_to_axis_angle(torch.as_tensor(traj.R)).float(), torch.as_tensor(pose).float(),
+                 torch.as_tensor(betas).float().expand(len(pose), 10), torch.as_tensor(transl).float()).vertices
+    shift = max(0.0, clearance - float(v[..., 2].min()))
+    traj.G[:, 2] += shift
+    return shift
 
 
 def _segments(phases: list, target: str, T: int) -> list:
