@@ -63,6 +63,7 @@ def test_round_trip(tmp_path):
     assert store.datasets() == ["arctic"]
     [ref] = store.episodes()
     assert (ref.episode, ref.num_frames, ref.split, ref.has_depth) == ("s01/box_use_02", 12, "train", True)
+    assert store.index("arctic")["splits"] == {"train": {"episodes": 1, "frames": 12}}
     ep = store.open("arctic", "s01/box_use_02")
     assert ep.meta.instruction == "open the box" and ep.meta.width == 64 and ep.meta.height == 48
     for side in ("right", "left"):
@@ -303,3 +304,18 @@ def test_meta_checked_before_frames_and_numpy_extra(tmp_path):
     StoreWriter(tmp_path).write_episode(meta, {"right": make_hands(4)}, smooth_rgb(4))
     m = Store(tmp_path).open("arctic", EP).meta
     assert m.extra == {"n": 3, "v": [0.0, 0.0]} and m.segments == [(0, 4, "all")]
+
+
+def test_rebuild_index(tmp_path):
+    import json
+
+    write(tmp_path)
+    write(tmp_path, episode="s02/x", split="test")
+    p = tmp_path / "arctic" / "index.json"
+    before = json.loads(p.read_text())
+    assert before["splits"] == {"test": {"episodes": 1, "frames": 12}, "train": {"episodes": 1, "frames": 12}}
+    p.unlink()
+    assert [r.episode for r in Store(tmp_path).episodes(split="test")] == ["s02/x"]  # scan fallback
+    assert any(q.field == "index.json" for q in validate_store(tmp_path))
+    assert StoreWriter(tmp_path).rebuild_index("arctic") == before
+    assert validate_store(tmp_path) == []

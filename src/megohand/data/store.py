@@ -249,7 +249,18 @@ def scan_index(dataset_dir: Path) -> dict:
                 episodes[meta["episode"]] = _ref_from_meta(meta)
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-    return {"format": FORMAT, "version": VERSION, "dataset": dataset_dir.name, "episodes": episodes}
+    return _with_counts({"format": FORMAT, "version": VERSION, "dataset": dataset_dir.name, "episodes": episodes})
+
+
+def _with_counts(index: dict) -> dict:
+    """Add per-split episode and frame counts (a summary; ``episodes`` is authoritative)."""
+    splits: dict = {}
+    for e in index["episodes"].values():
+        c = splits.setdefault(e["split"], {"episodes": 0, "frames": 0})
+        c["episodes"] += 1
+        c["frames"] += int(e["num_frames"])
+    index["splits"] = dict(sorted(splits.items()))
+    return index
 
 
 # ---------------------------------------------------------------- writer
@@ -445,7 +456,7 @@ class StoreWriter:
                 index = scan_index(ds_dir)
             index["episodes"].update(entries)
             index["episodes"] = dict(sorted(index["episodes"].items()))
-            write_json_atomic(path, index)
+            write_json_atomic(path, _with_counts(index))
 
     def rebuild_index(self, dataset: str) -> dict:
         """Rescan ``dataset``'s episode folders and rewrite its index.json atomically."""
