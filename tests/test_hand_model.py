@@ -215,3 +215,37 @@ def test_bundled_open_hand_loads_when_present(monkeypatch):
         torch.testing.assert_close(out.joints[:, 0], hand.rest_joints(be)[:, 0] + tr)
         torch.testing.assert_close(out.joints[:, 16:], out.vertices[:, hand.tip_vertex_ids])
         assert int(hand.faces.max()) < hand.num_vertices
+
+
+def test_no_state_dict_entries(mano_dir):
+    hand = load_hand_model(mano_dir)
+    assert hand.state_dict() == {}
+    wrapper = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    wrapper.hand = hand
+    assert set(wrapper.state_dict()) == {"0.weight", "0.bias"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_graph_capture(mano_dir):
+    cpu = load_hand_model(mano_dir, dtype=torch.float64)
+    gpu = load_hand_model(mano_dir, device="cuda", dtype=torch.float64)
+    args = random_params(64, seed=6)
+    ref = cpu(*args)
+    out = gpu(*[a.cuda() for a in args])
+    torch.testing.assert_close(out.vertices.cpu(), ref.vertices, atol=1e-10, rtol=0)
+    gpu32 = load_hand_model(mano_dir, device="cuda")
+    static = [a.float().cuda() for a in args]
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.no_grad():
+        gpu32(*static)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(g):
+        graphed = gpu32(*static)
+    new = random_params(64, seed=7)
+    for dst, src in zip(static, new):
+        dst.copy_(src.float())
+    g.replay()
+    torch.testing.assert_close(graphed.vertices.double().cpu(), cpu(*new).vertices, atol=1e-5, rtol=0)

@@ -43,7 +43,8 @@ class HandModel(nn.Module):
     """MANO-format linear blend skinning hand (MANO itself or the bundled open hand).
 
     Build it with :func:`load_hand_model` or from an asset dict (:func:`megohand.hand.mano_io.load_asset`).
-    Buffers follow ``.to(device, dtype)``.
+    Buffers follow ``.to(device, dtype)``; none is persistent, so a hand inside another module adds
+    nothing to its ``state_dict`` (the asset file is the source of truth).
     """
 
     def __init__(self, asset: dict, dtype: torch.dtype = torch.float32, device=None):
@@ -90,11 +91,11 @@ class HandModel(nn.Module):
             "J_regressor": f64(Jreg),
         }
         for k, v in buffers.items():
-            self.register_buffer(k, v.to(dtype=dtype, device=device))
+            self.register_buffer(k, v.to(dtype=dtype, device=device), persistent=False)
         self.register_buffer("_eye", torch.eye(3, dtype=dtype, device=device), persistent=False)
         self.register_buffer("_rodrigues", rodrigues_basis(dtype, device), persistent=False)
-        self.register_buffer("faces", torch.as_tensor(asset["faces"], dtype=torch.long, device=device))
-        self.register_buffer("tip_vertex_ids", torch.as_tensor(tips, dtype=torch.long, device=device))
+        self.register_buffer("faces", torch.as_tensor(asset["faces"], dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("tip_vertex_ids", torch.as_tensor(tips, dtype=torch.long, device=device), persistent=False)
 
     # ------------------------------------------------------------------ info
     @property
