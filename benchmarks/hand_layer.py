@@ -69,7 +69,8 @@ def time_impls(impls: dict, device: torch.device, min_time: float, rounds: int =
     """
     calls, blocks = {}, {}
     for name, fn in impls.items():
-        fn()  # warm-up (allocations, cuBLAS handles, graph/compile)
+        fn()  # warm-up (allocations, cuBLAS handles, graph capture, compilation)
+        fn()
         _sync(device)
         t = time.perf_counter()
         fn()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from megohand.hand.joints import MANO_PARENTS
+
 MANO_ENV = "MANO_MODEL_DIR"
 REQUIRED_KEYS = (
     "v_template",
@@ -411,8 +413,6 @@ def save_npz(path: str | os.PathLike, asset: dict) -> None:
     np.savez(tmp, **keys)
     os.replace(tmp, path)
 
-
-MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 
 
 def synthetic_mano(seed: int = 0, num_vertices: int = 778, num_faces: int = 1538) -> dict:

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from megohand.geometry.rotations import RotationFormat, to_matrix
+from megohand.hand.joints import MANO_TIP_VERTEX_IDS
 from megohand.hand.lbs import KinematicChain, rodrigues, rodrigues_basis, skin_transposed
 from megohand.hand.mano_io import find_mano_file, load_asset
 
 NUM_BETAS = 10
 CPU_CHUNK = 64  # hands per block on CPU: keeps the per-vertex transforms in cache (about 5x faster)
-MANO_TIP_VERTEX_IDS = (744, 320, 443, 554, 671)  # smplx vertex_ids['mano']: thumb, index, middle, ring, pinky
 ASSET_DIR = Path(__file__).parent / "assets"
 
 
