@@ -249,3 +249,47 @@ def test_cuda_matches_cpu_and_graph_capture(mano_dir):
         dst.copy_(src.float())
     g.replay()
     torch.testing.assert_close(graphed.vertices.double().cpu(), cpu(*new).vertices, atol=1e-5, rtol=0)
+
+
+def test_generic_tree_order_matches_sequential_chain():
+    """Forward kinematics of a relabelled tree (not MANO's finger-major numbering) against a
+    sequential float64 chain."""
+    from megohand.hand.lbs import KinematicChain
+
+    rng = np.random.default_rng(8)
+    perm = np.concatenate([[0], 1 + rng.permutation(15)])  # new id of old joint j is perm[j]
+    parents = [-1] * 16
+    for j in range(1, 16):
+        parents[perm[j]] = int(perm[PARENTS[j]])
+    chain = KinematicChain(parents)
+    assert not chain.finger_major
+    R = Rotation.random(3 * 16, random_state=9).as_matrix().reshape(3, 16, 3, 3)
+    Jr = rng.normal(size=(3, 16, 3))
+    G_R, G_t = chain.forward_kinematics(torch.as_tensor(R), torch.as_tensor(Jr))
+    for b in range(3):
+        GR_ref, Gt_ref = {}, {}
+        order = sorted(range(16), key=lambda j: 0 if parents[j] < 0 else 1 + _depth(parents, j))
+        for j in order:
+            p = parents[j]
+            if p < 0:
+                GR_ref[j], Gt_ref[j] = R[b, j], Jr[b, j]
+            else:
+                GR_ref[j] = GR_ref[p] @ R[b, j]
+                Gt_ref[j] = Gt_ref[p] + GR_ref[p] @ (Jr[b, j] - Jr[b, p])
+        np.testing.assert_allclose(G_R[b].numpy(), np.stack([GR_ref[j] for j in range(16)]), atol=1e-12)
+        np.testing.assert_allclose(G_t[b].numpy(), np.stack([Gt_ref[j] for j in range(16)]), atol=1e-12)
+    # and the MANO numbering takes the fused path with the same result
+    mano = KinematicChain(PARENTS)
+    assert mano.finger_major
+    G_R2, G_t2 = mano.forward_kinematics(torch.as_tensor(R[:, perm]), torch.as_tensor(Jr[:, perm]))
+    np.testing.assert_allclose(G_R2.numpy(), G_R.numpy()[:, perm], atol=1e-12)
+    np.testing.assert_allclose(G_t2.numpy(), G_t.numpy()[:, perm], atol=1e-12)
+    with pytest.raises(ValueError):
+        KinematicChain([-1, 0, -1])
+
+
+def _depth(parents, j):
+    d = 0
+    while parents[j] >= 0:
+        j, d = parents[j], d + 1
+    return d
