@@ -78,7 +78,10 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=1)
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `megohand train` options")
+    ap.add_argument("--train-arg", action="append", default=[], dest="extra",
+                    help="one more `megohand train` option (repeatable), e.g. --train-arg=--mixed-precision=no")
+    ap.add_argument("--model-arg", action="append", default=[], dest="model_args",
+                    help="one compact-preset override (repeatable), e.g. --model-arg=--model.dit.num-layers=4")
     args = ap.parse_args()
 
     import torch
@@ -101,7 +104,8 @@ def main() -> None:
             t = time.time()
             sh([*exe, "train", "--store", str(store), "--out", str(run), "--steps", str(args.steps),
                 "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed),
-                "--num-workers", str(args.workers), "--model.modalities", v, *args.extra])
+                "--num-workers", str(args.workers), *args.extra, "model:compact", "--model.modalities", v,
+                *args.model_args])
             train_minutes[v] = (time.time() - t) / 60
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,7 +119,8 @@ def main() -> None:
     hand = load_hand_model()
     report = evaluate_store(Store(store), methods, hand, cfg)
     report["train"] = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                       "episodes": args.episodes, "minutes": train_minutes, "extra": args.extra}
+                       "episodes": args.episodes, "minutes": train_minutes, "extra": args.extra,
+                       "model_args": args.model_args}
     report["hand_model"] = hand.name
     report["device"] = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     report["command"] = "python scripts/synthetic_benchmark.py " + " ".join(sys.argv[1:])

@@ -42,7 +42,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--workers", type=int, default=4, help="synth processes and data-loader workers")
     ap.add_argument("--dest", type=Path, default=REPO / "src" / "megohand" / "assets" / "demo")
-    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `megohand train` options")
+    ap.add_argument("--train-arg", action="append", default=[], dest="extra",
+                    help="one more `megohand train` option (repeatable), e.g. --train-arg=--mixed-precision=no")
+    ap.add_argument("--model-arg", action="append", default=[], dest="model_args",
+                    help="one compact-preset override (repeatable), e.g. --model-arg=--model.dit.num-layers=4")
     args = ap.parse_args()
 
     exe = [sys.executable, "-m", "megohand.cli.main"]
@@ -53,7 +56,7 @@ def main() -> None:
     train_cmd = [*exe, "train", "--store", str(store), "--out", str(run), "--steps", str(args.steps),
                  "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--num-workers", str(args.workers),
                  "--eval-every", str(max(args.steps // 10, 1)), "--save-every", str(max(args.steps // 5, 1)),
-                 *args.extra]
+                 *args.extra, "model:compact", *args.model_args]
     sh(train_cmd)
 
     import torch
@@ -78,10 +81,10 @@ def main() -> None:
     size = sum(f.stat().st_size for f in args.dest.rglob("*") if f.is_file()) / 2**20
     print(f"demo checkpoint: {args.dest} ({size:.1f} MB)")
     if size > MAX_MB:
-        raise SystemExit(f"{args.dest} is {size:.1f} MB > {MAX_MB} MB: train a smaller model (--extra --model.dit.num-layers 4)")
+        raise SystemExit(f"{args.dest} is {size:.1f} MB > {MAX_MB} MB: train a smaller model (--model-arg=--model.dit.num-layers=4)")
     out = args.work / "demo_check"
     shutil.rmtree(out, ignore_errors=True)
-    sh([*exe, "demo", "--out", str(out)])
+    sh([*exe, "demo", "--out", str(out), "--ckpt", str(args.dest)])
 
 
 if __name__ == "__main__":

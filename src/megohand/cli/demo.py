@@ -40,6 +40,8 @@ class Demo:
     """Use a freshly initialised tiny compact policy instead of a checkpoint (smoke test)."""
     device: str = "cpu"
     """Torch device."""
+    threads: int = 1
+    """Torch CPU threads (1 is fastest on a busy or 2-core machine; 0 = torch's default)."""
     mano_dir: Path | None = None
     """MANO folder or MANO-format file for the hand; default $MANO_MODEL_DIR, else the bundled open hand."""
 
@@ -58,6 +60,8 @@ class Demo:
         from megohand.viz.video import write_mp4
 
         t0 = time.perf_counter()
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
         hand = load_hand_model(self.mano_dir)
         if self.random_init:
             policy = ModelPolicy(tiny_random_policy(), self.device)
