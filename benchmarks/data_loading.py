@@ -178,16 +178,17 @@ def run_one(args) -> dict:
     rgb_bytes = ep0._pack("rgb").frame_sizes().mean()
     depth_bytes = ep0._pack("depth").frame_sizes().mean()
 
-    alternatives = compare_alternatives(ep0, S, min(n, 100))
     loader = None
-    if args.workers > 0:
+    if args.workers > 0:  # before PyAV runs (its threads must not be forked); spawn to be safe anyway
         dl = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=32,
-                                         num_workers=args.workers)
-        it = iter(dl)
-        next(it)
+                                         num_workers=args.workers, multiprocessing_context="spawn",
+                                         persistent_workers=True)
+        for _ in dl:  # first epoch starts the workers
+            pass
         t0 = time.perf_counter()
-        cnt = sum(len(b["state"]) for b in it)
+        cnt = sum(len(b["state"]) for b in dl)
         loader = {"workers": args.workers, "samples_per_s": cnt / (time.perf_counter() - t0)}
+    alternatives = compare_alternatives(ep0, S, min(n, 100))
 
     res = {
         "host": platform.node(),

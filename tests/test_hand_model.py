@@ -158,8 +158,11 @@ def test_env_variable_and_left_side(tmp_path, monkeypatch):
     monkeypatch.setenv("MANO_MODEL_DIR", str(tmp_path))
     hand = load_hand_model(side="left", dtype=torch.float64)
     assert hand.side == "left" and hand.source.endswith("MANO_LEFT.pkl")
-    with pytest.raises(ValueError, match="left hand asset but side='right'"):
-        load_hand_model(tmp_path / "MANO_LEFT.pkl")
+    with pytest.raises(FileNotFoundError, match="MANO_RIGHT.pkl"):
+        load_hand_model(tmp_path / "MANO_LEFT.pkl")  # asks for the right hand: its sibling is missing
+    write_synthetic_mano(tmp_path, "right", seed=0)
+    right = load_hand_model(tmp_path / "MANO_LEFT.pkl", side="right")
+    assert right.source.endswith("MANO_RIGHT.pkl")
     d = synthetic_mano(3)
     go, hp, be, tr = random_params(1)
     v, _ = reference_lbs(d, go[0].numpy(), hp[0].numpy(), be[0].numpy(), tr[0].numpy())

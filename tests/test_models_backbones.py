@@ -183,3 +183,29 @@ def test_store_and_none_estimators():
     out, valid = est(torch.rand(2, 3, 8, 8))
     assert out.abs().sum() == 0 and not valid.any()
     assert build_estimator(DepthConfig(estimator="none")) is None
+
+
+def test_paper_random_init_full_size_architecture_on_meta_device():
+    """The paper preset at full size (built on the meta device: no memory): GR00T-N1's module sizes."""
+    from dataclasses import replace
+
+    from megohand.models import MEgoHandPolicy, PolicyConfig
+
+    c = PolicyConfig.paper()
+    with torch.device("meta"):
+        p = MEgoHandPolicy(replace(c, backbone=replace(c.backbone, random_init=True)))
+
+    def count(m, trainable=False):
+        return sum(x.numel() for x in m.parameters() if x.requires_grad or not trainable)
+
+    vc = p.backbone.vision.config
+    assert (vc.hidden_size, vc.num_hidden_layers, vc.patch_size, vc.image_size) == (1152, 27, 14, 224)
+    assert p.backbone.image_grid == 8 and p.backbone.image_token_dim == 2048  # 64 tokens x 2048 after mlp1
+    assert p.backbone.mlp1[1].in_features == 4608 and len(p.backbone.llm.layers) == 12
+    assert count(p.backbone.llm, trainable=True) == 0
+    # SmolLM2-1.7B truncated to 12 layers: 12 x (4 x 2048^2 + 3 x 2048 x 8192 + 2 x 2048) + 49152 x 2048 + 2048
+    n_llm = 12 * (4 * 2048**2 + 3 * 2048 * 8192 + 2 * 2048) + 49152 * 2048 + 2048
+    assert count(p.backbone.llm) >= n_llm  # (+ rows for the added image tokens)
+    assert 0.40e9 < count(p.backbone.vision) < 0.42e9  # SigLIP so400m without its pooling head
+    assert 0.52e9 < count(p.head.dit) < 0.55e9  # GR00T-N1 DiT 16 x 1536
+    assert p.depth_encoder.net.config.hidden_sizes[-1] == 2048 and p.depth_encoder.proj.in_features == 2048

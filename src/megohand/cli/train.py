@@ -37,5 +37,8 @@ class Train(TrainConfig):
     def run(self) -> None:
         from megohand.train.trainer import train
 
+        import os
+
         out = train(self)
-        print(f"policy written to {out}")
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"policy written to {out}")

@@ -192,8 +192,10 @@ def restricted_load(path: str | os.PathLike | io.IOBase, encoding: str = "latin1
 def find_mano_file(source: str | os.PathLike | None = None, side: str = "right") -> Path | None:
     """The MANO asset for ``side`` from ``source`` (file or folder), else ``$MANO_MODEL_DIR``.
 
-    In a folder, looks for ``MANO_{RIGHT,LEFT}.pkl`` then ``.npz`` (also inside a ``mano/``
-    subfolder). Returns None when no source is given and the variable is unset.
+    In a folder, looks for ``MANO_{RIGHT,LEFT}.pkl`` then ``.npz`` (also inside ``mano/`` or
+    ``models/``). A file whose name names the other side (``MANO_LEFT.pkl`` for side="right",
+    ``open_hand_right.npz`` for "left") stands for its sibling of the asked side in the same folder.
+    Returns None when no source is given and the variable is unset.
 
     Raises:
         FileNotFoundError: a source was given (or the variable set) but holds no MANO file.
@@ -208,6 +210,14 @@ def find_mano_file(source: str | os.PathLike | None = None, side: str = "right")
         origin = "the given source"
     p = Path(source).expanduser()
     if p.is_file():
+        other = "left" if side == "right" else "right"
+        if other in p.name.lower():
+            for a, b in ((other.upper(), side.upper()), (other, side), (other.title(), side.title())):
+                if a in p.name:
+                    sibling = p.with_name(p.name.replace(a, b))
+                    if sibling.is_file():
+                        return sibling
+                    raise FileNotFoundError(f"{p} is a {other} hand asset and {sibling.name} (the {side} one) is missing")
         return p
     if p.is_dir():
         stem = f"MANO_{side.upper()}"

@@ -246,10 +246,6 @@ def load_hand_model(
         ValueError: naming the file when it is corrupt or not MANO-format.
     """
     path = find_mano_file(source, side)
-    if path is not None:
-        named = "left" if "left" in path.name.lower() else "right" if "right" in path.name.lower() else None
-        if named is not None and named != side:
-            raise ValueError(f"{path}: this is a {named} hand asset but side={side!r} was asked for")
     if path is None:
         path = open_hand_path(side)
         if not path.is_file():

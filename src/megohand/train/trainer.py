@@ -163,11 +163,10 @@ class Trainer:
         state = json.loads((folder / "trainer_state.json").read_text())
         meta = json.loads((folder / "optimizer.json").read_text())
         osd = ck.optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")), meta)
-        if self.fsdp:
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            osd = FSDP.optim_state_dict_to_load(self.model, self.opt.optimizer, osd)
-        self.opt.load_state_dict(osd)
+        # parameter-name keyed, full (unsharded) state: the same file serves 1 GPU, DDP and FSDP
+        set_optimizer_state_dict(self.model, self.opt.optimizer, osd, options=StateDictOptions(full_state_dict=True))
         self.sched.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
         self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_in_epoch"]
         same_shape = (state["world_size"], state["batch_size"], state["grad_accum"]) == (
@@ -196,13 +195,11 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write out/checkpoints/step-N atomically (all processes must call it)."""
         acc = self.acc
-        sd = acc.get_state_dict(self.model)
-        if self.fsdp:
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-            osd = FSDP.optim_state_dict(self.model, self.opt.optimizer)
-        else:
-            osd = self.opt.state_dict()
+        sd = acc.get_state_dict(self.model)
+        osd = get_optimizer_state_dict(self.model, self.opt.optimizer,
+                                       options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         final = ck.step_dir(self.ckdir, self.step)
         tmp = final.with_name(f".{final.name}.tmp")
         if acc.is_main_process:
@@ -272,8 +269,8 @@ class Trainer:
             writer = SummaryWriter(str(self.out / "tensorboard"))
             n_all, n_train = self.policy.num_parameters(), self.policy.num_parameters(trainable_only=True)
             print(f"policy {cfg.model.preset}: {n_all / 1e6:.1f} M parameters, {n_train / 1e6:.1f} M trainable; "
-                  f"{len(self.train_ds)} training windows; {acc.num_processes} process(es), mixed precision "
-                  f"{acc.mixed_precision}")
+                  f"{len(self.train_ds)} training windows; {acc.num_processes} process(es) ({acc.distributed_type.value}), "
+                  f"mixed precision {acc.mixed_precision}")
         bar = tqdm(total=stop_at, initial=self.step, desc="train", unit="step",
                    disable=not (cfg.progress and acc.is_main_process))
         sums: dict[str, torch.Tensor] = {}

@@ -48,7 +48,7 @@ def show_episode(episode: Episode, out: str | Path, hand_source=None, scale: int
         idx = pick(episode.num_frames, 6)
         frames = list(episode_panels(episode, hands, alpha=alpha, scale=max(1, round(192 / H)), frames=idx,
                                      caption=False))
-        paths.append(save_strip(frames, strip, columns=3))
+        paths.append(save_strip(frames, strip, columns=3, title=episode.meta.instruction))
     if gif is not None:
         idx = list(range(0, episode.num_frames, 2))
         frames = list(episode_panels(episode, hands, alpha=alpha, scale=max(1, round(192 / H)), frames=idx))
@@ -58,3 +58,18 @@ def show_episode(episode: Episode, out: str | Path, hand_source=None, scale: int
 
         paths.append(write_rrd(episode, hands, rrd))
     return paths
+
+
+def save_overview(episodes: list[Episode], path: str | Path, per_row: int = 5, scale: int = 1) -> Path:
+    """One row per episode: ``per_row`` evenly spaced raw RGB frames, titled by the instruction
+    (e.g. one episode per task of the synthetic world)."""
+    from megohand.viz.frames import _caption
+
+    rows = []
+    for ep in episodes:
+        frames = [ep.rgb(k) for k in pick(ep.num_frames, per_row)]
+        row = np.concatenate([np.pad(f, ((0, 0), (0, 2), (0, 0)), constant_values=255) for f in frames], axis=1)
+        if scale > 1:
+            row = row.repeat(scale, axis=0).repeat(scale, axis=1)
+        rows.append(np.concatenate([_caption(row.shape[1], [ep.meta.instruction], 1), row], axis=0))
+    return save_strip(rows, path, columns=1)

@@ -65,7 +65,17 @@ def plan_task(
             rng.shuffle(options)
             dists = rng.uniform(0.10, 0.15, size=len(options))
             dests = [np.asarray(target.xy) + np.asarray(MOVE_DIRECTIONS[d]) * s for d, s in zip(options, dists)]
-        free = [i for i, d in enumerate(dests) if is_free(d, target.radius, others, margin=0.015)]
+        # a free spot, far enough that the object visibly moves; for pick_place the relation must
+        # not hold already (target not within 45 degrees of that direction from the reference)
+        def holds(option) -> bool:
+            if task != "pick_place":
+                return False
+            ref, rel = option
+            v = np.asarray(target.xy) - np.asarray(ref.xy)
+            return float(v @ np.asarray(RELATIONS[rel])) > np.cos(np.pi / 4) * float(np.linalg.norm(v))
+
+        free = [i for i, d in enumerate(dests) if is_free(d, target.radius, others, margin=0.015)
+                and np.linalg.norm(d - np.asarray(target.xy)) > 0.08 and not holds(options[i])]
         if not free:
             return None
         choice, dest = options[free[0]], dests[free[0]]
