@@ -3,6 +3,7 @@ TOF, on the synthetic world's test split (object-action-colour combinations neve
 
     python scripts/synthetic_benchmark.py                          # all variants, GPU if present
     python scripts/synthetic_benchmark.py --steps 3000 --episodes 600 --variants TID TI T V
+    python scripts/synthetic_benchmark.py --parallel --workers 3   # the four trainings at once on one GPU
 
 For each variant: ``megohand train`` (compact preset, ``--model.modalities`` = the variant, same data,
 steps and seed), then the eval protocols of ``megohand eval`` (per-window raw chunks from GT states;
@@ -77,6 +78,8 @@ def main() -> None:
     ap.add_argument("--rollout-frames", type=int, default=64)
     ap.add_argument("--stride", type=int, default=1)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--parallel", action="store_true",
+                    help="train the variants at the same time (one process each; for a large GPU)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--train-arg", action="append", default=[], dest="extra",
                     help="one more `megohand train` option (repeatable), e.g. --train-arg=--mixed-precision=no")
@@ -97,16 +100,27 @@ def main() -> None:
     if args.store is None:
         sh([*exe, "synth", "--out", str(store), "--episodes", str(args.episodes), "--seed", "0",
             "--image-size", str(args.image_size), "--workers", str(args.workers)])
-    train_minutes = {}
+    train_minutes, jobs = {}, {}
     for v in args.variants:
         run = args.work / f"train_{v}"
-        if not (run / "model" / "config.json").is_file():
-            t = time.time()
-            sh([*exe, "train", "--store", str(store), "--out", str(run), "--steps", str(args.steps),
-                "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed),
-                "--num-workers", str(args.workers), *args.extra, "model:compact", "--model.modalities", v,
-                *args.model_args])
+        if (run / "model" / "config.json").is_file():
+            continue
+        cmd = [*exe, "train", "--store", str(store), "--out", str(run), "--steps", str(args.steps),
+               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed),
+               "--num-workers", str(args.workers), *args.extra, "model:compact", "--model.modalities", v,
+               *args.model_args]
+        t = time.time()
+        if args.parallel:  # each variant logs to its run folder
+            run.mkdir(parents=True, exist_ok=True)
+            print("+", " ".join(cmd), f"> {run / 'train.log'}", flush=True)
+            jobs[v] = (subprocess.Popen(cmd, stdout=open(run / "train.log", "a"), stderr=subprocess.STDOUT), t)
+        else:
+            sh(cmd)
             train_minutes[v] = (time.time() - t) / 60
+    for v, (proc, t) in jobs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"training of variant {v} failed: see {args.work / f'train_{v}' / 'train.log'}")
+        train_minutes[v] = (time.time() - t) / 60
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     policies = {v: load_policy(args.work / f"train_{v}" / "model", device) for v in args.variants}

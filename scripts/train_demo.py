@@ -41,6 +41,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--workers", type=int, default=4, help="synth processes and data-loader workers")
+    ap.add_argument("--run", type=Path, default=None,
+                    help="training folder (default --work/train); one holding a finished model/ is exported as is "
+                         "(e.g. the TID run of scripts/synthetic_benchmark.py, same store and settings)")
+    ap.add_argument("--no-check", action="store_true", help="skip the final `megohand demo` run (needs PyAV)")
     ap.add_argument("--dest", type=Path, default=REPO / "src" / "megohand" / "assets" / "demo")
     ap.add_argument("--train-arg", action="append", default=[], dest="extra",
                     help="one more `megohand train` option (repeatable), e.g. --train-arg=--mixed-precision=no")
@@ -49,15 +53,19 @@ def main() -> None:
     args = ap.parse_args()
 
     exe = [sys.executable, "-m", "megohand.cli.main"]
-    store, run = args.work / "store", args.work / "train"
+    store, run = args.work / "store", args.run or args.work / "train"
     t0 = time.time()
-    sh([*exe, "synth", "--out", str(store), "--episodes", str(args.episodes), "--seed", "0",
-        "--image-size", str(args.image_size), "--workers", str(args.workers)])
     train_cmd = [*exe, "train", "--store", str(store), "--out", str(run), "--steps", str(args.steps),
                  "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--num-workers", str(args.workers),
                  "--eval-every", str(max(args.steps // 10, 1)), "--save-every", str(max(args.steps // 5, 1)),
                  *args.extra, "model:compact", *args.model_args]
-    sh(train_cmd)
+    if (run / "model" / "config.json").is_file():
+        print(f"exporting the finished run {run}")
+        train_cmd = None
+    else:
+        sh([*exe, "synth", "--out", str(store), "--episodes", str(args.episodes), "--seed", "0",
+            "--image-size", str(args.image_size), "--workers", str(args.workers)])
+        sh(train_cmd)
 
     import torch
 
@@ -73,7 +81,8 @@ def main() -> None:
     last = metrics.read_text().strip().splitlines()[-1] if metrics.is_file() else None
     (args.dest / "train.json").write_text(json.dumps({
         "command": "python scripts/train_demo.py " + " ".join(sys.argv[1:]),
-        "train_command": " ".join(["megohand", *train_cmd[3:]]),
+        "train_command": " ".join(["megohand", *train_cmd[3:]]) if train_cmd else f"(exported from {run})",
+        "run_config": json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").is_file() else None,
         "episodes": args.episodes, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
         "last_log": json.loads(last) if last else None, "minutes": (time.time() - t0) / 60,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -82,6 +91,8 @@ def main() -> None:
     print(f"demo checkpoint: {args.dest} ({size:.1f} MB)")
     if size > MAX_MB:
         raise SystemExit(f"{args.dest} is {size:.1f} MB > {MAX_MB} MB: train a smaller model (--model-arg=--model.dit.num-layers=4)")
+    if args.no_check:
+        return
     out = args.work / "demo_check"
     shutil.rmtree(out, ignore_errors=True)
     sh([*exe, "demo", "--out", str(out), "--ckpt", str(args.dest)])

@@ -27,7 +27,11 @@ class Convert:
     """Convert one dataset from its released layout into the store (episodes keep native task ids).
 
     Resumable (episodes already in the store are skipped), with a progress bar; --shard i/n converts
-    every n-th task starting at i (for cluster array jobs). Expected source layouts:
+    every n-th task starting at i (for cluster array jobs). Depth: ARCTIC, HOT3D, OakInk2 and HoloAssist
+    have no depth at the RGB camera and get rendered virtual depth (hand meshes + object meshes at the RGB
+    camera, 2 m background, [0, 2] m, as in the paper); the others keep their sensor depth (FPHA's is
+    registered from its depth camera to the RGB camera). FPHA and HoloAssist release hand joints only:
+    they need --retarget-model. Expected source layouts:
 
     LAYOUTS
     """
@@ -45,7 +49,8 @@ class Convert:
     shard: str = "0/1"
     """i/n: convert tasks i, i+n, i+2n, ... of the sorted list."""
     depth: Literal["auto", "sensor", "render", "none"] = "auto"
-    """auto: sensor depth where the dataset has it, else rendered virtual depth; none: no depth."""
+    """auto: sensor depth where the dataset has it, else rendered virtual depth (ARCTIC, HOT3D, OakInk2,
+    HoloAssist); render: rendered depth for any dataset; sensor: sensor depth only; none: no depth."""
     mano_dir: Path | None = None
     """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand; the store records which)."""
     retarget_model: Path | None = None
@@ -65,6 +70,9 @@ class Convert:
         from megohand.data.sources import get_source
 
         src = get_source(self.dataset)(self.src)
+        if getattr(src, "joints_only", False) and self.retarget_model is None:
+            raise SystemExit(f"{self.dataset} releases hand joints only: give the retargeting network with "
+                             "--retarget-model DIR (`megohand retarget train`)")
         all_tasks = src.tasks()
         if self.tasks:
             known = set(all_tasks)
@@ -116,7 +124,8 @@ def _init_worker(cfg: Convert) -> None:
     if cfg.retarget_model is not None:
         from megohand.hand.retarget import Retargeter
 
-        _STATE["retargeter"] = Retargeter.from_pretrained(cfg.retarget_model, refine_steps=cfg.refine_steps)
+        _STATE["retargeter"] = Retargeter.from_pretrained(cfg.retarget_model, mano_dir=cfg.mano_dir,
+                                                           refine_steps=cfg.refine_steps)
 
 
 def _convert_one(task: str) -> tuple[str, str | None]:

@@ -69,15 +69,17 @@ class Convention:
 class ObjectTrack:
     """A rigid object for virtual depth: mesh in its own frame [m] and its per-frame pose.
 
-    vertices (V,3), faces (F,3), T_world_from_object (T,4,4) (world = the episode's world frame;
-    for camera-frame sources the camera frame). ``parts``: optional extra (vertices, faces, poses)
-    for articulated pieces, same conventions.
+    vertices (V,3), faces (F,3), T_world_from_object (T,4,4) (world = the episode's world frame, i.e.
+    ``T_cam_from_world`` applies, for world-frame sources; the camera frame for camera-frame sources;
+    NaN rows = pose unknown, not drawn). ``parts``: optional extra (vertices, faces, poses) for
+    articulated pieces, same conventions. Rendered by :mod:`megohand.data.virtual_depth`.
     """
 
     name: str
     vertices: np.ndarray
     faces: np.ndarray
     T_world_from_object: np.ndarray
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass

@@ -493,6 +493,10 @@ def load_glb(path: Path):
     try:
         import trimesh
     except ImportError:
+        import warnings
+
+        warnings.warn(f"{path}: object meshes need the optional package trimesh; virtual depth shows hands only",
+                      stacklevel=2)
         return None
     try:
         scene = trimesh.load(str(path), force="scene", process=False)

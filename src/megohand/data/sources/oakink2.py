@@ -11,6 +11,8 @@ the folder of the camera *serial* (``cam_def`` maps serial -> name). Text: the t
 from __future__ import annotations
 
 import ast
+import warnings
+
 import numpy as np
 
 from .common import (
@@ -33,7 +35,7 @@ CAMERA = "egocentric"
 LAYOUT = """OakInk2:  SRC/anno_preview/<scene_XX__YYYY++seq__<hash>__<date>>.pkl (cam_def, frame_id_list, cam_intr,
       cam_extr, raw_mano, obj_list, obj_transf); SRC/data/<token>/<egocentric camera serial>/<frame_id:06d>.png|jpg
       (the unpacked data/<token>.tar); SRC/program/{task_target.json, program_info/<token>.json,
-      desc_info/<token>.json}; optional SRC/object_raw/align_ds/<obj_id>/*.obj|ply (virtual depth),
+      desc_info/<token>.json}; optional SRC/object_{raw,preview}/align_ds/<obj_id>/*.obj|ply (virtual depth),
       SRC/split/{train,val,test}.txt (OakInk2-TaMF split, one sequence key per line).
       Task id = scene_04__A008/seq__ff070467cd91f735acab__2023-04-23-11-28-29."""
 
@@ -148,28 +150,32 @@ class OakInk2Source(Source):
             segments=segments,
             T_cam_from_world=T_cw,
             rgb=lambda: (read_image(p) for p in paths),
-            objects=self._objects(anno, fids),
+            objects=self._objects(anno, fids, anno_path),
             extra={"frame_ids": fids, "camera_serial": str(serial)},
         )
 
-    def _objects(self, anno, fids) -> list[ObjectTrack]:
-        base = self.root / "object_raw" / "align_ds"
+    def _objects(self, anno, fids, anno_path) -> list[ObjectTrack]:
+        """Object meshes (metres) from object_raw/ or object_preview/ (the toolkit's newer name) align_ds/."""
+        bases = [self.root / d / "align_ds" for d in ("object_raw", "object_preview")]
+        bases = [b for b in bases if b.is_dir()]
         out = []
-        if not base.is_dir():
-            return out
         for obj in anno.get("obj_list", []):
-            files = [p for p in (base / str(obj)).glob("*") if p.suffix in (".obj", ".ply")]
+            files = [p for base in bases for p in sorted((base / str(obj)).glob("*")) if p.suffix in (".obj", ".ply")]
             if not files:
                 continue
+            poses = anno.get("obj_transf", {}).get(obj)
+            if poses is None:
+                raise SourceError(f"{anno_path}: obj_transf has no poses for object {obj!r}")
             try:
                 import trimesh
 
                 mesh = trimesh.load(str(files[0]), process=False, force="mesh")
             except ImportError:
+                warnings.warn(f"{anno_path.name}: object meshes need the optional package trimesh; virtual depth "
+                              "shows hands only", stacklevel=2)
                 return []
             except Exception as e:  # noqa: BLE001
                 raise SourceError(f"cannot read mesh {files[0]}: {e}") from None
-            poses = anno["obj_transf"][obj]
             T = np.stack([np.asarray(poses[f], np.float64).reshape(4, 4) if f in poses else np.full((4, 4), np.nan) for f in fids])
             out.append(ObjectTrack(str(obj), np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64), T))
         return out

@@ -51,6 +51,15 @@ def fill_missing_poses(T: np.ndarray | None) -> np.ndarray | None:
     return T
 
 
+def stored_size(ep: NativeEpisode, max_short_side: int | None) -> tuple[int, int]:
+    """(width, height) the store keeps of the episode's frames (``StoreWriter(max_short_side=...)``)."""
+    from megohand.data.store import _FrameSizer
+
+    sizer = _FrameSizer(max_short_side)
+    sizer.check((ep.height, ep.width), f"{ep.dataset}/{ep.episode}", 0)
+    return sizer.out[1], sizer.out[0]
+
+
 def episode_hands(ep: NativeEpisode, hands: HandModels, retargeter=None) -> dict[str, dict]:
     """Canonical camera-frame hand params per side (see common.canonical_hands)."""
     if ep.hands:
@@ -74,8 +83,8 @@ def convert_episode(
     """Canonicalise and write one episode (atomic). Returns the store's EpisodeRef.
 
     depth: "sensor" keeps only native depth; "render" renders hands (+ object meshes) at the RGB
-    camera (virtual depth, 2 m background); "auto" = sensor if the source has it, else render;
-    "none" stores no depth.
+    camera (virtual depth, 2 m background, see megohand.data.virtual_depth), at the size the writer
+    stores; "auto" = sensor if the source has it, else render; "none" stores no depth.
     """
     from megohand.data.store import EpisodeMeta
 
@@ -85,14 +94,16 @@ def convert_episode(
             raise SourceError(f"{ep.dataset}/{ep.episode}: {side} hand has {len(h['valid'])} frames, episode {ep.num_frames}")
     if ep.rgb is None:
         raise SourceError(f"{ep.dataset}/{ep.episode}: no RGB frames available (see the layout in `megohand convert --help`)")
-    depth_frames, depth_source = None, "none"
+    depth_frames, depth_source, extra = None, "none", dict(ep.extra)
     if depth in ("auto", "sensor") and ep.depth is not None:
         depth_frames, depth_source = ep.depth(), ep.depth_source
     elif depth == "render" or (depth == "auto" and ep.depth is None):
         from megohand.data.virtual_depth import render_episode_depth
 
-        depth_frames = render_episode_depth(ep, canon, hands, renderer=renderer)
+        size = None if renderer is not None else stored_size(ep, getattr(writer, "max_short_side", None))
+        depth_frames = render_episode_depth(ep, canon, hands, renderer=renderer, render_size=size)
         depth_source = "rendered"
+        extra["rendered_objects"] = [o.name for o in ep.objects]
     T_cw = fill_missing_poses(ep.T_cam_from_world)
     meta = EpisodeMeta(
         dataset=ep.dataset,
@@ -107,7 +118,7 @@ def convert_episode(
         hand_source=ep.hand_source if ep.hands else "retargeted",
         depth_source=depth_source,
         hand_model=hands.name,
-        extra=dict(ep.extra),
+        extra=extra,
     )
     return writer.write_episode(
         meta,
