@@ -4,9 +4,11 @@ One query = ``MEgoHandPolicy.predict_chunk`` at batch 1: vision-language backbon
 one frame (depth given, i.e. **without** a monocular depth estimator); bf16 = weights in bf16 under torch.autocast + K Euler steps of the DiT.
 Full size = the ``paper`` preset (SigLIP-2 so400m + SmolLM2-1.7B truncated to 12 layers, ResNet-50
 depth encoder, DiT 16 x 1536) with random weights. Timed with CUDA events after warm-up, median of
-``--iters`` runs; eager and, where possible, with ``policy.compile_inference()`` (torch.compile of the
-flow head, CUDA graphs). Closed loop: output frames per second of a TOF rollout (batch 1) at query
-strides 1, 2, 4 (each query emits ``stride`` frames).
+``--iters`` runs; variants ``eager``, ``compiled`` (``policy.compile_inference()``: torch.compile of the flow
+head, CUDA graphs) and ``graphed`` (``policy.enable_cuda_graphs()``: the whole query, encode + K Euler steps,
+replayed from one CUDA graph; GPU only, run last, failures recorded as ``{"error": ...}``). Closed loop: output
+frames per second of a TOF rollout (batch 1) at query strides 1, 2, 4 (each query emits ``stride`` frames).
+The result file is rewritten after every variant.
 
     python benchmarks/latency.py                     # on a GPU: paper preset, bf16
     python benchmarks/latency.py --tiny              # CPU smoke test: tiny random eagle backbone
@@ -95,6 +97,23 @@ def measure(fn, timer: Timer, warmup: int, iters: int) -> dict:
     return {"median_ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "iters": iters}
 
 
+@torch.no_grad()
+def graph_check(model, image, depth, state, amp) -> dict:
+    """The graphed query vs the eager one (``model.sample`` with the plain head) on the same inputs and noise, K = 4."""
+    model.eval()
+    has_depth = torch.ones(state.shape[0], dtype=torch.bool, device=state.device)
+    text = model.prepare_text([TEXT], state.shape[0])
+    noise = model.draw_noise(state.shape[0])
+    with amp:
+        first = model.cuda_graphs(image, text, state, noise, 4, depth, has_depth)  # capture + replay
+        again = model.cuda_graphs(image, text, state, noise, 4, depth, has_depth)  # replay
+        eager = model.sample(image, text, state, noise, 4, depth, has_depth, head=model.head)
+    if first is None:
+        return {"graphed": False}
+    return {"graphed": True, "max_abs_diff": (again - eager).abs().max().item(),
+            "max_abs_eager": eager.abs().max().item(), "replay_equals_first": bool(torch.equal(first, again))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="toy-size paper architecture (CPU smoke test)")
@@ -106,6 +125,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile (CUDA graphs) variant")
+    ap.add_argument("--no-graph", action="store_true", help="skip the whole-query CUDA graph variant")
     ap.add_argument("--device-name", default=None, help="name in the result file (default: cpu or the GPU name)")
     args = ap.parse_args()
     if args.tiny:
@@ -146,57 +166,94 @@ def main() -> None:
         with torch.no_grad(), amp:
             model.encode(image, [TEXT], depth)
 
-    variants = {"eager": None}
+    variants = ["eager"]
     if device.type == "cuda" and not args.no_compile and hasattr(model, "compile_inference"):
-        variants["compiled"] = "compile"
+        variants.append("compiled")
+    if not args.no_graph:
+        if device.type == "cuda" and hasattr(model, "enable_cuda_graphs"):
+            variants.append("graphed")  # last: a failure there cannot cost the other numbers
+        else:
+            print("graphed variant skipped (needs CUDA)")
     result = {"query": {}, "encode_ms": None, "closed_loop": {}}
+    dev_name = args.device_name or (torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+    tag = "cpu" if device.type == "cpu" else dev_name.lower().replace("nvidia ", "").replace(" ", "-")
+    path = Path(__file__).resolve().parent / "results" / f"latency_{tag}{'_tiny' if args.tiny else ''}.json"
+
+    def write() -> dict:
+        try:
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        except Exception:  # noqa: BLE001 - a broken CUDA context must not lose the numbers
+            peak = None
+        out = {
+            "benchmark": "latency",
+            "preset": "paper (tiny smoke size)" if args.tiny else "paper (full size, random weights)",
+            "device": dev_name,
+            "dtype": str(dtype).replace("torch.", ""),
+            "batch": 1,
+            "parameters": n_params,
+            "build_seconds": build_s,
+            "depth_estimator": "none (depth given; the monocular estimator is not timed)",
+            "peak_memory_gb": peak,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "closed_loop_steps": 4,
+            **result,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_suffix(".json.tmp")
+        tmp_path.write_text(json.dumps(out, indent=1))
+        tmp_path.replace(path)
+        return out
+
     result["encode_ms"] = measure(encode_only, timer, args.warmup, args.iters)["median_ms"]
-    for name, how in variants.items():
-        if how == "compile":
-            try:
+    for name in variants:
+        try:
+            if name == "compiled":
                 model.compile_inference()
-            except Exception as e:  # noqa: BLE001 - report and keep the eager numbers
-                result["compile_error"] = repr(e)
-                break
+            elif name == "graphed":
+                print("graphed: capturing one CUDA graph per K (encode + K Euler steps) ...", flush=True)
+                model.enable_cuda_graphs()
+                result["graphed_check"] = graph_check(model, image, depth, state, amp)
+        except Exception as e:  # noqa: BLE001 - report and keep the other numbers
+            result["query"][name] = {"error": repr(e)}
+            print(f"{name}: setup failed: {e!r}", flush=True)
+            if name == "graphed":
+                model.enable_cuda_graphs(False)
+            write()
+            continue
         try:
             result["query"][name] = {str(K): measure(query(K), timer, args.warmup, args.iters) for K in steps}
+            if name == "graphed":
+                result["graphed_check"]["replays_after_timing"] = model.cuda_graphs.replays
+            policy = ModelPolicy(model, device)
+            loop = {}
+            for s in strides:
+                def run():
+                    with amp:
+                        return rollout(policy, lambda k: (image, depth), [TEXT], state.float(), args.rollout_frames,
+                                       stride=s, tof=True, steps=4)
+                run()  # warm-up
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                run()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t
+                loop[str(s)] = {"frames": args.rollout_frames, "seconds": dt, "fps": args.rollout_frames / dt}
+            result["closed_loop"][name] = loop
         except Exception as e:  # noqa: BLE001
-            result["query"][name] = {"error": repr(e)}
-            continue
-        policy = ModelPolicy(model, device)
-        loop = {}
-        for s in strides:
-            def run():
-                with amp:
-                    return rollout(policy, lambda k: (image, depth), [TEXT], state.float(), args.rollout_frames, stride=s,
-                                   tof=True, steps=4)
-            run()  # warm-up
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            dt = time.perf_counter() - t
-            loop[str(s)] = {"frames": args.rollout_frames, "seconds": dt, "fps": args.rollout_frames / dt}
-        result["closed_loop"][name] = loop
+            if name not in result["query"] or not result["query"][name]:
+                result["query"][name] = {"error": repr(e)}
+            else:
+                result["closed_loop"][name] = {"error": repr(e)}
+            print(f"{name}: failed: {e!r}", flush=True)
+        finally:
+            if name == "graphed":
+                model.enable_cuda_graphs(False)
+        write()
 
-    dev_name = args.device_name or (torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
-    out = {
-        "benchmark": "latency",
-        "preset": "paper (tiny smoke size)" if args.tiny else "paper (full size, random weights)",
-        "device": dev_name,
-        "dtype": str(dtype).replace("torch.", ""),
-        "batch": 1,
-        "parameters": n_params,
-        "build_seconds": build_s,
-        "depth_estimator": "none (depth given; the monocular estimator is not timed)",
-        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "closed_loop_steps": 4,
-        **result,
-    }
+    out = write()
     print(f"# Latency, {out['preset']}, {dev_name}, {out['dtype']}, batch 1, {n_params / 1e6:.0f} M parameters")
     print(f"vision-language + depth encoding alone: {result['encode_ms']:.2f} ms")
     print("| variant | " + " | ".join(f"K = {K} (ms)" for K in steps) + " | " +
@@ -209,12 +266,8 @@ def main() -> None:
         loop = result["closed_loop"].get(name, {})
         print(f"| {name} | " + " | ".join(f"{q[str(K)]['median_ms']:.2f}" for K in steps) + " | " +
               " | ".join(f"{loop[str(s)]['fps']:.1f}" if str(s) in loop else "–" for s in strides) + " |")
-    tag = "cpu" if device.type == "cpu" else dev_name.lower().replace("nvidia ", "").replace(" ", "-")
-    path = Path(__file__).resolve().parent / "results" / f"latency_{tag}{'_tiny' if args.tiny else ''}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(out, indent=1))
-    tmp_path.replace(path)
+    if "graphed_check" in result:
+        print(f"graphed vs eager (same noise, K = 4): {result['graphed_check']}")
     print(f"wrote {path}")
 
 

@@ -42,11 +42,13 @@ class MinMax(nn.Module):
             self.register_buffer(name, value, persistent=False)
 
     def _apply(self, fn, recurse=True):
-        """Follow device moves but stay float32 (a bf16 model must not round the statistics)."""
+        """Follow device moves but stay float32 (a bf16 model must not round the statistics); a no-op ``.to``
+        keeps the buffers (and their addresses, which captured CUDA graphs use)."""
         super()._apply(fn, recurse)
-        dev = self.state_lo.device
         for name, value in self._src.items():
-            self._buffers[name] = value.to(dev)
+            buf = self._buffers[name]
+            if buf.dtype != torch.float32:
+                self._buffers[name] = value.to(buf.device)
         return self
 
     def _fwd(self, x, lo, hi):
@@ -105,13 +107,27 @@ class MEgoHandPolicy(nn.Module):
         self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
         self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim))
         self.__dict__["_head_fn"] = self.head  # plain attribute (not a submodule): the compiled head or the head
+        self.__dict__["_graphs"] = None  # a CUDAGraphQuery once enable_cuda_graphs() is called
 
     # ------------------------------------------------------------------ utilities
     def set_normalizer(self, normalizer) -> None:
         """Replace the normaliser (e.g. after computing statistics); keeps the device."""
+        self._drop_graphs()
         device = self.norm.state_lo.device
         self.normalizer = normalizer
         self.norm = MinMax(normalizer_bounds(normalizer, self.config.state_dim, self.config.action_dim)).to(device)
+
+    def _apply(self, fn, recurse=True):
+        """``.to`` / ``.cuda`` / ``.half``: captured CUDA graphs are dropped when a weight or buffer is re-allocated
+        (they hold its old address); a no-op ``.to`` keeps them."""
+        graphs = self.__dict__.get("_graphs")
+        if graphs is None or not graphs.graphs:
+            return super()._apply(fn, recurse)
+        before = [t.data_ptr() for t in (*self.parameters(), *self.buffers())]
+        out = super()._apply(fn, recurse)
+        if [t.data_ptr() for t in (*self.parameters(), *self.buffers())] != before:
+            self._drop_graphs()
+        return out
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
@@ -154,9 +170,22 @@ class MEgoHandPolicy(nn.Module):
             d = F.interpolate(d, size=(size, size), mode="nearest")
         return x, d
 
+    def prepare_text(self, instructions, batch: int) -> dict:
+        """The CPU part of encode: B instructions (ignored without text) -> the backbone's text inputs on the device
+        (``backbone.prepare_text``: token-id tensors, ``mask`` (B, S) bool, ``padded`` bool)."""
+        instr = list(instructions) if self.config.uses_text else None
+        return self.backbone.prepare_text(instr, batch, self.device)
+
     def encode(self, image, instructions, depth=None, has_depth=None):
         """Observation -> (vl tokens (B, S, D), mask (B, S) bool, depth features, depth valid (B,), resized store
         depth (B, 1, S, S)); the last three are None where unused."""
+        if not self.config.uses_text and image is None:
+            raise ValueError("no input modality")
+        B = image.shape[0] if image is not None and self.config.uses_image else len(instructions)
+        return self.encode_tokens(image, self.prepare_text(instructions, B), depth, has_depth)
+
+    def encode_tokens(self, image, text: dict, depth=None, has_depth=None):
+        """encode after prepare_text: the tensor part (no host syncs when ``text['padded']`` is False)."""
         cfg = self.config
         img = d_store = feats = valid = None
         depth_tokens = None
@@ -168,10 +197,7 @@ class MEgoHandPolicy(nn.Module):
                 feats, depth_tokens = self.depth_encoder(d_in)
                 depth_tokens = depth_tokens * valid.to(depth_tokens.dtype)[:, None, None]
             img = img.to(self.dtype)  # bf16 weights without autocast take bf16 images
-        instr = list(instructions) if cfg.uses_text else None
-        if instr is None and img is None:
-            raise ValueError("no input modality")
-        vl, mask = self.backbone(img, instr, depth_tokens)
+        vl, mask = self.backbone.forward_tokens(img, text, depth_tokens)
         return vl, mask, feats, valid, d_store
 
     # ------------------------------------------------------------------ training
@@ -211,38 +237,83 @@ class MEgoHandPolicy(nn.Module):
         depth (B, 1, H, W) m or None -> un-normalised relative action (B, L, 99) float32.
 
         The vision-language tokens and the cross-attention K/V are computed once and reused by the K Euler
-        steps (tau = k / K, k = 0..K-1; tau = 1 is data); the loop has no host syncs.
+        steps (tau = k / K, k = 0..K-1; tau = 1 is data); the loop has no host syncs. The noise comes from
+        ``generator`` (any device) or the default generator of the model's device. After
+        ``enable_cuda_graphs()`` the tensor part (``sample``) replays a captured CUDA graph where it can.
         """
         was_training = self.training
         self.eval()
         try:
             K = steps or self.config.flow.inference_steps
-            dev, dtype = self.device, self.dtype
             B = state.shape[0]
             if depth is not None and has_depth is None:
                 has_depth = torch.ones(B, dtype=torch.bool)
-            vl, mask, *_ = self.encode(image, instructions, depth if self.depth_encoder is not None else None, has_depth)
-            vl = vl.to(dtype)
-            mask = mask if self.config.dit.mask_vl_padding else None
-            kv = self.head.dit.context_kv(vl)
-            state_tok = self.head.state_encoder(self.norm.state(state.to(dev).float()).to(dtype))[:, None]
-            shape = (B, self.config.horizon, self.config.action_dim)
-            gen_dev = generator.device if generator is not None else dev
-            noise = torch.randn(shape, generator=generator, device=gen_dev).to(dev, dtype)
-            buckets = self.config.flow.timestep_buckets
-
-            def velocity(x, tau: float):
-                t = torch.full((B,), int(tau * buckets), device=dev, dtype=torch.long)
-                return self._head_fn(state_tok, x, t, None, mask, kv)
-
-            x = fm.euler_integrate(velocity, noise, K)
-            return self.norm.unaction(x.float())
+            depth = depth if self.depth_encoder is not None else None
+            text = self.prepare_text(instructions, B)
+            noise = self.draw_noise(B, generator)
+            if self._graphs is not None:
+                out = self._graphs(image, text, state, noise, K, depth, has_depth)
+                if out is not None:
+                    return out
+            return self.sample(image, text, state, noise, K, depth, has_depth)
         finally:
             self.train(was_training)
 
+    def draw_noise(self, batch: int, generator=None) -> torch.Tensor:
+        """Initial noise (B, L, action_dim) N(0, 1) in the model's dtype on its device, drawn on the generator's device."""
+        shape = (batch, self.config.horizon, self.config.action_dim)
+        gen_dev = generator.device if generator is not None else self.device
+        return torch.randn(shape, generator=generator, device=gen_dev).to(self.device, self.dtype)
+
+    def sample(self, image, text: dict, state, noise, steps: int, depth=None, has_depth=None, head=None):
+        """The tensor part of predict_chunk (eval mode, no grad; no host syncs): observation + text from
+        prepare_text + state (B, 109) + noise (B, L, 99) -> un-normalised action (B, L, 99) float32.
+        ``head``: the flow head to integrate (default: the compiled one after compile_inference)."""
+        dev, dtype = self.device, self.dtype
+        head = self._head_fn if head is None else head
+        B = state.shape[0]
+        vl, mask, *_ = self.encode_tokens(image, text, depth, has_depth)
+        vl = vl.to(dtype)
+        mask = mask if self.config.dit.mask_vl_padding else None
+        kv = self.head.dit.context_kv(vl)
+        state_tok = self.head.state_encoder(self.norm.state(state.to(dev).float()).to(dtype))[:, None]
+        buckets = self.config.flow.timestep_buckets
+
+        def velocity(x, tau: float):
+            t = torch.full((B,), int(tau * buckets), device=dev, dtype=torch.long)
+            return head(state_tok, x, t, None, mask, kv)
+
+        x = fm.euler_integrate(velocity, noise.to(dev, dtype), steps)
+        return self.norm.unaction(x.float())
+
     def compile_inference(self, mode: str = "reduce-overhead") -> None:
-        """torch.compile the flow head used by predict_chunk (CUDA graphs with the default mode)."""
+        """Speed up predict_chunk. ``mode="graph"``: capture the whole query (encode + K Euler steps) in CUDA graphs
+        (``enable_cuda_graphs``); any other mode: torch.compile the flow head (CUDA graphs with reduce-overhead)."""
+        if mode == "graph":
+            self.enable_cuda_graphs()
+            return
         self.__dict__["_head_fn"] = torch.compile(self.head, mode=mode, dynamic=False)
+
+    def enable_cuda_graphs(self, enabled: bool = True, warmup: int = 2) -> None:
+        """Make predict_chunk replay one CUDA graph per input signature (``megohand.inference.graphs``); eager on the
+        CPU and for padded instruction batches. Captured graphs are dropped when the weights move (``.to``)."""
+        self._drop_graphs()
+        if enabled:
+            from megohand.inference.graphs import CUDAGraphQuery
+
+            self.__dict__["_graphs"] = CUDAGraphQuery(self, warmup=warmup)
+        else:
+            self.__dict__["_graphs"] = None
+
+    @property
+    def cuda_graphs(self):
+        """The CUDAGraphQuery used by predict_chunk, or None."""
+        return self.__dict__.get("_graphs")
+
+    def _drop_graphs(self) -> None:
+        graphs = self.__dict__.get("_graphs")
+        if graphs is not None:
+            graphs.clear()
 
     # ------------------------------------------------------------------ persistence
     def weights_state_dict(self) -> dict[str, torch.Tensor]:

@@ -5,7 +5,11 @@ Every backbone is an ``nn.Module`` with
 - ``forward(image, instructions, depth_tokens) -> (tokens (B, S, out_dim), mask (B, S) bool)``; ``image`` is
   (B, 3, H, W) float in [0, 1] already resized to ``image_size`` (or None when vision is off), ``instructions`` a
   list of B strings (or None when text is off), ``depth_tokens`` (B, grid^2, image_token_dim) or None, added
-  to the image tokens;
+  to the image tokens; it is ``forward_tokens(image, prepare_text(instructions, B, device), depth_tokens)``:
+- ``prepare_text(instructions, batch, device) -> dict``: the CPU part (strings -> token-id tensors on ``device``,
+  ``mask`` (B, S) bool, and ``padded``, a Python bool: whether any row is padded);
+- ``forward_tokens(image, text, depth_tokens)``: the tensor part, without host syncs (CUDA-graph capturable when
+  ``padded`` is False: the language models then get ``attention_mask=None``, the same full / causal attention);
 - ``image_size``, ``image_grid`` (visual tokens = grid^2), ``image_token_dim`` (width where depth is added);
 - ``export(folder)``: write what is needed to rebuild the architecture without the user's folders
   (configs, tokenizer), read back by ``build_backbone(..., aux_dir=folder)``.

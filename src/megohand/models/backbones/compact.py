@@ -61,21 +61,37 @@ class CompactBackbone(nn.Module):
             self.text.config.save_pretrained(folder / "text")
             self.tokenizer.save_pretrained(folder / "text")
 
-    def encode_text(self, instructions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-        """list of B strings -> (tokens (B, S, width), mask (B, S) bool)."""
+    def prepare_text(self, instructions: list[str] | None, batch: int, device) -> dict:
+        """The CPU part of forward: B strings -> {input_ids (B, S) long, mask (B, S) bool, padded: bool} on
+        device ({} without text)."""
+        if not self.use_text:
+            return {}
         enc = self.tokenizer(
             list(instructions), padding=True, truncation=True, max_length=self.cfg.max_text_tokens, return_tensors="pt"
-        ).to(device)
-        with torch.set_grad_enabled(self.cfg.tune_text and torch.is_grad_enabled()):
-            h = self.text(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        return self.text_proj(h.to(self.text_proj.weight.dtype)), enc["attention_mask"].bool()
+        )
+        mask = enc["attention_mask"].bool()
+        return {"input_ids": enc["input_ids"].to(device, non_blocking=True), "mask": mask.to(device, non_blocking=True),
+                "padded": not bool(mask.all())}
 
-    def forward(self, image=None, instructions=None, depth_tokens=None):
+    def text_tokens(self, text: dict) -> torch.Tensor:
+        """text from prepare_text -> MiniLM tokens projected to (B, S, width)."""
+        attn = text["mask"].long() if text["padded"] else None  # no padding: None = the same full attention
+        with torch.set_grad_enabled(self.cfg.tune_text and torch.is_grad_enabled()):
+            h = self.text(input_ids=text["input_ids"], attention_mask=attn).last_hidden_state
+        return self.text_proj(h.to(self.text_proj.weight.dtype))
+
+    def encode_text(self, instructions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """list of B strings -> (tokens (B, S, width), mask (B, S) bool)."""
+        text = self.prepare_text(instructions, len(instructions), device)
+        return self.text_tokens(text), text["mask"]
+
+    def forward_tokens(self, image, text: dict, depth_tokens=None):
+        """The tensor part of forward (no host syncs): image (B, 3, S, S) [0, 1], text from prepare_text,
+        depth_tokens (B, grid^2, width) or None -> (tokens (B, S', out_dim), mask (B, S') bool)."""
         parts, masks = [], []
         if self.use_text:
-            t, m = self.encode_text(instructions, self.type_embed.weight.device)
-            parts.append(t + self.type_embed.weight[0])
-            masks.append(m)
+            parts.append(self.text_tokens(text) + self.type_embed.weight[0])
+            masks.append(text["mask"])
         if self.use_image:
             x = self.vision(image * 2 - 1).flatten(2).transpose(1, 2) + self.image_pos
             if depth_tokens is not None:
@@ -83,5 +99,10 @@ class CompactBackbone(nn.Module):
             parts.append(x + self.type_embed.weight[1])
             masks.append(torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
         tokens, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)
-        tokens = self.fusion(tokens, src_key_padding_mask=~mask)
+        padded = self.use_text and text["padded"]
+        tokens = self.fusion(tokens, src_key_padding_mask=~mask if padded else None)
         return self.out(tokens), mask
+
+    def forward(self, image=None, instructions=None, depth_tokens=None):
+        B = image.shape[0] if image is not None else len(instructions)
+        return self.forward_tokens(image, self.prepare_text(instructions, B, self.type_embed.weight.device), depth_tokens)

@@ -185,16 +185,33 @@ class EagleBackbone(nn.Module):
         x = pixel_shuffle(x.reshape(x.shape[0], g, g, -1), 0.5)
         return self.mlp1(x.reshape(x.shape[0], -1, x.shape[-1]))
 
-    def forward(self, image=None, instructions=None, depth_tokens=None):
-        B = image.shape[0] if image is not None else len(instructions)
-        device = self.proj.weight.device
-        ids, mask = self.tokenize(list(instructions) if instructions is not None else [""] * B, device)
+    def prepare_text(self, instructions: list[str] | None, batch: int, device) -> dict:
+        """The CPU part of forward: B strings (None = B empty instructions) -> {input_ids (B, S) long, mask (B, S)
+        bool, image_index (B, grid^2) long (positions of <IMG_CONTEXT>, with the image), padded: bool} on device."""
+        ids, mask = self.tokenize(list(instructions) if instructions is not None else [""] * batch, "cpu")
+        text = {"input_ids": ids.to(device, non_blocking=True), "mask": mask.to(device, non_blocking=True),
+                "padded": not bool(mask.all())}
+        if self.use_image:
+            index = (ids == self.img_context_id).nonzero()[:, 1].view(ids.shape[0], self.image_grid**2)
+            text["image_index"] = index.to(device, non_blocking=True)
+        return text
+
+    def forward_tokens(self, image, text: dict, depth_tokens=None):
+        """The tensor part of forward (no host syncs): image (B, 3, S, S) [0, 1], text from prepare_text,
+        depth_tokens (B, grid^2, H) or None -> (tokens (B, S, out_dim), mask (B, S) bool)."""
+        ids, mask = text["input_ids"], text["mask"]
         embeds = self.llm.get_input_embeddings()(ids)
         if self.use_image:
             vis = self.encode_image(image)
             if depth_tokens is not None:
                 vis = vis + depth_tokens.to(vis.dtype)
-            sel = (ids == self.img_context_id).unsqueeze(-1)
-            embeds = embeds.masked_scatter(sel, vis.to(embeds.dtype))
-        h = self.llm(inputs_embeds=embeds, attention_mask=mask.long(), use_cache=False).last_hidden_state
+            index = text["image_index"][..., None].expand(-1, -1, embeds.shape[-1])
+            embeds = embeds.scatter(1, index, vis.to(embeds.dtype))  # = masked_scatter at <IMG_CONTEXT>, sync-free
+        # Without padding the mask is all ones: None gives the same causal attention and skips the mask checks.
+        attn = mask.long() if text["padded"] else None
+        h = self.llm(inputs_embeds=embeds, attention_mask=attn, use_cache=False).last_hidden_state
         return self.proj(h.to(self.proj.weight.dtype)), mask
+
+    def forward(self, image=None, instructions=None, depth_tokens=None):
+        B = image.shape[0] if image is not None else len(instructions)
+        return self.forward_tokens(image, self.prepare_text(instructions, B, self.proj.weight.device), depth_tokens)
