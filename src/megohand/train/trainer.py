@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 import warnings
@@ -113,7 +114,14 @@ class Trainer:
         mp = cfg.mixed_precision
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-        self.acc = acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        # without CUDA, a multi-process launch (accelerate launch --multi_gpu / torchrun) is CPU DDP over gloo;
+        # accelerate only sets that up when told cpu=True, otherwise every process trains alone as "rank 0"
+        cpu = world > 1 and not torch.cuda.is_available()
+        self.acc = acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum, cpu=cpu)
+        if acc.num_processes != world:
+            raise RuntimeError(f"launched as {world} processes (WORLD_SIZE) but accelerate set up {acc.num_processes} "
+                               f"({acc.distributed_type.value}); check the accelerate launch options")
         if cfg.tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -133,6 +141,7 @@ class Trainer:
             train_dataset, eval_dataset = build_datasets(cfg, policy.backbone.image_size)
         self.train_ds, self.eval_ds = train_dataset, eval_dataset
 
+        self.n_params = (policy.num_parameters(), policy.num_parameters(trainable_only=True))  # before FSDP shards
         self.fsdp = acc.distributed_type == DistributedType.FSDP
         if self.fsdp:  # FSDP: wrap first, then build the optimiser on the sharded (original) parameters
             policy = acc.prepare(policy)
@@ -220,7 +229,8 @@ class Trainer:
             ck.write_json(tmp / "trainer_state.json", {
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_pos,
                 "world_size": acc.num_processes, "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
-                "seed": self.cfg.seed, "train_config": self.cfg.to_dict(),
+                "seed": self.cfg.seed, "distributed_type": acc.distributed_type.value,
+                "train_config": self.cfg.to_dict(),
             })
             if final.exists():
                 shutil.rmtree(final)
@@ -267,7 +277,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tensorboard"))
-            n_all, n_train = self.policy.num_parameters(), self.policy.num_parameters(trainable_only=True)
+            n_all, n_train = self.n_params
             print(f"policy {cfg.model.preset}: {n_all / 1e6:.1f} M parameters, {n_train / 1e6:.1f} M trainable; "
                   f"{len(self.train_ds)} training windows; {acc.num_processes} process(es) ({acc.distributed_type.value}), "
                   f"mixed precision {acc.mixed_precision}")
@@ -322,11 +332,13 @@ class Trainer:
                     self._log(writer, logs)
                     bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
                     sums, n_sum, t0, samples = {}, 0, time.perf_counter(), 0
+                t_pause = time.perf_counter()  # evaluation and checkpoints do not count in samples/s
                 if self.eval_ds is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
                     self._log(writer, self.evaluate())
                 if self.step % cfg.save_every == 0 or self.step == stop_at:
                     self.save_checkpoint()
                     saved_at = self.step
+                t0 += time.perf_counter() - t_pause
                 if self.step >= stop_at:
                     finished_epoch = False
                     break

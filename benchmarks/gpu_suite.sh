@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The GPU measurements of benchmarks/results/, in the order they were made (one H100/H200).
+#
+#   bash benchmarks/gpu_suite.sh bench         # hand layer, renderer, paper-preset latency and training throughput
+#   bash benchmarks/gpu_suite.sh train         # synthetic benchmark (4 variants at once) + the shipped demo checkpoint
+#   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
+#   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
+#
+# Runs from a checkout with megohand importable (pip install -e ., or PYTHONPATH=src); each step logs to
+# runs/gpu_logs/<step>.log and a failing step does not stop the others. Results land in benchmarks/results/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+PY=${PYTHON:-python3}
+LOGS=runs/gpu_logs
+mkdir -p "$LOGS"
+STORE=runs/demo/store            # the demo's synthetic world: seed 0, 400 episodes, 128 px (scripts/train_demo.py)
+SYNTH_WORKERS=${SYNTH_WORKERS:-8}
+
+step() {  # step NAME CMD...: run, log, report
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== $name: $*"
+  "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name: rc=$rc, $((SECONDS - t0)) s"
+  tail -n 25 "$LOGS/$name.log"
+  return 0
+}
+
+synth_store() {
+  $PY -m megohand.cli.main synth --out "$STORE" --episodes 400 --seed 0 --image-size 128 --workers "$SYNTH_WORKERS"
+}
+
+for phase in "$@"; do
+  case $phase in
+    bench)
+      nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+      (synth_store > "$LOGS/synth.log" 2>&1 &)   # CPU only: ready for `train`
+      step hand_layer $PY benchmarks/hand_layer.py --device cuda
+      step render $PY benchmarks/render.py --device-name gpu
+      step latency $PY benchmarks/latency.py
+      step train_throughput $PY benchmarks/train_throughput.py --preset paper --batch-size 16
+      ;;
+    train)
+      step synth synth_store
+      step synthetic_benchmark $PY scripts/synthetic_benchmark.py --store "$STORE" --episodes 400 --parallel \
+        --workers 3 --steps "${TRAIN_STEPS:-3000}" --work runs/synthetic_benchmark
+      step demo_export $PY scripts/train_demo.py --work runs/demo --run runs/synthetic_benchmark/train_TID \
+        --steps "${TRAIN_STEPS:-3000}" --no-check
+      ;;
+    dist)  # 1 GPU, paper preset (random init): train 8 steps, stop at 4, resume, compare with an uninterrupted run
+      DIST_STORE=$STORE; [ -f "$STORE/store.json" ] || DIST_STORE=runs/dist_check/store   # else a 40-episode one
+      step dist $PY benchmarks/dist_check.py --store "$DIST_STORE" --make-store --preset paper --device cuda \
+        --processes 1 --steps 8 --stop-after 4 --keep-last 1 --batch-size 16
+      ;;
+    convert)
+      step convert $PY benchmarks/convert.py --device cuda
+      step retarget $PY benchmarks/retarget.py --device cuda
+      ;;
+    *) echo "unknown phase $phase"; exit 2 ;;
+  esac
+done
