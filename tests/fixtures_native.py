@@ -492,3 +492,202 @@ def write_arctic(root: Path, hands, task="s01/box_use_02", T=4, H=20, W=28, seed
     for k in range(T):
         save_png(img_dir / f"{k + offset:05d}.jpg", frames[k])  # PIL picks JPEG from the name
     return expected, T_cw, K
+
+
+# ----------------------------------------------------------------------------- joint-only sources: helpers
+
+_RETARGET_NETS = {}
+
+
+def tiny_retargeter(hand_dir: Path, refine_steps=150, steps=300, seed=0):
+    """A real ``Retargeter``: a small InverseMANO trained for a few hundred steps on the test hand of
+    ``write_test_hand(seed=0)`` (cached per process: every such folder holds the same hand), with
+    per-sequence refinement on."""
+    from megohand.hand import load_hand_model
+    from megohand.hand.retarget import RetargetConfig, Retargeter, train_inverse_mano
+
+    if (steps, seed) not in _RETARGET_NETS:
+        hand = load_hand_model(hand_dir, side="right")
+        cfg = RetargetConfig(hidden=128, blocks=2, hand_model=hand.name)
+        _RETARGET_NETS[(steps, seed)] = train_inverse_mano(hand, cfg, steps=steps, batch_size=256, lr=3e-3, seed=seed)
+    return Retargeter(_RETARGET_NETS[(steps, seed)], mano_dir=hand_dir, refine_steps=refine_steps)
+
+
+def smooth_hand_joints(rng, hand, T, wrist=(0.0, 0.0, 0.5)) -> tuple[np.ndarray, dict]:
+    """A smooth T-frame sequence as at 30 fps (a random wrist rotation turning by ~0.1 rad over the
+    sequence, finger poses near hands_mean drifting slowly, a wrist moving by ~1 cm, one betas; rotations
+    composed by scipy) -> joints (T,21,3) [m] of ``hand`` (in the frame the wrist position is given in)
+    and the params."""
+    mean, _ = constants(hand)
+    w = np.linspace(0.0, 1.0, T)
+    R0 = Rotation.random(random_state=int(rng.integers(1 << 31)))
+    axis = rng.normal(size=3)
+    go = (Rotation.from_rotvec(np.outer(w, 0.1 * axis / np.linalg.norm(axis))) * R0).as_rotvec()
+    p0 = mean + rng.normal(scale=0.25, size=45)
+    pose = p0 + np.outer(w, rng.normal(scale=0.05, size=45))
+    betas = np.tile(rng.normal(scale=0.5, size=10), (T, 1))
+    wrist_pos = np.asarray(wrist) + rng.normal(scale=0.03, size=3) + np.outer(w, rng.normal(scale=0.006, size=3))
+    transl = wrist_pos - J0(hand, betas)
+    return fk(hand, go, pose, betas, transl), dict(global_orient=go, hand_pose=pose, betas=betas, transl=transl)
+
+
+# ----------------------------------------------------------------------------- FPHA
+
+# README "Camera parameters" (guiggh/hand_pose_action), written out here independently of the converter
+FPHA_COLOR_K = np.array([[1395.749023, 0, 935.732544], [0, 1395.749268, 540.681030], [0, 0, 1]])
+FPHA_DEPTH_K = np.array([[475.065948, 0, 315.944855], [0, 475.065857, 245.287079], [0, 0, 1]])
+FPHA_R = np.array([[0.999988496304, -0.00468848412856, 0.000982563360594],
+                   [0.00469115935266, 0.999985218048, -0.00273845880292],
+                   [-0.000969709653873, 0.00274303671904, 0.99999576807]])
+FPHA_T_MM = np.array([25.7, 1.22, 3.902])
+# README joint list [Wrist, TMCP, IMCP, MMCP, RMCP, PMCP, TPIP, TDIP, TTIP, IPIP, IDIP, ITIP, MPIP, MDIP, MTIP,
+# RPIP, RDIP, RTIP, PPIP, PDIP, PTIP] as indices of our MANO21 (wrist, index1-3, middle1-3, pinky1-3,
+# ring1-3, thumb1-3, tips T I M R P)
+MANO21_TO_FPHA = [0, 13, 1, 4, 10, 7, 14, 15, 16, 2, 3, 17, 5, 6, 18, 11, 12, 19, 8, 9, 20]
+
+
+def scaled_K(K, full, size):
+    """K of a (W,H) = ``full`` camera for frames resized to ``size`` (pixel centres at integers)."""
+    sx, sy = size[0] / full[0], size[1] / full[1]
+    return np.array([[K[0, 0] * sx, 0, (K[0, 2] + 0.5) * sx - 0.5], [0, K[1, 1] * sy, (K[1, 2] + 0.5) * sy - 0.5], [0, 0, 1]])
+
+
+FPHA_PLANE = (np.array([0.08, -0.05, 1.0]), 0.6)  # depth-camera plane n . X = d (|n| != 1 fine)
+FPHA_PATCH = ((8, 12), (10, 14), 0.45)  # rows, cols of a nearer square [m]
+
+
+def write_fpha(root: Path, hands, task="Subject_1/charge_cell_phone/1", T=5, size=(96, 54), depth_size=(32, 24),
+               seed=7, pose_dir="Hand_pose_annotation_v1", split="train", depth=True):
+    """One FPHA sequence (JPEG colour, 16-bit depth PNG, skeleton.txt in mm at the depth camera) at a
+    reduced size (both K scaled from the README's); returns dict(joints=(T,21,3) colour-camera MANO21
+    [m], K=colour K, K_depth, depth_mm=(T,h,w))."""
+    rng = np.random.default_rng(seed)
+    seq = root / "Video_files" / task
+    joints, _ = smooth_hand_joints(rng, hands["right"], T)
+    X_d = (joints[:, MANO21_TO_FPHA] * 1000.0 - FPHA_T_MM) @ FPHA_R  # X_c = R X_d + t  =>  X_d = R^T (X_c - t)
+    lines = [f"{t} " + " ".join(f"{v:.6f}" for v in X_d[t].reshape(-1)) for t in range(T)]
+    (root / pose_dir / task).mkdir(parents=True, exist_ok=True)
+    (root / pose_dir / task / "skeleton.txt").write_text("\n".join(lines) + "\n")
+    frames = tiny_frames(T, size[1], size[0], seed)
+    for t in range(T):
+        save_png(seq / "color" / f"color_{t:04d}.jpeg", frames[t])  # PIL picks JPEG from the name
+    K_d = scaled_K(FPHA_DEPTH_K, (640, 480), depth_size)
+    w, h = depth_size
+    u, v = np.meshgrid(np.arange(w), np.arange(h))
+    rays = np.stack([(u - K_d[0, 2]) / K_d[0, 0], (v - K_d[1, 2]) / K_d[1, 1], np.ones_like(u, float)], -1)
+    n, d = FPHA_PLANE
+    z = d / (rays @ n)
+    (r0, r1), (c0, c1), zp = FPHA_PATCH
+    z[r0:r1, c0:c1] = zp
+    depth_mm = np.tile(np.round(z * 1000.0).astype(np.uint16), (T, 1, 1))
+    depth_mm[:, 0, 0] = 0  # a hole
+    if depth:
+        for t in range(T):
+            save_png16(seq / "depth" / f"depth_{t:04d}.png", depth_mm[t])
+    split_file = root / "data_split_action_recognition.txt"
+    entries = {"train": [], "test": []}
+    if split_file.exists():
+        cur = None
+        for line in split_file.read_text().splitlines():
+            tok = line.split()
+            if tok and tok[0] in ("Training", "Test"):
+                cur = "train" if tok[0] == "Training" else "test"
+            elif tok:
+                entries[cur].append(line)
+    entries[split].append(f"{task} {len(entries[split])}")
+    split_file.write_text(f"Training {len(entries['train'])}\n" + "".join(x + "\n" for x in entries["train"])
+                          + f"Test {len(entries['test'])}\n" + "".join(x + "\n" for x in entries["test"]))
+    return dict(joints=joints, K=scaled_K(FPHA_COLOR_K, (1920, 1080), size), K_depth=K_d, depth_mm=depth_mm)
+
+
+# ----------------------------------------------------------------------------- HoloAssist
+
+# PyHoloAssist hand_eye_project.py: axis_transform = inv([[0,0,1,0],[-1,0,0,0],[0,-1,0,0],[0,0,0,1]]) takes
+# \psi camera coordinates (x forward, y left, z up) to OpenCV ones; PSI_FROM_CV is the matrix inside inv()
+PSI_FROM_CV = np.array([[0.0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
+TICKS = 10_000_000
+HOLO_START = 133_000_000_000_000  # some FILETIME-like tick count
+
+
+def holo26_from_mano21(m: np.ndarray) -> np.ndarray:
+    """(T,21,3) MANO21 -> (T,26,3) in HandJointKind order: palm, wrist, thumb metacarpal/proximal/distal/tip,
+    then index/middle/ring/little metacarpal (made up, halfway wrist->knuckle), proximal, intermediate,
+    distal, tip."""
+    w = m[:, 0]
+    out = [(w + m[:, 4]) / 2, w, m[:, 13], m[:, 14], m[:, 15], m[:, 16]]
+    for base, tip in ((1, 17), (4, 18), (10, 19), (7, 20)):  # index, middle, ring, little (pinky)
+        out += [(w + m[:, base]) / 2, m[:, base], m[:, base + 1], m[:, base + 2], m[:, tip]]
+    return np.stack(out, 1)
+
+
+def write_holoassist(root: Path, hands, task="R0027-12-GoPro", T=6, size=(32, 18), seed=8, rgb="video", fmt="v1",
+                     split="val", annotate=True):
+    """One HoloAssist recording (Export_py layout). Sync frame k lies 1.2 video frames after video frame k,
+    so the nearest video frame is k + 1. The left hand is untracked in frame 2. Returns dict(joints=side ->
+    (T,21,3) OpenCV camera MANO21 [m], holo26=side -> (T,26,3), valid=side -> (T,), T_cam_from_world,
+    video_index (T,), frames (written RGB frames), K)."""
+    rng = np.random.default_rng(seed)
+    exp = root / task / "Export_py"
+    (exp / "Video").mkdir(parents=True, exist_ok=True)
+    (exp / "Hands").mkdir(parents=True, exist_ok=True)
+    G = random_rigid(rng, T)  # OpenCV camera -> world
+    P = G @ np.linalg.inv(PSI_FROM_CV)  # psi camera -> world, as Pose_sync.txt stores
+    period = TICKS / 30.0
+    ticks = np.array([HOLO_START + int(round((k + 1.2) * period)) for k in range(T)])
+    (exp / "Video" / "Pose_sync.txt").write_text("".join(
+        f"{k}\t{ticks[k]}\t" + "\t".join(f"{x:.17g}" for x in P[k].reshape(-1)) + "\n" for k in range(T)))
+    W, H = size
+    K = np.array([[30.0, 0, W / 2 - 0.5], [0, 30.0, H / 2 - 0.5], [0, 0, 1]])
+    (exp / "Video" / "Intrinsics.txt").write_text("\t".join(f"{x:g}" for x in [*K.reshape(-1), W, H]))
+    (exp / "Video" / "VideoMp4Timing.txt").write_text(f"{HOLO_START}\n{HOLO_START + int((T + 2) * period)}\n")
+    out = dict(joints={}, holo26={}, valid={}, T_cam_from_world=np.linalg.inv(G), K=K)
+    for side, fname in (("left", "Left_sync.txt"), ("right", "Right_sync.txt")):
+        joints, _ = smooth_hand_joints(rng, hands[side], T, wrist=(0.1 if side == "right" else -0.1, 0.1, 0.45))
+        h26 = holo26_from_mano21(joints)
+        X_w = apply(G, h26)
+        valid = np.ones(T, bool)
+        if side == "left":
+            valid[2] = False
+        rows = []
+        for k in range(T):
+            M = np.tile(np.eye(4), (26, 1, 1))
+            M[:, :3, :3] = Rotation.random(26, random_state=int(rng.integers(1 << 31))).as_matrix()
+            M[:, :3, 3] = X_w[k]
+            flags = np.full(26, 1.0 if valid[k] else 0.0)
+            if not valid[k]:
+                M[:] = 0.0
+            t_s = (ticks[k] - HOLO_START) / TICKS
+            meta = [t_s, ticks[k], float(valid[k])] if fmt == "v1" else [t_s, 0.0, 0.0, float(valid[k]), 1.0]
+            rows.append("\t".join(f"{x:.17g}" for x in [*meta, *M.reshape(-1), *flags, *flags]))
+        (exp / "Hands" / fname).write_text("\n".join(rows) + "\n")
+        out["joints"][side], out["holo26"][side], out["valid"][side] = joints, h26, valid
+    ramp = np.linspace(0, 40, W)[None, :, None] + np.array([0, 60, 120])
+    frames = np.stack([ramp + 25 * k for k in range(T + 2)]).repeat(H, 1).clip(0, 255).astype(np.uint8)
+    if rgb == "video":
+        write_video(exp / "Video_pitchshift.mp4", frames, fps=30)
+        out["video_index"] = np.arange(T) + 1
+    else:
+        frames = frames[:T]
+        for k in range(T):
+            save_png(exp / "Video" / "images_aligned" / f"{k:06d}.png", frames[k])
+        out["video_index"] = np.arange(T)
+    out["frames"] = frames
+    if annotate:
+        ann_path = root / "data-annotation-trainval-v1_1.json"
+        data = json.loads(ann_path.read_text()) if ann_path.exists() else []
+        # sync frame k is at (k + 1.2) / 30 s of video time: 0.04, 0.073, 0.107, 0.14, ...
+        data.append({"video_name": task, "taskType": "GoPro", "videoMetadata": {"video": {"fps": 30.0}}, "events": [
+            {"id": "c1", "label": "Coarse grained action", "start": 0.0, "end": 1.0,
+             "attributes": {"Action sentence": "The student changes the battery for the GoPro."}},
+            {"id": "f2", "label": "Fine grained action", "start": 0.1, "end": 1.0,
+             "attributes": {"Verb": "grab", "Noun": "battery", "Adjective": "none", "Action Correctness": "Wrong Action"}},
+            {"id": "f1", "label": "Fine grained action", "start": 0.0, "end": 0.1,
+             "attributes": {"Verb": "Press", "Noun": "screen", "Adjective": "small", "Action Correctness": "Correct Action"}},
+            {"id": "n1", "label": "Narration", "start": 0.0, "end": 0.5, "attributes": {}},
+        ]})
+        ann_path.write_text(json.dumps(data))
+    if split:
+        (root / "data-splits-v1").mkdir(exist_ok=True)
+        p = root / "data-splits-v1" / f"{split}-v1.txt"
+        p.write_text((p.read_text() if p.exists() else "") + task + "\n")
+    return out

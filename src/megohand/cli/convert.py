@@ -31,7 +31,8 @@ class Convert:
     have no depth at the RGB camera and get rendered virtual depth (hand meshes + object meshes at the RGB
     camera, 2 m background, [0, 2] m, as in the paper); the others keep their sensor depth (FPHA's is
     registered from its depth camera to the RGB camera). FPHA and HoloAssist release hand joints only:
-    they need --retarget-model. Expected source layouts:
+    they go through the retargeting network (--retarget-model, default: the one shipped for the open hand;
+    with MANO train one with `megohand retarget train --mano-dir ...`). Expected source layouts:
 
     LAYOUTS
     """
@@ -54,7 +55,8 @@ class Convert:
     mano_dir: Path | None = None
     """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand; the store records which)."""
     retarget_model: Path | None = None
-    """Inverse-MANO retargeting checkpoint folder (FPHA, HoloAssist; `megohand retarget train`)."""
+    """Inverse-MANO retargeting checkpoint folder (FPHA, HoloAssist; `megohand retarget train`); default: the
+    network shipped for the bundled open hand (refused with MANO, which needs its own)."""
     refine_steps: int = 100
     """Per-sequence refinement steps after the retargeting network (0: network only)."""
     max_short_side: int | None = None
@@ -71,8 +73,12 @@ class Convert:
 
         src = get_source(self.dataset)(self.src)
         if getattr(src, "joints_only", False) and self.retarget_model is None:
-            raise SystemExit(f"{self.dataset} releases hand joints only: give the retargeting network with "
-                             "--retarget-model DIR (`megohand retarget train`)")
+            from megohand.hand.retarget import Retargeter
+
+            try:  # the network shipped for the bundled open hand; with MANO the user trains one
+                Retargeter.from_pretrained(None, mano_dir=self.mano_dir)
+            except ValueError as e:
+                raise SystemExit(f"{self.dataset} releases hand joints only: {e}") from None
         all_tasks = src.tasks()
         if self.tasks:
             known = set(all_tasks)
@@ -121,7 +127,7 @@ def _init_worker(cfg: Convert) -> None:
     _STATE["writer"] = StoreWriter(cfg.out, max_short_side=cfg.max_short_side)
     _STATE["hands"] = HandModels(cfg.mano_dir)
     _STATE["retargeter"] = None
-    if cfg.retarget_model is not None:
+    if cfg.retarget_model is not None or getattr(_STATE["src"], "joints_only", False):
         from megohand.hand.retarget import Retargeter
 
         _STATE["retargeter"] = Retargeter.from_pretrained(cfg.retarget_model, mano_dir=cfg.mano_dir,

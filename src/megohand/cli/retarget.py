@@ -1,0 +1,214 @@
+"""``megohand retarget train|apply``: the inverse-MANO retargeting network (joints -> MANO parameters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import tyro
+
+ORDERS = Literal["mano", "openpose", "manopth", "fpha", "holoassist"]
+
+
+@dataclass
+class Train:
+    """Train the network for a hand model (MANO from --mano-dir / $MANO_MODEL_DIR, else the bundled
+    open hand, for which megohand already ships one) on sampled hands, optionally mixed with the
+    ground-truth hands of a converted store. Writes OUT/config.json + OUT/model.safetensors."""
+
+    out: Path
+    """Output folder of the network."""
+    steps: int = 18000
+    """Training steps (the shipped open-hand network: 18000 x 512, about 10-15 min on 2 CPU cores)."""
+    batch_size: int = 512
+    """Hands per step."""
+    hidden: int = 256
+    """Width of the residual MLP."""
+    blocks: int = 4
+    """Residual blocks."""
+    lr: float = 2e-3
+    """Peak learning rate (one-cycle schedule)."""
+    noise: float = 0.005
+    """Input joint noise [m] (per-hand std ~ U(0, noise)): robustness to real joints off the hand model."""
+    switch: float = 0.5
+    """Fraction of the steps in stage 1 (shape and articulation), the rest stage 2 (wrist pose)."""
+    mano_dir: Path | None = None
+    """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand)."""
+    store: Path | None = None
+    """Converted store whose ground-truth hands (train split) are mixed into half of every batch."""
+    datasets: list[str] | None = None
+    """Datasets of --store to use (default all)."""
+    seed: int = 0
+    """Random seed."""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)."""
+    device: str = "cpu"
+    """cpu or cuda."""
+    eval_hands: int = 256
+    """Held-out hands for the final error report (0: skip)."""
+    half: bool = False
+    """Store float16 weights (half the size)."""
+
+    def run(self) -> None:
+        import json
+
+        import torch
+
+        from megohand.hand import load_hand_model
+        from megohand.hand.retarget import (
+            RetargetConfig,
+            Retargeter,
+            evaluate,
+            load_store_params,
+            save_network,
+            train_inverse_mano,
+        )
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        hand = load_hand_model(self.mano_dir, device=self.device)
+        extra = None
+        if self.store is not None:
+            extra = load_store_params(self.store, self.datasets)
+            print(f"mixing {len(extra['betas'])} ground-truth hands from {self.store} into the batches")
+        print(f"training for hand model {hand.name} ({hand.source})")
+        net = train_inverse_mano(hand, RetargetConfig(hidden=self.hidden, blocks=self.blocks), steps=self.steps,
+                                 batch_size=self.batch_size, lr=self.lr, switch=self.switch, seed=self.seed,
+                                 extra_params=extra, noise=self.noise, progress=True)
+        info = {"trained_by": "megohand retarget train", "steps": self.steps, "batch_size": self.batch_size,
+                "lr": self.lr, "switch": self.switch, "seed": self.seed, "input_noise_m": self.noise,
+                "store_frames": 0 if extra is None else len(extra["betas"])}
+        if self.eval_hands > 0:
+            ev = evaluate(Retargeter(net, mano_dir=self.mano_dir, device=self.device), n=self.eval_hands, seq_len=32)
+            info["held_out"] = {k: round(v, 3) for k, v in ev.items() if k.startswith("joint_error")}
+            print(f"held-out joint error: network {ev['joint_error_mm_network']:.2f} mm, "
+                  f"refined ({ev['refine_steps']} steps) {ev['joint_error_mm_refined']:.2f} mm")
+        net.config.info = info
+        save_network(net, self.out, half=self.half)
+        print(f"wrote {self.out} ({json.dumps(info)})")
+
+
+@dataclass
+class Apply:
+    """Fit hand parameters to a joint sequence: network + per-sequence refinement. Writes
+    global_orient (T,3), hand_pose (T,15,3) [rad], betas (T,10), transl (T,3) [m], valid (T,) and
+    joint_error_mm (T,) (mean joint error of the fit; NaN / null where the frame is not valid)."""
+
+    joints: Path
+    """(T,J,3) joints: .npy, .npz (the array named --key, 'joints', or the only one) or .json (nested
+    lists, or {"joints": ...}; null = missing). A missing joint (NaN) makes its frame invalid."""
+    out: Path
+    """Output .npz or .json."""
+    model: Path | None = None
+    """Network folder (default: the one shipped for the bundled open hand)."""
+    order: ORDERS = "mano"
+    """Joint order of the input (megohand.hand.joints)."""
+    side: Literal["right", "left"] = "right"
+    """Hand side."""
+    unit: Literal["auto", "m", "cm", "mm"] = "auto"
+    """Unit of the input (auto: from the hand size)."""
+    refine_steps: int = 100
+    """Refinement steps (0: network only)."""
+    smooth: float = 1.0
+    """Weight of the refinement's joint-acceleration term."""
+    mano_dir: Path | None = None
+    """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand)."""
+    key: str | None = None
+    """Array name inside an .npz input."""
+
+    def run(self) -> None:
+        from megohand.hand.retarget import Retargeter
+
+        if self.out.suffix not in (".npz", ".json"):
+            raise SystemExit(f"{self.out}: output must be .npz or .json")
+        J = read_joints(self.joints, self.key)
+        try:
+            r = Retargeter.from_pretrained(self.model, mano_dir=self.mano_dir, refine_steps=self.refine_steps,
+                                           smooth=self.smooth)
+            res = r.fit_sequence(J, order=self.order, side=self.side, unit=self.unit)
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(str(e)) from None
+        err_mm = res.pop("joint_error") * 1000
+        res["joint_error_mm"] = err_mm
+        meta = {"hand_model": r.hands[self.side].name, "side": self.side, "order": self.order,
+                "input": str(self.joints), "refine_steps": self.refine_steps}
+        write_params(self.out, res, meta)
+        v = res["valid"]
+        msg = f"{v.sum()}/{len(v)} valid frames"
+        if v.any():
+            msg += f", joint error mean {err_mm[v].mean():.2f} mm, max {err_mm[v].max():.2f} mm"
+        print(f"wrote {self.out}: {msg}")
+
+
+@tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
+@dataclass
+class Retarget:
+    """Inverse-MANO retargeting network (joints -> MANO parameters): train it, or apply it to joints."""
+
+    cmd: Annotated[
+        Union[Annotated[Train, tyro.conf.subcommand("train")], Annotated[Apply, tyro.conf.subcommand("apply")]],
+        tyro.conf.arg(name=""),
+    ]
+
+    def run(self) -> None:
+        self.cmd.run()
+
+
+def read_joints(path: Path, key: str | None = None):
+    """(T,J,3) float64 joints from .npy / .npz / .json (a single (J,3) frame becomes T = 1)."""
+    import json
+
+    import numpy as np
+
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file")
+    try:
+        if path.suffix == ".npy":
+            a = np.load(path, allow_pickle=False)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                names = list(z.keys())
+                name = key or ("joints" if "joints" in names else names[0] if len(names) == 1 else None)
+                if name not in names:
+                    raise SystemExit(f"{path}: choose the joints array with --key (arrays: {names})")
+                a = z[name]
+        elif path.suffix == ".json":
+            d = json.loads(path.read_text())
+            d = d.get("joints") if isinstance(d, dict) else d
+            a = np.array([[[np.nan if c is None else c for c in j] for j in f] for f in d], dtype=np.float64)
+        else:
+            raise SystemExit(f"{path}: joints must be .npy, .npz or .json")
+    except SystemExit:
+        raise
+    except (ValueError, TypeError, OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: cannot read joints ({e})") from None
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise SystemExit(f"{path}: joints must be (T,J,3), got {a.shape}")
+    return a
+
+
+def write_params(path: Path, res: dict, meta: dict) -> None:
+    """Atomic write of the fitted parameters as .npz (arrays + meta_json) or .json (lists, NaN -> null)."""
+    import json
+    import os
+
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npz":
+        with open(tmp, "wb") as f:
+            np.savez(f, **res, meta_json=np.array(json.dumps(meta)))
+    else:
+        def clean(a):
+            a = np.asarray(a)
+            if a.dtype == bool:
+                return a.tolist()
+            return np.where(np.isfinite(a), a, None).tolist()
+
+        tmp.write_text(json.dumps({**meta, **{k: clean(v) for k, v in res.items()}}) + "\n")
+    os.replace(tmp, path)
