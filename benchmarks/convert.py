@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import write_json  # benchmarks/results_io.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs from a checkout without install
 
@@ -365,10 +366,7 @@ def main() -> None:
               f"{'%dx%d' % tuple(r['stored_size']):>9} {r['end_to_end_fps']:>8.1f} {r['end_to_end_ms_per_frame']:>8.2f} "
               f"{r['render_only_fps']:>10.1f} {r['render_only_ms_per_frame']:>9.2f} {r['render_share']:>6.2f}")
     out = Path(args.out_dir) / f"convert_{device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(result, out)
     print(f"wrote {out}")
 
 

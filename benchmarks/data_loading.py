@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_io import write_json  # benchmarks/results_io.py
 
 
 def natural_frames(T: int, H: int, W: int, rng: np.random.Generator) -> np.ndarray:
@@ -116,8 +116,7 @@ def main() -> None:
     out = {"benchmark": "data_loading", "device": "cpu", "goal_samples_per_s_per_core": 200,
            "samples_per_cpu_s": {f"{r['source_size'][0]}x{r['source_size'][1]}": r["samples_per_cpu_s"] for r in runs},
            "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(out, args.out, indent=1)
     print(f"wrote {args.out}")
 
 

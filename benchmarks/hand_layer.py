@@ -19,8 +19,6 @@ Prints a table and writes ``benchmarks/results/hand_layer_<device>.json`` (atomi
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from results_io import write_json  # benchmarks/results_io.py
 
 
 @dataclass
@@ -190,10 +189,7 @@ def main(args: Args) -> dict:
         if s["smplx"]:
             print(f"batch {B:>6}: ours {s['ours_best']:.0f} hands/s vs smplx {s['smplx']:.0f} ({s['speedup']:.2f}x)")
     out = args.out or Path(__file__).parent / "results" / f"hand_layer_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".tmp")
-    part.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(part, out)
+    write_json(result, out)
     print(f"wrote {out}")
     return result
 

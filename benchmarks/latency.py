@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import platform
 import statistics
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs fro
 from megohand.inference.policy import ModelPolicy  # noqa: E402
 from megohand.inference.rollout import rollout  # noqa: E402
 from megohand.models import MEgoHandPolicy, PolicyConfig  # noqa: E402
+from results_io import write_json  # benchmarks/results_io.py
 
 TEXT = "pick up the red cylinder and put it left of the blue box"
 
@@ -199,10 +199,7 @@ def main() -> None:
             "closed_loop_steps": 4,
             **result,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_path = path.with_suffix(".json.tmp")
-        tmp_path.write_text(json.dumps(out, indent=1))
-        tmp_path.replace(path)
+        write_json(out, path, indent=1)
         return out
 
     result["encode_ms"] = measure(encode_only, timer, args.warmup, args.iters)["median_ms"]

@@ -14,7 +14,6 @@ software rasterisers, else "gpu", or --device-name).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs fro
 from megohand.render import Mesh, Renderer  # noqa: E402
 from megohand.render.primitives import box, cylinder, uv_sphere  # noqa: E402
 from megohand.render.rasterizer import gl_context  # noqa: E402
+from results_io import write_json  # benchmarks/results_io.py
 
 RESOLUTIONS = [(224, 224), (640, 480)]
 
@@ -85,7 +85,7 @@ def bench(w: int, h: int, frames: list[list[Mesh]], seconds: float) -> dict:
     single = []
     for i in range(10):
         t = time.perf_counter()
-        r.render(K, frames[i])
+        r.render(K, frames[i % len(frames)])
         single.append(time.perf_counter() - t)
     assert (out.mask > 0).any() and out.depth.min() < 1.0  # something was drawn
     return {
@@ -138,9 +138,7 @@ def main() -> None:
         print(f"{r['width']:>6}x{r['height']:<5} {r['fps']:>10.1f} {r['ms_per_frame']:>10.3f} {r['single_frame_ms_median']:>10.3f}")
     out = Path(args.out_dir) / f"render_{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(result, out)
     print(f"wrote {out}")
 
 

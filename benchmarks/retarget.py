@@ -21,8 +21,6 @@ Prints tables and writes ``benchmarks/results/retarget_<device>.json`` (atomic).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import sys
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_io import write_json  # benchmarks/results_io.py
 
 
 def _sync(device: torch.device) -> None:
@@ -194,10 +193,7 @@ def main(argv=None) -> dict:
         rows=rows,
     )
     out = args.out or Path(__file__).parent / "results" / f"retarget_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".tmp")
-    part.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(part, out)
+    write_json(result, out)
     print(f"wrote {out}")
     return result
 

@@ -15,7 +15,6 @@ software rasterisers, else "gpu", or --device-name).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -33,6 +32,7 @@ from megohand.data.synthetic.build import episode_meta  # noqa: E402
 from megohand.data.synthetic.world import make_renderer  # noqa: E402
 from megohand.hand import load_hand_model  # noqa: E402
 from megohand.render.rasterizer import gl_context  # noqa: E402
+from results_io import write_json  # benchmarks/results_io.py
 
 
 def stages(size: int, episodes: int, hand) -> dict:
@@ -118,10 +118,7 @@ def main() -> None:
         print(f"end to end {e['image_size']} px, {e['workers']} worker(s): {e['fps']:.1f} frames/s "
               f"({e['frames']} frames in {e['seconds']} s)")
     out = Path(args.out_dir) / f"synthetic_{device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(result, out)
     print(f"wrote {out}")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import sys
 import tempfile
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs fro
 from megohand.models import PolicyConfig  # noqa: E402
 from megohand.train.config import TrainConfig  # noqa: E402
 from megohand.train.trainer import Trainer, collate  # noqa: E402
+from results_io import write_json  # benchmarks/results_io.py
 
 # dense bf16 tensor-core peaks [FLOP/s] (no sparsity)
 PEAKS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
@@ -168,9 +168,7 @@ def main() -> None:
     dev = "cpu" if not cuda else name.lower().replace("nvidia ", "").replace(" ", "-")
     out = args.out or Path(__file__).resolve().parent / "results" / f"train_throughput_{dev}{'_tiny' if args.tiny else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=1))
-    tmp.replace(out)
+    write_json(res, out, indent=1)
     print(f"wrote {out}")
 
 
