@@ -435,7 +435,7 @@ def test_cli_train_mixes_store_hands(tmp_path, hand_dir):
     """--store: ground-truth hands of a converted store join the training batches."""
     from megohand.cli.main import main
     from megohand.data.store import EpisodeMeta, StoreWriter
-    from megohand.hand.retarget import load_store_params
+    from megohand.cli.retarget import load_store_params
 
     rng = np.random.default_rng(3)
     hand = load_hand_model(hand_dir, dtype=torch.float64)

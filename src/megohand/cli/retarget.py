@@ -60,7 +60,6 @@ class Train:
             RetargetConfig,
             Retargeter,
             evaluate,
-            load_store_params,
             save_network,
             train_inverse_mano,
         )
@@ -212,3 +211,43 @@ def write_params(path: Path, res: dict, meta: dict) -> None:
 
         tmp.write_text(json.dumps({**meta, **{k: clean(v) for k, v in res.items()}}) + "\n")
     os.replace(tmp, path)
+
+
+def load_store_params(root, datasets: list[str] | None = None, split: str = "train", max_frames: int = 200_000,
+                      seed: int = 0) -> dict:
+    """Canonical hand params of a converted store (valid frames of ``gt`` episodes only, never
+    retargeted ones), both sides, left hands mirrored into right-hand params (axis-angle (x, -y, -z)).
+    At most ``max_frames`` frames, drawn at random. Returns dict of float32 tensors as
+    :func:`megohand.hand.retarget.sample_params`. (Here, not in ``hand``: the hand package knows no datasets.)"""
+    import numpy as np
+    import torch
+
+    from megohand.data.store import Store
+
+    store = Store(root)
+    chunks = {k: [] for k in ("global_orient", "hand_pose", "betas", "transl")}
+    flip = np.array([1.0, -1.0, -1.0], np.float32)  # axis-angle under x -> -x
+    mirror = np.array([-1.0, 1.0, 1.0], np.float32)  # positions under x -> -x
+    for ref in store.episodes(datasets, split=split):
+        ep = store.open(ref)
+        if ep.meta.hand_source != "gt":
+            continue
+        for side in ep.store_info.get("sides", ("right", "left")):
+            h = ep.hands(side)
+            v = h["valid"]
+            if not v.any():
+                continue
+            s = flip if side == "left" else np.ones(3, np.float32)
+            chunks["global_orient"].append(h["global_orient"][v] * s)
+            chunks["hand_pose"].append(h["hand_pose"][v] * s)
+            chunks["betas"].append(h["betas"][v])
+            chunks["transl"].append(h["transl"][v] * (mirror if side == "left" else 1.0))
+    if not chunks["betas"]:
+        raise ValueError(f"store {root}: no valid ground-truth hands in split {split!r}"
+                         + (f" of datasets {datasets}" if datasets else ""))
+    out = {k: np.concatenate(v) for k, v in chunks.items()}
+    n = len(out["betas"])
+    if n > max_frames:
+        keep = np.random.default_rng(seed).choice(n, max_frames, replace=False)
+        out = {k: v[keep] for k, v in out.items()}
+    return {k: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float32) for k, v in out.items()}

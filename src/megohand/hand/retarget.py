@@ -353,42 +353,6 @@ def train_inverse_mano(
     return net.eval()
 
 
-def load_store_params(root, datasets: list[str] | None = None, split: str = "train", max_frames: int = 200_000,
-                      seed: int = 0) -> dict:
-    """Canonical hand params of a converted store (valid frames of ``gt`` episodes only, never
-    retargeted ones), both sides, left hands mirrored into right-hand params (axis-angle (x, -y, -z)).
-    At most ``max_frames`` frames, drawn at random. Returns dict of float32 tensors as :func:`sample_params`."""
-    from megohand.data.store import Store
-
-    store = Store(root)
-    chunks = {k: [] for k in ("global_orient", "hand_pose", "betas", "transl")}
-    flip = np.array([1.0, -1.0, -1.0], np.float32)  # axis-angle under x -> -x
-    mirror = np.array([-1.0, 1.0, 1.0], np.float32)  # positions under x -> -x
-    for ref in store.episodes(datasets, split=split):
-        ep = store.open(ref)
-        if ep.meta.hand_source != "gt":
-            continue
-        for side in ep.store_info.get("sides", ("right", "left")):
-            h = ep.hands(side)
-            v = h["valid"]
-            if not v.any():
-                continue
-            s = flip if side == "left" else np.ones(3, np.float32)
-            chunks["global_orient"].append(h["global_orient"][v] * s)
-            chunks["hand_pose"].append(h["hand_pose"][v] * s)
-            chunks["betas"].append(h["betas"][v])
-            chunks["transl"].append(h["transl"][v] * (mirror if side == "left" else 1.0))
-    if not chunks["betas"]:
-        raise ValueError(f"store {root}: no valid ground-truth hands in split {split!r}"
-                         + (f" of datasets {datasets}" if datasets else ""))
-    out = {k: np.concatenate(v) for k, v in chunks.items()}
-    n = len(out["betas"])
-    if n > max_frames:
-        keep = np.random.default_rng(seed).choice(n, max_frames, replace=False)
-        out = {k: v[keep] for k, v in out.items()}
-    return {k: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float32) for k, v in out.items()}
-
-
 # ----------------------------------------------------------------------------- inference
 
 
@@ -760,6 +724,6 @@ def _sync(device) -> None:
 
 __all__ = [
     "InverseMANO", "JointsOnly", "PRETRAINED_DIR", "RetargetConfig", "Retargeter", "evaluate", "hand_signature",
-    "load_network", "load_store_params", "palm_frame", "sample_params", "sample_sequences", "save_network",
+    "load_network", "palm_frame", "sample_params", "sample_sequences", "save_network",
     "train_inverse_mano", "two_stage_loss",
 ]

@@ -295,11 +295,11 @@ class MEgoHandPolicy(nn.Module):
         self.__dict__["_head_fn"] = torch.compile(self.head, mode=mode, dynamic=False)
 
     def enable_cuda_graphs(self, enabled: bool = True, warmup: int = 2) -> None:
-        """Make predict_chunk replay one CUDA graph per input signature (``megohand.inference.graphs``); eager on the
+        """Make predict_chunk replay one CUDA graph per input signature (``megohand.models.graphs``); eager on the
         CPU and for padded instruction batches. Captured graphs are dropped when the weights move (``.to``)."""
         self._drop_graphs()
         if enabled:
-            from megohand.inference.graphs import CUDAGraphQuery
+            from megohand.models.graphs import CUDAGraphQuery
 
             self.__dict__["_graphs"] = CUDAGraphQuery(self, warmup=warmup)
         else:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from megohand.inference.graphs import CUDAGraphQuery
+from megohand.models.graphs import CUDAGraphQuery
 from megohand.inference.policy import ModelPolicy
 from megohand.models import MEgoHandPolicy, PolicyConfig
 from megohand.models.backbones import build_backbone
