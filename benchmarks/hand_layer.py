@@ -22,7 +22,6 @@ from __future__ import annotations
 import platform
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 from results_io import write_json  # benchmarks/results_io.py
+from timing import time_impls  # benchmarks/timing.py
 
 
 @dataclass
@@ -52,43 +52,6 @@ class Args:
     """Free text stored in the JSON (e.g. machine load)."""
     out: Path | None = None
     """JSON path (default benchmarks/results/hand_layer_<device>.json)."""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_impls(impls: dict, device: torch.device, min_time: float, rounds: int = 3) -> dict[str, float]:
-    """Seconds per call of each implementation: the best of many short interleaved blocks.
-
-    A block is ~10 ms of calls (at least one call); there are ``rounds`` blocks or more, up to
-    ``min_time`` seconds per implementation. Blocks of the implementations alternate and the
-    minimum is kept, because load from other processes on a shared machine only ever adds time.
-    """
-    calls, blocks = {}, {}
-    for name, fn in impls.items():
-        fn()  # warm-up (allocations, cuBLAS handles, graph capture, compilation)
-        fn()
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        one = max(time.perf_counter() - t, 1e-7)
-        calls[name] = max(1, int(0.01 / one))
-        blocks[name] = max(rounds, min(100, int(min_time / (calls[name] * one))))
-    best = {name: float("inf") for name in impls}
-    for r in range(max(blocks.values())):
-        for name, fn in impls.items():
-            if r >= blocks[name]:
-                continue
-            n = calls[name]
-            t = time.perf_counter()
-            for _ in range(n):
-                fn()
-            _sync(device)
-            best[name] = min(best[name], (time.perf_counter() - t) / n)
-    return best
 
 
 def make_inputs(B: int, device: torch.device, seed: int = 0):

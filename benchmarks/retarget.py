@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,31 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from results_io import write_json  # benchmarks/results_io.py
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_time(fn, device: torch.device, min_time: float, rounds: int = 3) -> float:
-    """Seconds per call: the best of >= ``rounds`` blocks of ~10 ms (at most ``min_time`` in all)."""
-    fn()
-    _sync(device)
-    t = time.perf_counter()
-    fn()
-    _sync(device)
-    one = max(time.perf_counter() - t, 1e-7)
-    calls = max(1, int(0.01 / one))
-    blocks = max(rounds, min(100, int(min_time / (calls * one))))
-    best = float("inf")
-    for _ in range(blocks):
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        _sync(device)
-        best = min(best, (time.perf_counter() - t) / calls)
-    return best
+from timing import time_impls  # benchmarks/timing.py
 
 
 # parent of each MANO21 joint (16 MANO joints, then the tips thumb, index, middle, ring, pinky)
@@ -158,13 +133,13 @@ def main(argv=None) -> dict:
     print(f"\n{'device':6} {'what':22} {'hands':>7} {'ms/call':>10} {'hands/s':>12}")
     for B in args.batches:
         J = J_all[:B].contiguous()
-        sec = best_time(lambda: r.predict(J), device, args.min_time)
+        sec = time_impls({"net": lambda: r.predict(J)}, device, args.min_time)["net"]
         rows.append(dict(what="network", batch=B, ms_per_call=sec * 1e3, hands_per_s=B / sec))
         print(f"{device.type:6} {'network':22} {B:7d} {sec * 1e3:10.3f} {B / sec:12.0f}", flush=True)
     for T in args.seq_lens:
         J = J_all[:T].contiguous()
         fit = lambda: r.refine(r.predict(J), J, steps=args.refine_steps)  # noqa: E731
-        sec = best_time(fit, device, args.min_time, rounds=2)
+        sec = time_impls({"fit": fit}, device, args.min_time, rounds=2)["fit"]
         what = f"network+{args.refine_steps} refine"
         rows.append(dict(what=what, batch=T, ms_per_call=sec * 1e3, hands_per_s=T / sec))
         print(f"{device.type:6} {what:22} {T:7d} {sec * 1e3:10.3f} {T / sec:12.0f}", flush=True)
