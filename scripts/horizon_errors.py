@@ -50,7 +50,9 @@ def main() -> None:
         pred = model.predict_chunk(batch["image"], [x["instruction"] for x in items], batch["state"], batch["depth"],
                                    steps=args.steps, generator=torch.Generator().manual_seed(args.seed))
     gt, mask = batch["action"], batch["action_mask"].float()
-    unit = torch.tensor((model.normalizer.hi["action"][T] - model.normalizer.lo["action"][T]) / 2, dtype=torch.float32)
+    lo, hi = (torch.tensor(np.asarray(b)[..., T], dtype=torch.float32)
+              for b in (model.normalizer.lo["action"], model.normalizer.hi["action"]))
+    unit = (hi - lo) / 2  # (3,) shared by the horizon steps, or (L, 3) with a per-step normaliser
 
     def per_step(x):  # (B, L) -> (L,) mean over valid frames
         return ((x * mask).sum(0) / mask.sum(0).clamp(min=1)).tolist()
@@ -58,7 +60,9 @@ def main() -> None:
     model_cm = per_step((pred[..., T] - gt[..., T]).norm(dim=-1) * 100)
     static_cm = per_step(gt[..., T].norm(dim=-1) * 100)
     model_units = per_step(((pred[..., T] - gt[..., T]) / unit).abs().mean(-1))
-    print(f"normaliser unit of the wrist offset x, y, z [m]: {[round(float(u), 3) for u in unit]}")
+    first, last = (unit, unit) if unit.ndim == 1 else (unit[0], unit[-1])
+    print(f"normaliser unit of the wrist offset x, y, z [m]: {[round(float(u), 3) for u in first]}"
+          + ("" if unit.ndim == 1 else f" at step 1, {[round(float(u), 3) for u in last]} at step {L}"))
     print("step  model [cm]  static [cm]  model [units]")
     for i in range(L):
         print(f"{i + 1:4d}  {model_cm[i]:10.2f}  {static_cm[i]:11.2f}  {model_units[i]:13.3f}")

@@ -6,6 +6,10 @@ use the fixed bounds [-1, 1] (identity map), as GR00T does for absolute rotation
 and relative translation use statistics (``lo, hi`` = min, max; or q01, q99 with clipping in mode "q99"),
 pooled over the training datasets (megohand.data.stats). ``to_dict()`` is JSON-able and travels with every
 checkpoint.
+
+The ``*_per_step`` modes (opt-in) take the action bounds per horizon step i = 1..L: shape (L, 99), applied to
+action tensors (..., L, 99), so the near chunk frames (small wrist offsets t_{k+i} - t_k) get a fine scale.
+State bounds stay (109,).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from megohand.hand.vector import (
     STATE_DIM,
 )
 
-MODES = ("min_max", "q99")
+MODES = ("min_max", "q99", "min_max_per_step", "q99_per_step")
 KINDS = {"state": STATE_DIM, "action": ACTION_DIM}
 
 
@@ -39,34 +43,52 @@ class Normalizer:
 
     Args:
         bounds: {"state": (lo (109,), hi (109,)), "action": (lo (99,), hi (99,))}; 6D dims are overridden to [-1, 1].
-        mode: "min_max" or "q99" (q99 clips the normalised value to [-1, 1]).
+            In the ``*_per_step`` modes the action bounds have shape (L, 99) (one row per horizon step).
+        mode: "min_max", "q99" (clips the normalised value to [-1, 1]), "min_max_per_step" or "q99_per_step".
     """
 
     def __init__(self, bounds: dict[str, tuple], mode: str = "min_max"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
+        self.per_step = mode.endswith("_per_step")
+        self.clip = mode.startswith("q99")
         self.lo, self.hi = {}, {}
         for kind, dim in KINDS.items():
             if kind not in bounds:
                 raise ValueError(f"normaliser bounds for {kind!r} missing")
-            lo, hi = (np.asarray(b, dtype=np.float64).reshape(-1) for b in bounds[kind])
-            if lo.shape != (dim,) or hi.shape != (dim,):
-                raise ValueError(f"{kind} bounds must have {dim} dims, got {lo.shape}, {hi.shape}")
+            if self.per_step and kind == "action":
+                lo, hi = (np.asarray(b, dtype=np.float64) for b in bounds[kind])
+                if lo.ndim != 2 or lo.shape[0] < 1 or lo.shape[1:] != (dim,) or hi.shape != lo.shape:
+                    raise ValueError(f"{mode}: action bounds must have shape (L, {dim}), got {lo.shape}, {hi.shape}")
+            else:
+                lo, hi = (np.asarray(b, dtype=np.float64).reshape(-1) for b in bounds[kind])
+                if lo.shape != (dim,) or hi.shape != (dim,):
+                    raise ValueError(f"{kind} bounds must have {dim} dims, got {lo.shape}, {hi.shape}")
             if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) or np.any(hi < lo):
                 raise ValueError(f"{kind} bounds must be finite with hi >= lo")
             rot = rotation_mask(kind)
             lo, hi = np.where(rot, -1.0, lo), np.where(rot, 1.0, hi)
             self.lo[kind], self.hi[kind] = lo, hi
 
+    @property
+    def horizon(self) -> int | None:
+        """L of the per-step action bounds (None when the action bounds are shared by all steps)."""
+        return len(self.lo["action"]) if self.per_step else None
+
     @classmethod
     def from_stats(cls, stats: dict, mode: str = "min_max") -> "Normalizer":
-        """From a statistics dict (``megohand.data.stats``: {"state": {"min", "max", "q01", "q99"...}, "action": ...})."""
-        keys = ("min", "max") if mode == "min_max" else ("q01", "q99")
+        """From a statistics dict (``megohand.data.stats``: {"state": {"min", "max", "q01", "q99"...}, "action": ...,
+        "action_per_step": {... (L, 99)}}; the per-step part is only read by the ``*_per_step`` modes)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        keys = ("q01", "q99") if mode.startswith("q99") else ("min", "max")
+        src = {"state": "state", "action": "action_per_step" if mode.endswith("_per_step") else "action"}
         try:
-            return cls({k: (stats[k][keys[0]], stats[k][keys[1]]) for k in KINDS}, mode)
+            return cls({k: (stats[src[k]][keys[0]], stats[src[k]][keys[1]]) for k in KINDS}, mode)
         except KeyError as e:
-            raise ValueError(f"statistics lack {e}; expected state/action with {keys}") from None
+            hint = " (per-step statistics: recompute with `megohand stats --force`)" if "per_step" in mode else ""
+            raise ValueError(f"statistics lack {e}; expected {sorted(set(src.values()))} with {keys}{hint}") from None
 
     def _get(self, kind: str, like):
         if kind not in KINDS:
@@ -85,9 +107,9 @@ class Normalizer:
         y = 2.0 * (x - lo) / span - 1.0
         if isinstance(x, torch.Tensor):
             y = torch.where(live, y, torch.zeros_like(y))
-            return y.clamp(-1.0, 1.0) if self.mode == "q99" else y
+            return y.clamp(-1.0, 1.0) if self.clip else y
         y = np.where(live, y, 0.0).astype(np.result_type(x, np.float32), copy=False)
-        return np.clip(y, -1.0, 1.0) if self.mode == "q99" else y
+        return np.clip(y, -1.0, 1.0) if self.clip else y
 
     def unnormalize(self, y, kind: str):
         """Inverse of ``normalize`` (dims with min = max -> min)."""
@@ -110,13 +132,15 @@ class Normalizer:
     def unnormalize_action(self, y):
         return self.unnormalize(y, "action")
 
-    @staticmethod
-    def _check(x, kind):
+    def _check(self, x, kind):
         if x.shape[-1] != KINDS.get(kind, -1):
             raise ValueError(f"{kind} must have last dim {KINDS.get(kind)}, got shape {tuple(x.shape)}")
+        if kind == "action" and self.per_step and (x.ndim < 2 or x.shape[-2] != self.horizon):
+            raise ValueError(f"{self.mode}: action must have shape (..., {self.horizon}, {KINDS[kind]}) "
+                             f"(L = {self.horizon} of the bounds), got shape {tuple(x.shape)}")
 
     def to_dict(self) -> dict:
-        """JSON-able: {"type": "min_max"|"q99", "state": {"lo", "hi"}, "action": {"lo", "hi"}}."""
+        """JSON-able: {"type": mode, "state": {"lo", "hi"}, "action": {"lo", "hi"}} (per-step action: nested (L, 99) lists)."""
         return {"type": self.mode, **{k: {"lo": self.lo[k].tolist(), "hi": self.hi[k].tolist()} for k in KINDS}}
 
     @classmethod

@@ -12,6 +12,12 @@ Files (atomic writes)::
 
 Pooling is exact for count, mean, std, min, max; pooled q01/q99 are the min of the q01s / max of the q99s
 (a conservative bound: exact pooled quantiles would need the data).
+
+Version 2 files also hold ``action_per_step``: the same statistics per horizon step i = 1..L (count (L,), the
+rest (L, 99); quantiles from a sample of ``reservoir // L`` rows per step; a step without any action takes the
+all-steps values with count 0). They are pooled the same way, step by step, skipping parts with count 0.
+Version 1 files (no per-step part) still load for the shared-bounds modes and are recomputed when a
+``*_per_step`` mode needs them.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from megohand.data.windows import episode_ranges, episode_states, future_indices
 from megohand.hand.vector import encode_chunk
 
 STATS_FORMAT = "megohand-stats"
+STATS_VERSION = 2  # 2: + action_per_step
 
 
 class RunningStats:
@@ -81,6 +88,7 @@ def dataset_statistics(store: Store | str | Path, dataset: str, side: str = "rig
     if not refs:
         raise StoreError(f"dataset {dataset!r}: no episodes of split {split!r} in {store.root}")
     st, ac = RunningStats(109, reservoir, seed), RunningStats(99, reservoir, seed + 1)
+    steps = [RunningStats(99, max(reservoir // horizon, 1), seed + 2 + i) for i in range(horizon)]
     it = refs
     if progress:
         from tqdm import tqdm
@@ -100,9 +108,35 @@ def dataset_statistics(store: Store | str | Path, dataset: str, side: str = "rig
                 act = encode_chunk(states[torch.from_numpy(ks)], states[torch.from_numpy(idx)]).double().numpy()
             st.add(states[torch.from_numpy(ks)].double().numpy())
             ac.add(act[mask > 0])
-    return {"format": STATS_FORMAT, "version": 1, "dataset": dataset, "side": side, "horizon": horizon,
-            "split": split, "episodes": len(refs), "state": st.result(), "action": ac.result(),
+            for i, rs in enumerate(steps):
+                rs.add(act[:, i][mask[:, i] > 0])
+    action = ac.result()
+    return {"format": STATS_FORMAT, "version": STATS_VERSION, "dataset": dataset, "side": side, "horizon": horizon,
+            "split": split, "episodes": len(refs), "state": st.result(), "action": action,
+            "action_per_step": per_step_result(steps, action),
             "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def per_step_result(steps: list[RunningStats], fallback: dict) -> dict:
+    """Per-step ``RunningStats.result()`` stacked: count (L,), the rest (L, 99) (empty steps: ``fallback``, count 0)."""
+    res = [rs.result() if rs.n else {**fallback, "count": 0} for rs in steps]
+    return {k: [r[k] for r in res] for k in fallback}
+
+
+def pool_per_step(parts: list[dict]) -> dict:
+    """Pool ``action_per_step`` dicts step by step (as ``pool_statistics``; parts with count 0 at a step are
+    skipped there, and a step empty in every part keeps the parts' fallback values with equal weights)."""
+    n = np.array([p["count"] for p in parts], np.float64)  # (P, L)
+    N = n.sum(0)
+    use = np.where(N > 0, n > 0, True)  # (P, L)
+    w = np.where(N > 0, n, 1.0)[..., None]  # (P, L, 1)
+    a = {k: np.array([p[k] for p in parts], np.float64) for k in ("mean", "std", "min", "max", "q01", "q99")}
+    mu = (w * a["mean"]).sum(0) / w.sum(0)
+    var = (w * (a["std"] ** 2 + a["mean"] ** 2)).sum(0) / w.sum(0) - mu ** 2
+    u = use[..., None]
+    return {"count": N.astype(int).tolist(), "mean": mu.tolist(), "std": np.sqrt(np.maximum(var, 0.0)).tolist(),
+            "min": np.where(u, a["min"], np.inf).min(0).tolist(), "max": np.where(u, a["max"], -np.inf).max(0).tolist(),
+            "q01": np.where(u, a["q01"], np.inf).min(0).tolist(), "q99": np.where(u, a["q99"], -np.inf).max(0).tolist()}
 
 
 def pool_statistics(stats: list[dict]) -> dict:
@@ -127,6 +161,8 @@ def pool_statistics(stats: list[dict]) -> dict:
             "q01": np.min([p["q01"] for p in parts], 0).tolist(),
             "q99": np.max([p["q99"] for p in parts], 0).tolist(),
         }
+    if all("action_per_step" in s for s in stats):
+        out["action_per_step"] = pool_per_step([s["action_per_step"] for s in stats])
     return out
 
 
@@ -143,7 +179,8 @@ def compute_store_statistics(root: str | Path, datasets: list[str] | None = None
                              mode: str = "min_max", progress: bool = True) -> dict:
     """Compute (or reuse, unless ``force``) each dataset's statistics, then write the pooled normaliser file.
 
-    A dataset's file is reused when it is newer than the dataset's index.json (so a resumed run skips done work).
+    A dataset's file is reused when it is newer than the dataset's index.json (so a resumed run skips done work)
+    and, for a ``*_per_step`` mode, holds the per-step part (version 1 files are recomputed then).
     Returns the pooled file's content."""
     store = Store(root)
     names = datasets or store.datasets()
@@ -154,7 +191,7 @@ def compute_store_statistics(root: str | Path, datasets: list[str] | None = None
         fresh = p.exists() and (not idx.exists() or p.stat().st_mtime >= idx.stat().st_mtime)
         if fresh and not force:
             s = json.loads(p.read_text())
-            if s.get("split") == split:
+            if s.get("split") == split and ("action_per_step" in s or not mode.endswith("_per_step")):
                 per.append(s)
                 continue
         s = dataset_statistics(store, ds, side, horizon, split, progress=progress)

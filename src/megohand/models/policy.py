@@ -35,7 +35,8 @@ class MinMax(nn.Module):
     """
 
     def __init__(self, bounds: dict[str, torch.Tensor]):
-        """bounds: state_lo, state_hi (state_dim,), action_lo, action_hi (action_dim,)."""
+        """bounds: state_lo, state_hi (state_dim,), action_lo, action_hi (action_dim,) or, per horizon step,
+        (L, action_dim) (broadcast over actions (..., L, action_dim)), clip () (1: clip to [-1, 1])."""
         super().__init__()
         self._src = {k: v.float() for k, v in bounds.items()}
         for name, value in self._src.items():
@@ -68,18 +69,21 @@ class MinMax(nn.Module):
         return torch.where(hi > lo, (y + 1) * 0.5 * (hi - lo) + lo, lo)
 
 
-def normalizer_bounds(normalizer, state_dim: int, action_dim: int) -> dict[str, torch.Tensor]:
-    """(lo, hi) float32 per dim of state and action of a ``megohand.data.normalize.Normalizer``
-    (identity [-1, 1] when None), plus ``clip`` (1 for its q99 mode, which clips to [-1, 1])."""
+def normalizer_bounds(normalizer, state_dim: int, action_dim: int, horizon: int | None = None) -> dict[str, torch.Tensor]:
+    """(lo, hi) float32 per dim of state (state_dim,) and action ((action_dim,), or (L, action_dim) for a per-step
+    mode, L = ``horizon`` when given) of a ``megohand.data.normalize.Normalizer`` (identity [-1, 1] when None),
+    plus ``clip`` (1 for its q99 modes, which clip to [-1, 1])."""
     if normalizer is None:
         ones_s, ones_a = torch.ones(state_dim), torch.ones(action_dim)
         return {"state_lo": -ones_s, "state_hi": ones_s, "action_lo": -ones_a, "action_hi": ones_a, "clip": torch.zeros(())}
     out = {f"{k}_{b}": torch.as_tensor(getattr(normalizer, b)[k], dtype=torch.float32)
            for k in ("state", "action") for b in ("lo", "hi")}
-    for k, n in (("state", state_dim), ("action", action_dim)):
-        if out[f"{k}_lo"].shape != (n,):
-            raise ValueError(f"normaliser {k} bounds have shape {tuple(out[f'{k}_lo'].shape)}, expected ({n},)")
-    out["clip"] = torch.tensor(float(getattr(normalizer, "mode", "min_max") == "q99"))
+    mode = getattr(normalizer, "mode", "min_max")
+    action_shape = ((horizon or len(out["action_lo"]), action_dim) if mode.endswith("_per_step") else (action_dim,))
+    for k, shape in (("state", (state_dim,)), ("action", action_shape)):
+        if tuple(out[f"{k}_lo"].shape) != shape:
+            raise ValueError(f"normaliser {k} bounds have shape {tuple(out[f'{k}_lo'].shape)}, expected {shape}")
+    out["clip"] = torch.tensor(float(mode.startswith("q99")))
     return out
 
 
@@ -105,7 +109,7 @@ class MEgoHandPolicy(nn.Module):
             if dc.supervision:
                 self.depth_head = DepthHead(self.depth_encoder.out_channels, dc.supervision_size)
         self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
-        self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim))
+        self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim, config.horizon))
         self.__dict__["_head_fn"] = self.head  # plain attribute (not a submodule): the compiled head or the head
         self.__dict__["_graphs"] = None  # a CUDAGraphQuery once enable_cuda_graphs() is called
 
@@ -115,7 +119,8 @@ class MEgoHandPolicy(nn.Module):
         self._drop_graphs()
         device = self.norm.state_lo.device
         self.normalizer = normalizer
-        self.norm = MinMax(normalizer_bounds(normalizer, self.config.state_dim, self.config.action_dim)).to(device)
+        self.norm = MinMax(normalizer_bounds(normalizer, self.config.state_dim, self.config.action_dim,
+                                             self.config.horizon)).to(device)
 
     def _apply(self, fn, recurse=True):
         """``.to`` / ``.cuda`` / ``.half``: captured CUDA graphs are dropped when a weight or buffer is re-allocated

@@ -55,6 +55,9 @@ class TrainConfig:
     """Stored depth: auto = where the episode has it; store = required; none = never read."""
     side: Literal["right", "left"] = "right"
     """Hand side."""
+    normalizer: Literal["min_max", "q99", "min_max_per_step", "q99_per_step"] = "min_max"
+    """State/action normaliser (pooled store statistics): min_max, q99 (q01..q99, clipped), or the *_per_step
+    variants with action bounds per horizon step (L, 99), a finer scale for the near chunk frames."""
     seed: int = 0
     """Seed of initialisation, data order, augmentation and flow noise."""
     log_every: int = 10

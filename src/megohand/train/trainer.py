@@ -81,14 +81,16 @@ def build_datasets(cfg: TrainConfig, image_size: int):
 
 
 def store_normalizer(cfg: TrainConfig, accelerator):
-    """Pooled min_max normaliser of the training datasets (computed once by the main process, cached in the store)."""
+    """Pooled normaliser (``cfg.normalizer`` mode, default min_max) of the training datasets (computed once by the
+    main process, cached in the store)."""
     from megohand.data.stats import compute_store_statistics, load_normalizer
 
     names = sorted(cfg.dataset_weights() or {}) or None
     if accelerator.is_main_process:
-        compute_store_statistics(cfg.store, names, cfg.side, cfg.model.horizon, split="train", progress=cfg.progress)
+        compute_store_statistics(cfg.store, names, cfg.side, cfg.model.horizon, split="train", mode=cfg.normalizer,
+                                 progress=cfg.progress)
     accelerator.wait_for_everyone()
-    return load_normalizer(cfg.store, names, cfg.side, cfg.model.horizon)
+    return load_normalizer(cfg.store, names, cfg.side, cfg.model.horizon, mode=cfg.normalizer)
 
 
 class Trainer:
