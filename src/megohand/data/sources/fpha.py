@@ -64,8 +64,8 @@ SENTENCES = {
 LAYOUT = """FPHA (F-PHAB):  SRC/Video_files/Subject_<n>/<action>/<seq>/color/color_<NNNN>.jpeg (1920x1080),
       .../depth/depth_<NNNN>.png (640x480 uint16 mm at the depth camera; optional, registered to RGB);
       SRC/Hand_pose_annotation_v1[_1]/Subject_<n>/<action>/<seq>/skeleton.txt (t + 21x3 mm, depth camera);
-      optional SRC/data_split_action_recognition.txt. Camera: README constants. Joints only: needs
-      --retarget-model. Task id = Subject_1/charge_cell_phone/1."""
+      optional SRC/data_split_action_recognition.txt. Camera: README constants. Joints only: retargeted
+      (--retarget-model; default the open hand's network). Task id = Subject_1/charge_cell_phone/1."""
 
 
 def action_text(action: str) -> str:

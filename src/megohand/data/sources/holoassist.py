@@ -62,7 +62,7 @@ LAYOUT = """HoloAssist:  SRC/<video name>/Export_py/Video/{Pose_sync.txt, Intrin
       RGB: .../Export_py/Video/images_aligned/<k:06d>.png (one per Pose_sync line) or
       .../Export_py/Video_pitchshift.mp4 | Video_compress.mp4 (frames matched by timestamp);
       optional SRC/data-annotation-trainval-v1_1.json, SRC/data-splits-v1/{train,val,test}-v1.txt.
-      No depth (virtual depth). Joints only: needs --retarget-model. Task id = R0027-12-GoPro."""
+      No depth (virtual depth). Joints only: retargeted (--retarget-model). Task id = R0027-12-GoPro."""
 
 
 def read_rows(path: Path, what: str) -> list[np.ndarray]:
