@@ -16,3 +16,19 @@ def shared_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip("../shared/fixtures not present")
     return SHARED_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def hand_dir(tmp_path_factory) -> Path:
+    """A small MANO-format test hand (fixtures_native.write_test_hand): every convention rule changes results."""
+    from fixtures_native import write_test_hand
+
+    return write_test_hand(tmp_path_factory.mktemp("hand"))
+
+
+@pytest.fixture(scope="session")
+def hands(hand_dir):
+    """HandModels (both sides) of the test hand, as the converters use them."""
+    from megohand.data.sources.pipeline import HandModels
+
+    return HandModels(hand_dir)

@@ -1,7 +1,6 @@
 """Backbones and depth modules built tiny from random transformers configs, saved with save_pretrained and
 loaded back through the real loading path (no hub)."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest

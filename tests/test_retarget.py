@@ -40,10 +40,6 @@ HOLO_TO_OPENPOSE = [1, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13, 14, 15, 17, 18, 19, 20, 
 PARAMS = ("global_orient", "hand_pose", "betas", "transl")
 
 
-@pytest.fixture(scope="module")
-def hand_dir(tmp_path_factory):
-    return write_test_hand(tmp_path_factory.mktemp("retarget_hand"))
-
 
 @pytest.fixture(scope="module")
 def open_retargeter():

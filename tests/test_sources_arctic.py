@@ -4,20 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_native import ARCTIC_DIST8, fk, save_png, write_arctic, write_test_hand
+from fixtures_native import ARCTIC_DIST8, fk, save_png, write_arctic
 from megohand.data.sources import get_source
 from megohand.data.sources.arctic import default_instruction, read_descriptions
 from megohand.data.sources.common import SourceError
 from megohand.data.sources.distortion import opencv8_distort
-from megohand.data.sources.pipeline import HandModels, convert_episode
+from megohand.data.sources.pipeline import convert_episode
 
 torch.set_num_threads(1)
 TASK = "s01/box_use_02"
 
-
-@pytest.fixture(scope="module")
-def hands(tmp_path_factory):
-    return HandModels(write_test_hand(tmp_path_factory.mktemp("hand")))
 
 
 def test_arctic_roundtrip_into_store(tmp_path, hands):

@@ -14,7 +14,6 @@ from fixtures_native import (
     fk,
     tiny_retargeter,
     write_fpha,
-    write_test_hand,
 )
 from megohand.data.sources import get_source
 from megohand.data.sources.common import SourceError
@@ -26,14 +25,6 @@ torch.set_num_threads(1)
 TASK = "Subject_1/charge_cell_phone/1"
 
 
-@pytest.fixture(scope="module")
-def hand_dir(tmp_path_factory):
-    return write_test_hand(tmp_path_factory.mktemp("hand"))
-
-
-@pytest.fixture(scope="module")
-def hands(hand_dir):
-    return HandModels(hand_dir)
 
 
 def test_reader_joints_in_colour_camera(tmp_path, hands):

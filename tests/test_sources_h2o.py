@@ -4,19 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_native import fk, write_h2o, write_test_hand
+from fixtures_native import fk, write_h2o
 from megohand.data.sources import get_source
 from megohand.data.sources.common import SourceError
 from megohand.data.sources.h2o import label_segments, official_split
-from megohand.data.sources.pipeline import HandModels, convert_episode
+from megohand.data.sources.pipeline import convert_episode
 
 torch.set_num_threads(1)
 TASK = "subject1/o1/7/cam4"
 
-
-@pytest.fixture(scope="module")
-def hands(tmp_path_factory):
-    return HandModels(write_test_hand(tmp_path_factory.mktemp("hand")))
 
 
 def test_h2o_roundtrip_into_store(tmp_path, hands):

@@ -4,18 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_native import HOI4D_TASK, fk, write_hoi4d, write_test_hand
+from fixtures_native import HOI4D_TASK, fk, write_hoi4d
 from megohand.data.sources import get_source
 from megohand.data.sources.common import SourceError
 from megohand.data.sources.hoi4d import task_sentence
-from megohand.data.sources.pipeline import HandModels, convert_episode
+from megohand.data.sources.pipeline import convert_episode
 
 torch.set_num_threads(1)
 
-
-@pytest.fixture(scope="module")
-def hands(tmp_path_factory):
-    return HandModels(write_test_hand(tmp_path_factory.mktemp("hand")))
 
 
 def test_hoi4d_roundtrip_into_store(tmp_path, hands):

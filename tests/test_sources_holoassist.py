@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_native import fk, tiny_retargeter, write_holoassist, write_test_hand, write_video
+from fixtures_native import fk, tiny_retargeter, write_holoassist, write_video
 from megohand.data.sources import get_source
 from megohand.data.sources.common import SourceError
 from megohand.data.sources.holoassist import fine_text
-from megohand.data.sources.pipeline import HandModels, convert_episode
+from megohand.data.sources.pipeline import convert_episode
 from megohand.hand.joints import index_map
 
 torch.set_num_threads(1)
@@ -21,14 +21,6 @@ TASK = "R0027-12-GoPro"
 HOLO26_TO_MANO21 = [1, 7, 8, 9, 12, 13, 14, 22, 23, 24, 17, 18, 19, 2, 3, 4, 5, 10, 15, 20, 25]
 
 
-@pytest.fixture(scope="module")
-def hand_dir(tmp_path_factory):
-    return write_test_hand(tmp_path_factory.mktemp("hand"))
-
-
-@pytest.fixture(scope="module")
-def hands(hand_dir):
-    return HandModels(hand_dir)
 
 
 def _nearest(frames, candidates):

@@ -7,18 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_native import FISHEYE16, fk, write_hot3d_clip, write_hot3d_sequence, write_test_hand
+from fixtures_native import FISHEYE16, fk, write_hot3d_clip, write_hot3d_sequence
 from megohand.data.sources import get_source
 from megohand.data.sources.common import SourceError, canonical_hands
 from megohand.data.sources.distortion import fisheye624_project
-from megohand.data.sources.pipeline import HandModels, convert_episode
+from megohand.data.sources.pipeline import convert_episode
 
 torch.set_num_threads(1)
 
-
-@pytest.fixture(scope="module")
-def hands(tmp_path_factory):
-    return HandModels(write_test_hand(tmp_path_factory.mktemp("hand")))
 
 
 def _camera_joints(ep, hands):

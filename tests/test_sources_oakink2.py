@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_native import OAKINK2_TASK, fk, write_oakink2, write_test_hand
+from fixtures_native import OAKINK2_TASK, fk, write_oakink2
 from megohand.data.sources import get_source
 from megohand.data.sources.common import SourceError
-from megohand.data.sources.pipeline import HandModels, convert_episode
+from megohand.data.sources.pipeline import convert_episode
 
 torch.set_num_threads(1)
 
-
-@pytest.fixture(scope="module")
-def hands(tmp_path_factory):
-    return HandModels(write_test_hand(tmp_path_factory.mktemp("hand")))
 
 
 def test_oakink2_roundtrip_into_store(tmp_path, hands):

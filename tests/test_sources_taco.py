@@ -6,19 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_native import fk, write_taco, write_test_hand
+from fixtures_native import fk, write_taco
 from megohand.data.sources import get_source
 from megohand.data.sources.common import SourceError
-from megohand.data.sources.pipeline import HandModels, convert_episode
+from megohand.data.sources.pipeline import convert_episode
 from megohand.data.sources.taco import triplet_instruction
 
 torch.set_num_threads(1)
 TASK = "(dust, roller, pan)/20230927_032"
 
-
-@pytest.fixture(scope="module")
-def hands(tmp_path_factory):
-    return HandModels(write_test_hand(tmp_path_factory.mktemp("hand")))
 
 
 def test_taco_roundtrip_into_store(tmp_path, hands):
