@@ -20,16 +20,14 @@ Prints a table and writes ``benchmarks/results/hand_layer_<device>.json`` (atomi
 from __future__ import annotations
 
 import platform
-import sys
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from results_io import write_json  # benchmarks/results_io.py
-from timing import time_impls  # benchmarks/timing.py
+from timing import bench_device, time_impls  # benchmarks/timing.py
 
 
 @dataclass
@@ -91,12 +89,7 @@ def main(args: Args) -> dict:
     from megohand.hand import load_hand_model
     from megohand.hand.mano_io import write_synthetic_mano
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("CUDA requested but not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore")
+    device = bench_device(args.device, args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="hand_bench_"))
     write_synthetic_mano(tmp)
     hand = load_hand_model(tmp, device=device)

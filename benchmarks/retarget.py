@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 from results_io import write_json  # benchmarks/results_io.py
-from timing import time_impls  # benchmarks/timing.py
+from timing import bench_device, time_impls  # benchmarks/timing.py
 
 
 # parent of each MANO21 joint (16 MANO joints, then the tips thumb, index, middle, ring, pinky)
@@ -102,12 +100,7 @@ def main(argv=None) -> dict:
 
     from megohand.hand.retarget import PRETRAINED_DIR, Retargeter, sample_sequences
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("CUDA requested but not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore")
+    device = bench_device(args.device, args.threads)
     r = Retargeter.from_pretrained(args.model, mano_dir=args.mano_dir, refine_steps=args.refine_steps, device=device)
     model_dir = args.model or PRETRAINED_DIR
 

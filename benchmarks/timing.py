@@ -3,9 +3,22 @@ processes on a shared machine only ever adds time, so the minimum is the honest 
 
 from __future__ import annotations
 
+import sys
 import time
+import warnings
 
 import torch
+
+
+def bench_device(name: str, threads: int | None = None) -> torch.device:
+    """The benchmark's device (exits when CUDA is asked for but absent), CPU threads set, warnings silenced."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("CUDA requested but not available")
+    if threads:
+        torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    return device
 
 
 def sync(device: torch.device) -> None:
