@@ -108,11 +108,23 @@ def test_small_cnn_and_depth_head_shapes():
     cnn = SmallCNN(1, 32, num_down=4)
     f = cnn(torch.randn(2, 1, 64, 64))
     assert f.shape == (2, 32, 4, 4)
+    def block_sizes(head, feats):  # output grid of each conv block
+        sizes = []
+        hooks = [blk.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[-2:]))) for blk in head.up]
+        out = head(feats)
+        for h in hooks:
+            h.remove()
+        return out, sizes
+
     head = DepthHead(32, size=20)
-    out = head(f)
+    out, sizes = block_sizes(head, f)
     assert out.shape == (2, 1, 20, 20)
+    assert sizes == [(8, 8), (16, 16), (32, 32)]  # 4 -> 8 -> 16 -> 32: doubled while below 20
     out.sum().backward()
     assert all(p.grad is not None for p in head.parameters())
+    out, sizes = block_sizes(DepthHead(32, size=8), torch.randn(2, 32, 4, 4))
+    assert out.shape == (2, 1, 8, 8)
+    assert sizes == [(8, 8), (8, 8), (8, 8)]  # compact's case: stop doubling at the loss grid
 
 
 def test_config_roundtrip_and_presets():

@@ -159,7 +159,11 @@ class DepthEncoder(nn.Module):
 
 
 class DepthHead(nn.Module):
-    """Depth-supervision decoder: features (B, C, h, w) -> depth (B, 1, size, size) m (upsampling convs)."""
+    """Depth-supervision decoder: features (B, C, h, w) -> depth (B, 1, size, size) m.
+
+    Three 3x3 conv blocks; each doubles the resolution first while it is below ``size`` (paper preset: 7 -> 14 ->
+    28 -> 56; compact: 8 -> 16 -> 32 -> 32), so no block runs at a finer grid than the loss is taken on.
+    """
 
     def __init__(self, in_ch: int, size: int, width: int = 64):
         super().__init__()
@@ -173,8 +177,13 @@ class DepthHead(nn.Module):
     def forward(self, feats):
         x = self.inp(feats)
         for blk in self.up:
-            x = blk(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
-        return F.interpolate(self.out(x), size=(self.size, self.size), mode="bilinear", align_corners=False)
+            if max(x.shape[-2:]) < self.size:
+                x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = blk(x)
+        x = self.out(x)
+        if x.shape[-2:] == (self.size, self.size):
+            return x
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
 
 
 def depth_supervision_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, max_depth: float):
