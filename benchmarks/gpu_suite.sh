@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_suite.sh bench         # hand layer, renderer, paper-preset latency and training throughput
 #   bash benchmarks/gpu_suite.sh train         # synthetic benchmark (4 variants at once) + the shipped demo checkpoint
+#   TRAIN_STEPS=8000 TRAIN_ARGS="--normalizer=min_max_per_step" bash benchmarks/gpu_suite.sh train   # the next run
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
@@ -42,12 +43,13 @@ for phase in "$@"; do
       step latency $PY benchmarks/latency.py
       step train_throughput $PY benchmarks/train_throughput.py --preset paper --batch-size 16
       ;;
-    train)
+    train)  # TRAIN_STEPS (default 3000); TRAIN_ARGS: more `megohand train` options, e.g. "--normalizer=min_max_per_step"
+      extra=(); for a in ${TRAIN_ARGS:-}; do extra+=("--train-arg=$a"); done
       step synth synth_store
       step synthetic_benchmark $PY scripts/synthetic_benchmark.py --store "$STORE" --episodes 400 --parallel \
-        --workers 3 --steps "${TRAIN_STEPS:-3000}" --work runs/synthetic_benchmark
+        --workers 3 --steps "${TRAIN_STEPS:-3000}" --work runs/synthetic_benchmark "${extra[@]}"
       step demo_export $PY scripts/train_demo.py --work runs/demo --run runs/synthetic_benchmark/train_TID \
-        --steps "${TRAIN_STEPS:-3000}" --no-check
+        --steps "${TRAIN_STEPS:-3000}" --no-check "${extra[@]}"
       ;;
     dist)  # 1 GPU, paper preset (random init): train 8 steps, stop at 4, resume, compare with an uninterrupted run
       DIST_STORE=$STORE; [ -f "$STORE/store.json" ] || DIST_STORE=runs/dist_check/store   # else a 40-episode one

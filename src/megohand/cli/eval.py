@@ -44,7 +44,7 @@ class Eval:
         cfg = self.protocol
         methods = {}
         if not self.baselines_only:
-            policy = load_policy(self.ckpt, self.device)
+            policy = load_policy(self.ckpt, self.device, cfg.noise_scale)
             cfg = dataclasses.replace(cfg, horizon=policy.horizon)
             methods["model"] = lambda prev, stride: policy
         methods.update(baseline_factories(cfg.horizon))

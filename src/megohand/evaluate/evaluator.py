@@ -87,6 +87,9 @@ class EvalConfig:
     """Query stride s of the closed-loop rollouts."""
     steps: int | None = None
     """Euler steps K (None = the model's default)."""
+    noise_scale: float | None = None
+    """Initial-noise scale of the model's sampler (None = the checkpoint's, 1 unless it says otherwise; 0 = the
+    deterministic path from the noise mean). Applied where the model is loaded (``load_policy``)."""
     batch_size: int = 16
     """Windows per policy call."""
     max_episodes: int = 0

@@ -28,10 +28,11 @@ class ModelPolicy:
     """A policy model on ``device``: moves inputs there, returns the chunk on the caller's device and
     dtype, and draws the noise from the caller's (CPU) generator so that results are reproducible."""
 
-    def __init__(self, model, device: str | torch.device = "cpu"):
+    def __init__(self, model, device: str | torch.device = "cpu", noise_scale: float | None = None):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.horizon = int(model.config.horizon)
+        self.noise_scale = noise_scale  # None = the model's config.flow.noise_scale
 
     @torch.no_grad()
     def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None) -> torch.Tensor:
@@ -47,6 +48,7 @@ class ModelPolicy:
             state.to(dev, torch.float32),
             None if depth is None else depth.to(dev, torch.float32),
             generator=generator,
+            noise_scale=self.noise_scale,
             **kw,
         )
         return a.to(state.device, state.dtype)
@@ -76,11 +78,12 @@ def load_model(path: str | Path):
     return model
 
 
-def load_policy(ckpt: str | Path | None = None, device: str = "cpu") -> ModelPolicy:
-    """Checkpoint folder (None = the demo checkpoint shipped in the package) -> :class:`ModelPolicy`."""
+def load_policy(ckpt: str | Path | None = None, device: str = "cpu", noise_scale: float | None = None) -> ModelPolicy:
+    """Checkpoint folder (None = the demo checkpoint shipped in the package) -> :class:`ModelPolicy`
+    (``noise_scale``: the sampler's initial-noise scale, None = the checkpoint's)."""
     if ckpt is None and not (DEMO_CHECKPOINT / "config.json").is_file():
         raise FileNotFoundError(f"{DEMO_CHECKPOINT}: the demo checkpoint is missing (build it with scripts/train_demo.py)")
-    return ModelPolicy(load_model(DEMO_CHECKPOINT if ckpt is None else ckpt), device)
+    return ModelPolicy(load_model(DEMO_CHECKPOINT if ckpt is None else ckpt), device, noise_scale)
 
 
 def save_slim(model, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:

@@ -131,6 +131,9 @@ class FlowConfig:
     """Time discretisation int(tau * buckets)."""
     inference_steps: int = 4
     """Euler steps K at inference."""
+    noise_scale: float = 1.0
+    """Scale of the initial noise at inference (1 = the trained N(0, I) prior; 0 = the one deterministic path from
+    the noise mean, a central sample: lower per-window error and jitter, no diversity)."""
 
 
 @dataclass(frozen=True)

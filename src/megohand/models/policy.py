@@ -237,9 +237,12 @@ class MEgoHandPolicy(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None, has_depth=None):
+    def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None, has_depth=None,
+                      noise_scale: float | None = None):
         """Sample a chunk: image uint8 (B, 3, H, W), instructions list[str], state (B, 109) float,
         depth (B, 1, H, W) m or None -> un-normalised relative action (B, L, 99) float32.
+
+        The initial noise is N(0, I) times ``noise_scale`` (None = ``config.flow.noise_scale``).
 
         The vision-language tokens and the cross-attention K/V are computed once and reused by the K Euler
         steps (tau = k / K, k = 0..K-1; tau = 1 is data); the loop has no host syncs. The noise comes from
@@ -255,7 +258,8 @@ class MEgoHandPolicy(nn.Module):
                 has_depth = torch.ones(B, dtype=torch.bool)
             depth = depth if self.depth_encoder is not None else None
             text = self.prepare_text(instructions, B)
-            noise = self.draw_noise(B, generator)
+            scale = self.config.flow.noise_scale if noise_scale is None else float(noise_scale)
+            noise = self.draw_noise(B, generator) * scale
             if self._graphs is not None:
                 out = self._graphs(image, text, state, noise, K, depth, has_depth)
                 if out is not None:
