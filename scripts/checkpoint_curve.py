@@ -72,9 +72,10 @@ def main() -> None:
         raise SystemExit(f"{out} holds points at noise scale {report['noise_scale']}: pass another --out")
     report.update(run=str(args.run), store=str(args.store), protocol="window (GT h_k, raw chunk)",
                   noise_scale=args.noise_scale, command="python scripts/checkpoint_curve.py " + " ".join(sys.argv[1:]))
-    train_config = args.run / "train_config.json"
-    if train_config.is_file():  # how the run was trained (megohand train writes it at the start)
-        report["train_config"] = json.loads(train_config.read_text())
+    train_config = args.run / "train_config.json"  # how the run was trained (megohand train writes it at the start)
+    if not train_config.is_file():
+        raise SystemExit(f"{train_config} not found: --run must be a `megohand train --out` folder")
+    report["train_config"] = json.loads(train_config.read_text())
     store, hand = Store(args.store), load_hand_model()
     report["hand_model"] = hand.name
     done = {p["checkpoint"] for p in report["points"]}
@@ -82,7 +83,7 @@ def main() -> None:
         todo = [(s, p) for s, p in list_checkpoints(args.run / "checkpoints") if p.name not in done]
         final = args.run / "model"
         if (final / "config.json").is_file() and "model" not in done:
-            last = json.loads((args.run / "train_config.json").read_text())["steps"]
+            last = report["train_config"]["steps"]
             if any(p["step"] == last for p in report["points"]) or any(s == last for s, _ in todo):
                 done.add("model")  # the final checkpoint holds the same weights as run/model
             else:
