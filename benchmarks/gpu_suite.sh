@@ -2,8 +2,7 @@
 # The GPU measurements of benchmarks/results/, in the order they were made (one H100/H200).
 #
 #   bash benchmarks/gpu_suite.sh bench         # hand layer, renderer, paper-preset latency and training throughput
-#   bash benchmarks/gpu_suite.sh train         # synthetic benchmark (4 variants at once) + the shipped demo checkpoint
-#   TRAIN_STEPS=8000 TRAIN_ARGS="--normalizer=min_max_per_step" bash benchmarks/gpu_suite.sh train   # the next run
+#   bash benchmarks/gpu_suite.sh train         # synthetic benchmark (4 variants at once), TID curve, the demo checkpoint
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
@@ -17,6 +16,9 @@ LOGS=runs/gpu_logs
 mkdir -p "$LOGS"
 STORE=runs/demo/store            # the demo's synthetic world: seed 0, 400 episodes, 128 px (scripts/train_demo.py)
 SYNTH_WORKERS=${SYNTH_WORKERS:-8}
+# The synthetic world's segments (motion phases, ~10 frames) are shorter than the horizon L = 16: its windows run
+# across them (--window-scope=episode), as the window protocol of `megohand eval` compares them.
+SYNTH_TRAIN_ARGS="--window-scope=episode --normalizer=min_max_per_step --save-every=250 --keep-last=40"
 
 step() {  # step NAME CMD...: run, log, report
   local name=$1; shift
@@ -29,8 +31,9 @@ step() {  # step NAME CMD...: run, log, report
   return 0
 }
 
-synth_store() {
-  $PY -m megohand.cli.main synth --out "$STORE" --episodes 400 --seed 0 --image-size 128 --workers "$SYNTH_WORKERS"
+synth_store() {  # + the statistics of the default training options, once (not by each of the parallel trainings)
+  $PY -m megohand.cli.main synth --out "$STORE" --episodes 400 --seed 0 --image-size 128 --workers "$SYNTH_WORKERS" &&
+    $PY -m megohand.cli.main stats --root "$STORE" --window-scope episode --mode min_max_per_step
 }
 
 for phase in "$@"; do
@@ -43,13 +46,17 @@ for phase in "$@"; do
       step latency $PY benchmarks/latency.py
       step train_throughput $PY benchmarks/train_throughput.py --preset paper --batch-size 16
       ;;
-    train)  # TRAIN_STEPS (default 3000); TRAIN_ARGS: more `megohand train` options, e.g. "--normalizer=min_max_per_step"
-      extra=(); for a in ${TRAIN_ARGS:-}; do extra+=("--train-arg=$a"); done
+    train)  # TRAIN_STEPS (default 6000); TRAIN_ARGS: the `megohand train` options (default below). Re-running
+            # resumes the four trainings from their last checkpoint (every 250 steps) and the curve from its JSON.
+      extra=(); for a in ${TRAIN_ARGS:-$SYNTH_TRAIN_ARGS}; do extra+=("--train-arg=$a"); done
       step synth synth_store
+      $PY scripts/checkpoint_curve.py --run runs/synthetic_benchmark/train_TID --store "$STORE" --watch --poll-s 10 \
+        --device cuda --out benchmarks/results/curve_synthetic_TID.json > "$LOGS/curve.log" 2>&1 &
       step synthetic_benchmark $PY scripts/synthetic_benchmark.py --store "$STORE" --episodes 400 --parallel \
-        --workers 3 --steps "${TRAIN_STEPS:-3000}" --work runs/synthetic_benchmark "${extra[@]}"
+        --workers 3 --steps "${TRAIN_STEPS:-6000}" --work runs/synthetic_benchmark "${extra[@]}"
       step demo_export $PY scripts/train_demo.py --work runs/demo --run runs/synthetic_benchmark/train_TID \
-        --steps "${TRAIN_STEPS:-3000}" --no-check "${extra[@]}"
+        --steps "${TRAIN_STEPS:-6000}" --no-check "${extra[@]}"
+      wait  # the curve of the TID run
       ;;
     dist)  # 1 GPU, paper preset (random init): train 8 steps, stop at 4, resume, compare with an uninterrupted run
       DIST_STORE=$STORE; [ -f "$STORE/store.json" ] || DIST_STORE=runs/dist_check/store   # else a 40-episode one

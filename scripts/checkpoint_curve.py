@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--watch", action="store_true", help="poll for new checkpoints until run/model is evaluated")
     ap.add_argument("--poll-s", type=float, default=30.0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (leave the rest to a training run)")
+    ap.add_argument("--device", default="cpu", help="where the checkpoints run (cpu, cuda)")
     ap.add_argument("--noise-scale", type=float, default=None,
                     help="initial-noise scale of the sampler (default: the checkpoint's, 1; 0 = deterministic)")
     args = ap.parse_args()
@@ -73,6 +74,8 @@ def main() -> None:
     report.update(run=str(args.run), store=str(args.store), protocol="window (GT h_k, raw chunk)",
                   noise_scale=args.noise_scale, command="python scripts/checkpoint_curve.py " + " ".join(sys.argv[1:]))
     train_config = args.run / "train_config.json"  # how the run was trained (megohand train writes it at the start)
+    while args.watch and not train_config.is_file():  # started alongside `megohand train`: wait for it
+        time.sleep(args.poll_s)
     if not train_config.is_file():
         raise SystemExit(f"{train_config} not found: --run must be a `megohand train --out` folder")
     report["train_config"] = json.loads(train_config.read_text())
@@ -90,7 +93,7 @@ def main() -> None:
                 todo.append((last, final))
         for step, path in todo:
             try:
-                policy = load_policy(path, noise_scale=args.noise_scale)
+                policy = load_policy(path, args.device, noise_scale=args.noise_scale)
             except FileNotFoundError:  # pruned by the trainer meanwhile
                 continue
             cfg = EvalConfig(horizon=policy.horizon, rollout_frames=0, batch_size=64, seed=0)

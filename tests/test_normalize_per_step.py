@@ -38,9 +38,9 @@ def per_step_bounds(L=4, seed=0):
     return {"state": (lo_s, lo_s + rng.uniform(0.1, 2.0, 109)), "action": (lo_a, hi_a)}
 
 
-def window_actions(root, ds, L):
+def window_actions(root, ds, L, window_scope="segment"):
     """(N, L, 99) actions and (N, L) masks of every training window (stride 1), via WindowDataset."""
-    w = WindowDataset(root, ds, split="train", horizon=L, image_size=8, depth_source="none")
+    w = WindowDataset(root, ds, split="train", horizon=L, image_size=8, depth_source="none", window_scope=window_scope)
     items = [w[i] for i in range(len(w))]
     return (torch.stack([x["action"] for x in items]).double().numpy(),
             torch.stack([x["action_mask"] for x in items]).numpy() > 0)
@@ -146,6 +146,26 @@ def test_per_step_statistics_equal_window_reference(tmp_path):
     assert np.all(n.lo["action"][:, 96:] >= shared.lo["action"][96:] - 1e-12)
     assert np.all(n.hi["action"][:, 96:] <= shared.hi["action"][96:] + 1e-12)
 
+
+
+def test_episode_scope_statistics_cover_the_cross_segment_windows(tmp_path):
+    L = 4
+    write_ep(tmp_path, "h2o", "b", 12, seed=1, segments=[(0, 3, "x"), (3, 12, "y")])
+    seg = compute_store_statistics(tmp_path, horizon=L, mode="min_max_per_step", progress=False)
+    out = compute_store_statistics(tmp_path, horizon=L, mode="min_max_per_step", progress=False,
+                                   window_scope="episode")
+    assert stats_path(tmp_path, "h2o", horizon=L, window_scope="episode").name == "stats_right_h4_episode.json"
+    assert out["window_scope"] == "episode" and seg["window_scope"] == "segment"
+    act, mask = window_actions(tmp_path, "h2o", L, "episode")
+    ref = ref_per_step(act, mask)
+    ps = out["pooled"]["action_per_step"]
+    assert ps["count"] == mask.sum(0).tolist()
+    assert sum(ps["count"]) > sum(seg["pooled"]["action_per_step"]["count"])  # windows no longer cut at frame 3
+    np.testing.assert_allclose(np.array(ps["min"])[:, 96:], ref["min"][:, 96:], atol=1e-6)
+    np.testing.assert_allclose(np.array(ps["max"])[:, 96:], ref["max"][:, 96:], atol=1e-6)
+    n = load_normalizer(tmp_path, horizon=L, mode="min_max_per_step", window_scope="episode")
+    np.testing.assert_allclose(n.hi["action"][:, 96:], ref["max"][:, 96:], atol=1e-6)
+    assert n != load_normalizer(tmp_path, horizon=L, mode="min_max_per_step")  # the segment files stay apart
 
 def test_pool_per_step_skips_empty_steps():
     def part(count, lo, hi):

@@ -174,6 +174,13 @@ def test_instruction_names_the_target(episodes):
         if ep.task == "pick_place":
             assert ref and any(o.name == f"{ref.group(1)} {ref.group(2)}" for o in ep.objects[1:])
         assert ep.segments[0][0] == 0 and ep.segments[-1][1] == ep.num_frames
+        # the phase that carries the task's choice names it (the direction, reference or sense)
+        texts = [t for _, _, t in ep.segments]
+        p = ep.params
+        choice = {"pick_place": f"move the {target.name} {p.get('relation')} the {p.get('reference')}",
+                  "move": f"move the {target.name} {p.get('direction')}", "push": f"push the {target.name} {p.get('direction')}",
+                  "rotate": f"rotate the {target.name} {p.get('rotation')}", "lift": f"lift the {target.name}"}[ep.task]
+        assert choice in texts, (ep.task, texts)
 
 
 def test_splits_hold_out_unseen_combos(hand):

@@ -118,6 +118,28 @@ def test_segments_padding_and_invalid(tmp_path):
     assert [stride.window(i)[1] for i in range(len(stride))] == [0, 3, 6, 10, 13, 16]
 
 
+
+def test_episode_scope_runs_across_segments(tmp_path):
+    """window_scope="episode": starts as in the segments (plus each segment's last frame), the text of the start
+    frame's segment, the future up to the episode's end (values = the oracle's, frames between segments too)."""
+    T = 20
+    valid = np.ones(T, bool)
+    valid[5] = False
+    h = write(tmp_path, "taco", "(dust, roller, pan)/20230927_032", T, h=hands(T, valid=valid),
+              segments=[(0, 8, "roll the box"), (10, 20, "put the roller down")])
+    ds = WindowDataset(tmp_path, horizon=4, image_size=16, window_scope="episode")
+    ks = [ds.window(i)[1] for i in range(len(ds))]
+    assert ks == [0, 1, 2, 3, 4, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18]  # 7 now starts; 19 has no future
+    by_k = {ds[i]["meta"]["k"]: ds[i] for i in range(len(ds))}
+    assert by_k[7]["instruction"] == "roll the box" and by_k[10]["instruction"] == "put the roller down"
+    np.testing.assert_array_equal(by_k[6]["action_mask"], [1, 1, 1, 1])  # frames 7..10 cross the gap 8..9
+    np.testing.assert_array_equal(by_k[3]["action_mask"], [1, 0, 1, 1])  # frame 5 invalid
+    np.testing.assert_array_equal(by_k[17]["action_mask"], [1, 1, 0, 0])  # the episode ends at 20
+    for j, f in enumerate(range(7, 11)):
+        np.testing.assert_allclose(by_k[6]["action"][j].numpy(), oracle_action(h, 6, f), atol=5e-5)
+    with pytest.raises(ValueError, match="window_scope"):
+        WindowDataset(tmp_path, horizon=4, image_size=16, window_scope="clip")
+
 def test_depth_sources(tmp_path):
     write(tmp_path, "h2o", "a", 6, depth=True)
     write(tmp_path, "hot3d", "b", 6, depth=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass
@@ -22,6 +23,9 @@ class Stats:
     """Stored split the statistics are taken over."""
     mode: str = "min_max"
     """Normaliser type written with the pooled statistics: min_max or q99."""
+    window_scope: Literal["segment", "episode"] = "segment"
+    """Windows of training: "segment" (futures inside the segment) or "episode" (across segments); see
+    megohand.data.windows."""
     force: bool = False
     """Recompute datasets whose statistics file is already up to date."""
 
@@ -31,15 +35,15 @@ class Stats:
         from megohand.data.stats import compute_store_statistics, normalizer_path, stats_path
 
         out = compute_store_statistics(self.root, self.datasets, self.side, self.horizon, self.split,
-                                       force=self.force, mode=self.mode)
+                                       force=self.force, mode=self.mode, window_scope=self.window_scope)
         print(f"{'dataset':<16}{'states':>10}{'actions':>12}  transl min..max [m]")
         for ds in out["datasets"]:
             import json
 
-            s = json.loads(stats_path(self.root, ds, self.side, self.horizon).read_text())
+            s = json.loads(stats_path(self.root, ds, self.side, self.horizon, self.window_scope).read_text())
             lo, hi = np.array(s["state"]["min"][106:109]), np.array(s["state"]["max"][106:109])
             print(f"{ds:<16}{s['state']['count']:>10}{s['action']['count']:>12}  "
                   f"{np.round(lo, 3).tolist()} .. {np.round(hi, 3).tolist()}")
         p = out["pooled"]
         print(f"{'pooled':<16}{p['state']['count']:>10}{p['action']['count']:>12}")
-        print(f"wrote {normalizer_path(self.root, self.side, self.horizon)}")
+        print(f"wrote {normalizer_path(self.root, self.side, self.horizon, self.window_scope)}")

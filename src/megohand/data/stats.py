@@ -1,14 +1,15 @@
 """Per-dataset statistics of states and actions, pooled normalisation metadata (GR00T's stats + metadata.json).
 
 Statistics are taken over what training sees: the state at every window start (stride 1, valid hand, inside
-instruction segments) and every unmasked action of those windows (``megohand.data.windows``).
+instruction segments) and every unmasked action of those windows (``megohand.data.windows``; the window scope
+"episode", whose futures run across segments, has its own files ``..._episode.json``).
 Per dim: count, mean, std (population), min, max exactly (streamed, float64); q01, q99 from a uniform random
 sample of at most ``reservoir`` rows (exact while the count is below it).
 
 Files (atomic writes)::
 
-    ROOT/<dataset>/stats_<side>_h<horizon>.json     per dataset
-    ROOT/normalizer_<side>_h<horizon>.json          pooled statistics + Normalizer.to_dict() of the datasets used
+    ROOT/<dataset>/stats_<side>_h<horizon>[_episode].json     per dataset
+    ROOT/normalizer_<side>_h<horizon>[_episode].json          pooled statistics + Normalizer.to_dict() of the datasets used
 
 Pooling is exact for count, mean, std, min, max; pooled q01/q99 are the min of the q01s / max of the q99s
 (a conservative bound: exact pooled quantiles would need the data).
@@ -31,7 +32,7 @@ import torch
 
 from megohand.data.normalize import Normalizer
 from megohand.data.store import Store, StoreError, write_json_atomic
-from megohand.data.windows import episode_ranges, episode_states, future_indices, window_starts
+from megohand.data.windows import episode_states, episode_windows, future_indices
 from megohand.hand.vector import encode_chunk
 
 STATS_FORMAT = "megohand-stats"
@@ -81,8 +82,9 @@ class RunningStats:
 
 def dataset_statistics(store: Store | str | Path, dataset: str, side: str = "right", horizon: int = 16,
                        split: str | None = "train", reservoir: int = 100_000, seed: int = 0,
-                       progress: bool = False) -> dict:
-    """Statistics of one dataset's states (109) and actions (99); see the module docstring."""
+                       progress: bool = False, window_scope: str = "segment") -> dict:
+    """Statistics of one dataset's states (109) and actions (99) over its windows of ``window_scope``; see the
+    module docstring."""
     store = store if isinstance(store, Store) else Store(store)
     refs = store.episodes(dataset, split)
     if not refs:
@@ -98,8 +100,7 @@ def dataset_statistics(store: Store | str | Path, dataset: str, side: str = "rig
         ep = store.open(ref)
         states = episode_states(ep, side)
         valid = ep.hands(side)["valid"]
-        for s, e, _ in episode_ranges(ep.num_frames, ep.meta.segments):
-            ks = window_starts(valid, s, e, 1)
+        for ks, e, _ in episode_windows(np.asarray(valid, bool), ep.meta.segments, 1, window_scope):
             if len(ks) == 0:
                 continue
             idx, mask = zip(*(future_indices(int(k), e, horizon, valid) for k in ks))
@@ -112,7 +113,7 @@ def dataset_statistics(store: Store | str | Path, dataset: str, side: str = "rig
                 rs.add(act[:, i][mask[:, i] > 0])
     action = ac.result()
     return {"format": STATS_FORMAT, "version": STATS_VERSION, "dataset": dataset, "side": side, "horizon": horizon,
-            "split": split, "episodes": len(refs), "state": st.result(), "action": action,
+            "split": split, "window_scope": window_scope, "episodes": len(refs), "state": st.result(), "action": action,
             "action_per_step": per_step_result(steps, action),
             "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -166,17 +167,22 @@ def pool_statistics(stats: list[dict]) -> dict:
     return out
 
 
-def stats_path(root: str | Path, dataset: str, side: str = "right", horizon: int = 16) -> Path:
-    return Path(root) / dataset / f"stats_{side}_h{horizon}.json"
+def _scope_suffix(window_scope: str) -> str:
+    return "" if window_scope == "segment" else f"_{window_scope}"
 
 
-def normalizer_path(root: str | Path, side: str = "right", horizon: int = 16) -> Path:
-    return Path(root) / f"normalizer_{side}_h{horizon}.json"
+def stats_path(root: str | Path, dataset: str, side: str = "right", horizon: int = 16,
+               window_scope: str = "segment") -> Path:
+    return Path(root) / dataset / f"stats_{side}_h{horizon}{_scope_suffix(window_scope)}.json"
+
+
+def normalizer_path(root: str | Path, side: str = "right", horizon: int = 16, window_scope: str = "segment") -> Path:
+    return Path(root) / f"normalizer_{side}_h{horizon}{_scope_suffix(window_scope)}.json"
 
 
 def compute_store_statistics(root: str | Path, datasets: list[str] | None = None, side: str = "right",
                              horizon: int = 16, split: str | None = "train", force: bool = False,
-                             mode: str = "min_max", progress: bool = True) -> dict:
+                             mode: str = "min_max", progress: bool = True, window_scope: str = "segment") -> dict:
     """Compute (or reuse, unless ``force``) each dataset's statistics, then write the pooled normaliser file.
 
     A dataset's file is reused when it is newer than the dataset's index.json (so a resumed run skips done work)
@@ -186,7 +192,7 @@ def compute_store_statistics(root: str | Path, datasets: list[str] | None = None
     names = datasets or store.datasets()
     per = []
     for ds in names:
-        p = stats_path(root, ds, side, horizon)
+        p = stats_path(root, ds, side, horizon, window_scope)
         idx = Path(root) / ds / "index.json"
         fresh = p.exists() and (not idx.exists() or p.stat().st_mtime >= idx.stat().st_mtime)
         if fresh and not force:
@@ -194,26 +200,26 @@ def compute_store_statistics(root: str | Path, datasets: list[str] | None = None
             if s.get("split") == split and ("action_per_step" in s or not mode.endswith("_per_step")):
                 per.append(s)
                 continue
-        s = dataset_statistics(store, ds, side, horizon, split, progress=progress)
+        s = dataset_statistics(store, ds, side, horizon, split, progress=progress, window_scope=window_scope)
         write_json_atomic(p, s)
         per.append(s)
     pooled = pool_statistics(per)
     out = {"format": STATS_FORMAT, "kind": "pooled", "side": side, "horizon": horizon, "split": split,
-           "datasets": names, "pooled": pooled,
+           "window_scope": window_scope, "datasets": names, "pooled": pooled,
            "normalizer": Normalizer.from_stats(pooled, mode).to_dict()}
-    write_json_atomic(normalizer_path(root, side, horizon), out)
+    write_json_atomic(normalizer_path(root, side, horizon, window_scope), out)
     return out
 
 
 def load_normalizer(root: str | Path, datasets: list[str] | None = None, side: str = "right", horizon: int = 16,
-                    mode: str = "min_max") -> Normalizer:
+                    mode: str = "min_max", window_scope: str = "segment") -> Normalizer:
     """Normaliser pooled over ``datasets`` (default: all) from the per-dataset files of ``megohand stats``."""
     store = Store(root)
     per = []
     for ds in datasets or store.datasets():
-        p = stats_path(root, ds, side, horizon)
+        p = stats_path(root, ds, side, horizon, window_scope)
         if not p.exists():
             raise StoreError(f"{ds} [stats]: {p} missing; run `megohand stats --root {root} --side {side} "
-                             f"--horizon {horizon}` first")
+                             f"--horizon {horizon} --window-scope {window_scope}` first")
         per.append(json.loads(p.read_text()))
     return Normalizer.from_stats(pool_statistics(per), mode)

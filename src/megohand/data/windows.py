@@ -15,6 +15,12 @@ A sample at frame k of an episode (DESIGN.md, "A training sample")::
 
 Values are not normalised (megohand.data.normalize does that). Windows start at every ``stride``-th frame
 of a segment whose hand is valid and that has at least one later frame in the segment.
+
+``window_scope`` says where a window's future may run: ``"segment"`` (the paper's default: inside the segment
+of frame k, masked beyond its end) or ``"episode"`` (across the following segments up to the episode's end,
+still with the text of frame k's segment: what ``megohand eval``'s window protocol compares). Stores whose
+segments are shorter than L (the synthetic world's motion phases, ~10 frames) need ``"episode"``, otherwise the
+later steps of a chunk are rarely supervised.
 """
 
 from __future__ import annotations
@@ -33,11 +39,28 @@ from megohand.hand.vector import HandParams, encode_chunk, params_to_state
 DEPTH_SOURCES = ("auto", "store", "none")
 
 
+WINDOW_SCOPES = ("segment", "episode")
+
+
 def episode_ranges(num_frames: int, segments: Sequence) -> list[tuple[int, int, str | None]]:
     """Frame ranges [start, end) that windows live in: the segments if any, else the whole episode (text None)."""
     if segments:
         return [(int(s), min(int(e), num_frames), str(t)) for s, e, t in segments if min(int(e), num_frames) > int(s)]
     return [(0, num_frames, None)]
+
+
+def episode_windows(valid: np.ndarray, segments: Sequence, stride: int = 1, scope: str = "segment"):
+    """Window starts of one episode by range: yields (starts (n,) int, future end, text or None) per range of
+    ``episode_ranges``; the future of a window stops at the range's end (scope "segment") or at the episode's end
+    ("episode", starts may then also be a segment's last frame). ``valid`` (T,) bool."""
+    if scope not in WINDOW_SCOPES:
+        raise ValueError(f"window scope must be one of {WINDOW_SCOPES}, got {scope!r}")
+    T = len(valid)
+    for s, e, text in episode_ranges(T, segments):
+        if scope == "segment":
+            yield window_starts(valid, s, e, stride), e, text
+        else:
+            yield window_starts(valid, s, min(e + 1, T), stride), T, text
 
 
 def window_starts(valid: np.ndarray, start: int, end: int, stride: int = 1) -> np.ndarray:
@@ -101,6 +124,7 @@ class WindowDataset(torch.utils.data.Dataset):
         augment: GR00T-style train augmentation: random square crop of 0.95 of the short side and colour jitter
             (brightness 0.3, contrast 0.4, saturation 0.5); depth gets the same crop, never jitter.
         seed: augmentation seed (combined with the sample index, so workers are reproducible).
+        window_scope: "segment" or "episode": where a window's future may run (module docstring).
     """
 
     def __init__(
@@ -117,7 +141,10 @@ class WindowDataset(torch.utils.data.Dataset):
         augment: bool = False,
         seed: int = 0,
         progress: bool = False,
+        window_scope: str = "segment",
     ):
+        if window_scope not in WINDOW_SCOPES:
+            raise ValueError(f"window_scope must be one of {WINDOW_SCOPES}, got {window_scope!r}")
         if depth_source not in DEPTH_SOURCES:
             raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
         if side not in ("right", "left"):
@@ -127,7 +154,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.store = store_or_root if isinstance(store_or_root, Store) else Store(store_or_root)
         self.horizon, self.side, self.stride = int(horizon), side, int(stride)
         self.image_size, self.depth_source = int(image_size), depth_source
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.window_scope = augment, seed, window_scope
         if episodes is None:
             if isinstance(datasets, str):
                 datasets = [datasets]
@@ -164,10 +191,9 @@ class WindowDataset(torch.utils.data.Dataset):
             if len(valid) != ep.num_frames:
                 raise StoreError(f"{ep.what} [frames.parquet]: {len(valid)} rows, meta says {ep.num_frames} frames")
             self._valid.append(valid.astype(bool))
-            for s, e, text in episode_ranges(ep.num_frames, ep.meta.segments):
+            for k, e, text in episode_windows(self._valid[-1], ep.meta.segments, self.stride, self.window_scope):
                 text = text if text else ep.meta.instruction
                 tid = text_ids.setdefault(text, len(text_ids))
-                k = window_starts(self._valid[-1], s, e, self.stride)
                 eps.append(np.full(len(k), i, np.int32))
                 ks.append(k.astype(np.int32))
                 ends.append(np.full(len(k), e, np.int32))

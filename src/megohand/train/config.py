@@ -51,6 +51,10 @@ class TrainConfig:
     """GR00T-style image augmentation in WindowDataset (random crop 0.95, colour jitter)."""
     stride: int = 1
     """Distance between window starts."""
+    window_scope: Literal["segment", "episode"] = "segment"
+    """Where a window's future may run: inside the segment of its start frame (the paper's default) or across the
+    following segments to the episode's end (stores whose segments are shorter than the horizon, e.g. the
+    synthetic world; megohand.data.windows)."""
     depth_source: Literal["auto", "store", "none"] = "auto"
     """Stored depth: auto = where the episode has it; store = required; none = never read."""
     side: Literal["right", "left"] = "right"

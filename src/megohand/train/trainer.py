@@ -70,7 +70,7 @@ def build_datasets(cfg: TrainConfig, image_size: int):
     train, evald = load_cascaded_dataset(
         cfg.store, weights, split_portion=cfg.split_portion, window_size=cfg.model.horizon, side=cfg.side,
         is_render_depth=cfg.depth_source == "store", image_size=image_size, stride=cfg.stride, seed=cfg.seed,
-        augment=cfg.augment,
+        augment=cfg.augment, window_scope=cfg.window_scope,
     )
     for ds in (train, evald):
         if cfg.depth_source == "none" or not cfg.model.uses_depth:
@@ -88,9 +88,10 @@ def store_normalizer(cfg: TrainConfig, accelerator):
     names = sorted(cfg.dataset_weights() or {}) or None
     if accelerator.is_main_process:
         compute_store_statistics(cfg.store, names, cfg.side, cfg.model.horizon, split="train", mode=cfg.normalizer,
-                                 progress=cfg.progress)
+                                 progress=cfg.progress, window_scope=cfg.window_scope)
     accelerator.wait_for_everyone()
-    return load_normalizer(cfg.store, names, cfg.side, cfg.model.horizon, mode=cfg.normalizer)
+    return load_normalizer(cfg.store, names, cfg.side, cfg.model.horizon, mode=cfg.normalizer,
+                           window_scope=cfg.window_scope)
 
 
 class Trainer:

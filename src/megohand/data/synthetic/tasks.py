@@ -74,12 +74,23 @@ def instruction(task: str, target: str, rng: np.random.Generator, **params) -> s
     return str(options[int(rng.integers(len(options)))])
 
 
-def phase_text(phase: str, target: str) -> str:
-    """Segment text of one motion phase (e.g. "reach" -> "reach for the red cylinder")."""
+def phase_text(phase: str, target: str, params: dict | None = None) -> str:
+    """Segment text of one motion phase (e.g. "reach" -> "reach for the red cylinder"). With the task's ``params``
+    (``plan_task``), the phases that carry the task's choice name it: "move the red cylinder behind the blue cube"
+    (or "... to the left"), "push the red cylinder forward", "rotate the red cylinder clockwise"."""
+    p = params or {}
+    where = (f" {p['relation']} the {p['reference']}" if "relation" in p
+             else f" {p['direction']}" if "direction" in p else "")
+    if phase == "move":
+        return f"move the {target}{where}"
+    if phase == "push":
+        return f"push the {target}{where}"
+    if phase == "rotate" and "rotation" in p:
+        return f"rotate the {target} {p['rotation']}"
     return {
         "idle": "rest", "reach": f"reach for the {target}", "grasp": f"grasp the {target}",
-        "lift": f"lift the {target}", "move": f"move the {target}", "place": f"put the {target} down",
+        "lift": f"lift the {target}", "place": f"put the {target} down",
         "release": f"release the {target}", "retract": "move the hand back", "hold": f"hold the {target}",
-        "approach": f"put the fingers against the {target}", "push": f"push the {target}",
+        "approach": f"put the fingers against the {target}",
         "rotate": f"rotate the {target}",
     }[phase]

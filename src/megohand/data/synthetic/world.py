@@ -180,7 +180,7 @@ def generate_episode(cfg: SynthConfig, index: int, hand) -> SyntheticEpisode:
     target_name = objects[0].name
     instr_params = {k: v for k, v in params.items() if k in ("relation", "reference", "direction", "rotation")}
     text = instruction(task, target_name, rng, **instr_params)
-    segments = _segments(traj.phases, target_name, T)
+    segments = _segments(traj.phases, target_name, T, params)
     return SyntheticEpisode(
         episode=f"{index:06d}", split=split, task=task, instruction=text, segments=segments, params=params,
         objects=objects, target=0, K=intrinsics(cfg.width, cfg.height, cfg.hfov_deg), width=cfg.width,
@@ -204,13 +204,14 @@ def lift_above_table(traj, geom: GripGeometry, hand, betas: np.ndarray, spread: 
     return shift
 
 
-def _segments(phases: list, target: str, T: int) -> list:
-    """Merge consecutive phases of the same name into (start, end, text) frame ranges."""
+def _segments(phases: list, target: str, T: int, params: dict) -> list:
+    """Merge consecutive phases of the same name into (start, end, text) frame ranges (``phase_text`` with the
+    task's ``params``)."""
     out: list = []
     for start, end, name in phases:
         if end <= start:
             continue
-        text = phase_text(name, target)
+        text = phase_text(name, target, params)
         if out and out[-1][2] == text:
             out[-1] = (out[-1][0], end, text)
         else:
