@@ -16,9 +16,10 @@ LOGS=runs/gpu_logs
 mkdir -p "$LOGS"
 STORE=runs/demo/store            # the demo's synthetic world: seed 0, 400 episodes, 128 px (scripts/train_demo.py)
 SYNTH_WORKERS=${SYNTH_WORKERS:-8}
-# The synthetic world's segments (motion phases, ~10 frames) are shorter than the horizon L = 16: its windows run
-# across them (--window-scope=episode), as the window protocol of `megohand eval` compares them.
-SYNTH_TRAIN_ARGS="--window-scope=episode --normalizer=min_max_per_step --save-every=250 --keep-last=40"
+# Checkpoints every 250 steps, all kept: the TID curve, and a resume that loses little when a run is stopped. The
+# scripts add the synthetic world's own options (megohand.data.synthetic.TRAIN_OPTIONS: episode windows, per-step
+# action bounds), whose statistics synth_store computes once.
+SYNTH_TRAIN_ARGS="--save-every=250 --keep-last=40"
 
 step() {  # step NAME CMD...: run, log, report
   local name=$1; shift

@@ -42,7 +42,9 @@ def main() -> None:
     torch.set_num_threads(2)
     model = load_model(args.ckpt or DEMO_CHECKPOINT).eval()
     L = model.config.horizon
-    ds = WindowDataset(args.store, split="test", horizon=L, image_size=model.config.backbone.image_size, stride=16)
+    # whole futures (across segments), as the window protocol of `megohand eval` compares them
+    ds = WindowDataset(args.store, split="test", horizon=L, image_size=model.config.backbone.image_size, stride=16,
+                       window_scope="episode")
     idx = np.random.default_rng(args.seed).choice(len(ds), min(args.windows, len(ds)), replace=False)
     items = [ds[int(i)] for i in idx]
     batch = {k: torch.stack([x[k] for x in items]) for k in ("image", "depth", "state", "action", "action_mask")}

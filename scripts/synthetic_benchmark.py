@@ -26,6 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from megohand.data.synthetic import TRAIN_OPTIONS  # noqa: E402
+
 VARIANTS = ("TID", "TI", "V", "T")
 COLS = (("mpjpe_cm", "MPJPE (cm)"), ("mpjpe_pa_cm", "MPJPE-PA (cm)"), ("mpve_cm", "MPVE (cm)"),
         ("mwte_cm", "MWTE (cm)"), ("mre_rad", "MRE (rad)"), ("accel_error_m_s2", "Accel (m/s²)"),
@@ -69,7 +71,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=600)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
@@ -81,8 +83,9 @@ def main() -> None:
     ap.add_argument("--parallel", action="store_true",
                     help="train the variants at the same time (one process each; for a large GPU)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    ap.add_argument("--train-arg", action="append", default=[], dest="extra",
-                    help="one more `megohand train` option (repeatable), e.g. --train-arg=--mixed-precision=no")
+    ap.add_argument("--train-arg", action="append", default=list(TRAIN_OPTIONS), dest="extra",
+                    help="one more `megohand train` option (repeatable; after the synthetic world's defaults "
+                         f"{' '.join(TRAIN_OPTIONS)}), e.g. --train-arg=--mixed-precision=no")
     ap.add_argument("--model-arg", action="append", default=[], dest="model_args",
                     help="one compact-preset override (repeatable), e.g. --model-arg=--model.dit.num-layers=4")
     args = ap.parse_args()

@@ -24,6 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from megohand.data.synthetic import TRAIN_OPTIONS  # noqa: E402
+
 MAX_MB = 20.0
 
 
@@ -37,7 +39,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/demo"), help="store + training run folder")
     ap.add_argument("--episodes", type=int, default=400, help="synthetic episodes (about 15%% are test)")
     ap.add_argument("--image-size", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps")
+    ap.add_argument("--steps", type=int, default=6000, help="optimiser steps")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--workers", type=int, default=4, help="synth processes and data-loader workers")
@@ -46,8 +48,9 @@ def main() -> None:
                          "(e.g. the TID run of scripts/synthetic_benchmark.py, same store and settings)")
     ap.add_argument("--no-check", action="store_true", help="skip the final `megohand demo` run (needs PyAV)")
     ap.add_argument("--dest", type=Path, default=REPO / "src" / "megohand" / "assets" / "demo")
-    ap.add_argument("--train-arg", action="append", default=[], dest="extra",
-                    help="one more `megohand train` option (repeatable), e.g. --train-arg=--mixed-precision=no")
+    ap.add_argument("--train-arg", action="append", default=list(TRAIN_OPTIONS), dest="extra",
+                    help="one more `megohand train` option (repeatable; after the synthetic world's defaults "
+                         f"{' '.join(TRAIN_OPTIONS)}), e.g. --train-arg=--mixed-precision=no")
     ap.add_argument("--model-arg", action="append", default=[], dest="model_args",
                     help="one compact-preset override (repeatable), e.g. --model-arg=--model.dit.num-layers=4")
     args = ap.parse_args()
