@@ -101,6 +101,30 @@ def test_reservoir_is_bounded_and_uniform():
     assert abs(rs.sample.mean() - 499.5) < 40
 
 
+def test_reservoir_is_the_bottom_k_of_its_keys():
+    """The buffered sample is exactly the rows with the `reservoir` smallest keys of the same key stream
+    (a brute-force bottom-k over every row), whatever the chunking."""
+    data = np.random.default_rng(1).normal(size=(5000, 3))
+    for reservoir, sizes in ((300, (1, 7, 50, 400)), (4999, (2500, 2500)), (6000, (1000,))):
+        rs = RunningStats(3, reservoir=reservoir, seed=5)
+        start, i = 0, 0
+        while start < len(data):
+            n = sizes[i % len(sizes)]
+            rs.add(data[start:start + n])
+            start, i = start + n, i + 1
+        rng = np.random.default_rng(5)  # the same stream of keys, drawn in the same chunks
+        stream, start, i = [], 0, 0
+        while start < len(data):
+            n = min(sizes[i % len(sizes)], len(data) - start)
+            stream.append(rng.random(n))
+            start, i = start + n, i + 1
+        order = np.argsort(np.concatenate(stream))[:reservoir]
+        expected = data[np.sort(order)]
+        got = rs.sample
+        assert len(got) == min(reservoir, len(data))
+        np.testing.assert_array_equal(got[np.lexsort(got.T)], expected[np.lexsort(expected.T)])
+
+
 K = [[50.0, 0, 16], [0, 50.0, 12], [0, 0, 1]]
 
 

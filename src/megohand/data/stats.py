@@ -40,7 +40,13 @@ STATS_VERSION = 2  # 2: + action_per_step
 
 
 class RunningStats:
-    """Streaming per-dim count/mean/std/min/max (float64) plus a bounded uniform sample for quantiles."""
+    """Streaming per-dim count/mean/std/min/max (float64) plus a bounded uniform sample for quantiles.
+
+    The sample is the bottom-``reservoir`` of uniform keys drawn per row (a uniform sample without replacement).
+    Rows whose key is above the current cut can never enter it and are dropped on arrival; the rest wait in a
+    buffer that is merged once it holds ``reservoir`` rows, so each row is copied O(1) times (merging on every
+    ``add`` copied the whole sample each time: quadratic on large datasets).
+    """
 
     def __init__(self, dim: int, reservoir: int = 100_000, seed: int = 0):
         self.dim, self.reservoir = dim, reservoir
@@ -50,8 +56,10 @@ class RunningStats:
         self.min = np.full(dim, np.inf)
         self.max = np.full(dim, -np.inf)
         self.rng = np.random.default_rng(seed)
-        self.sample = np.zeros((0, dim))
-        self.keys = np.zeros(0)
+        self._sample, self._keys = np.zeros((0, dim)), np.zeros(0)
+        self._cut = np.inf  # the largest key in a full sample (inf while it is not full)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
 
     def add(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float64).reshape(-1, self.dim)
@@ -62,13 +70,32 @@ class RunningStats:
         self.sumsq += (x * x).sum(0)
         self.min = np.minimum(self.min, x.min(0))
         self.max = np.maximum(self.max, x.max(0))
-        # bottom-k of uniform keys = a uniform sample without replacement
-        keys = np.concatenate([self.keys, self.rng.random(len(x))])
-        rows = np.concatenate([self.sample, x])
+        keys = self.rng.random(len(x))
+        keep = keys < self._cut
+        if keep.any():
+            self._pending.append((keys[keep], x[keep]))
+            self._pending_rows += int(keep.sum())
+            if self._pending_rows >= self.reservoir:
+                self._merge()
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        keys = np.concatenate([self._keys, *(k for k, _ in self._pending)])
+        rows = np.concatenate([self._sample, *(r for _, r in self._pending)])
+        self._pending, self._pending_rows = [], 0
         if len(keys) > self.reservoir:
             keep = np.argpartition(keys, self.reservoir)[: self.reservoir]
             keys, rows = keys[keep], rows[keep]
-        self.keys, self.sample = keys, rows
+        if len(keys) == self.reservoir:
+            self._cut = float(keys.max())
+        self._keys, self._sample = keys, rows
+
+    @property
+    def sample(self) -> np.ndarray:
+        """(min(n, reservoir), dim) the uniform sample of the rows added so far."""
+        self._merge()
+        return self._sample
 
     def result(self) -> dict:
         if self.n == 0:
