@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_suite.sh bench         # hand layer, renderer, paper-preset latency and training throughput
 #   bash benchmarks/gpu_suite.sh train         # synthetic benchmark (4 variants at once), TID curve, the demo checkpoint
+#   bash benchmarks/gpu_suite.sh scale         # the same world with 3x the episodes: TID vs T (window protocol)
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
@@ -32,9 +33,11 @@ step() {  # step NAME CMD...: run, log, report
   return 0
 }
 
-synth_store() {  # + the statistics of the default training options, once (not by each of the parallel trainings)
-  $PY -m megohand.cli.main synth --out "$STORE" --episodes 400 --seed 0 --image-size 128 --workers "$SYNTH_WORKERS" &&
-    $PY -m megohand.cli.main stats --root "$STORE" --window-scope episode --mode min_max_per_step
+synth_store() {  # [STORE EPISODES WORKERS] + the statistics of the synthetic training options, once (not by each
+                 # of the parallel trainings)
+  local store=${1:-$STORE} episodes=${2:-400} workers=${3:-$SYNTH_WORKERS}
+  $PY -m megohand.cli.main synth --out "$store" --episodes "$episodes" --seed 0 --image-size 128 --workers "$workers" &&
+    $PY -m megohand.cli.main stats --root "$store" --window-scope episode --mode min_max_per_step
 }
 
 for phase in "$@"; do
@@ -58,6 +61,15 @@ for phase in "$@"; do
       step demo_export $PY scripts/train_demo.py --work runs/demo --run runs/synthetic_benchmark/train_TID \
         --steps "${TRAIN_STEPS:-6000}" --no-check "${extra[@]}"
       wait  # the curve of the TID run
+      ;;
+    scale)  # more data: TID vs T on a SCALE_EPISODES-episode world (default 1200; its first 400 are the demo store's),
+            # SCALE_STEPS steps (default 4000), window protocol only
+      n=${SCALE_EPISODES:-1200}
+      step synth_scale synth_store "runs/synth$n/store" "$n" 14
+      step synthetic_benchmark_scale $PY scripts/synthetic_benchmark.py --store "runs/synth$n/store" --episodes "$n" \
+        --parallel --workers 6 --variants TID T --steps "${SCALE_STEPS:-4000}" --rollout-frames 0 \
+        --work "runs/synth$n" --out "runs/synth$n/results" --train-arg=--save-every=500
+      for f in json md; do cp "runs/synth$n/results/synthetic_benchmark.$f" "benchmarks/results/synthetic_benchmark_${n}ep.$f"; done
       ;;
     dist)  # 1 GPU, paper preset (random init): train 8 steps, stop at 4, resume, compare with an uninterrupted run
       DIST_STORE=$STORE; [ -f "$STORE/store.json" ] || DIST_STORE=runs/dist_check/store   # else a 40-episode one

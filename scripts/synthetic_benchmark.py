@@ -54,6 +54,8 @@ def markdown(report: dict) -> str:
              f"{report['config']['rollout_frames']} frames at stride {report['config']['stride']}. "
              f"GT jitter: {fmt(res['window'][report['methods'][0]][key].get('jitter_gt_m_s3'))} m/s³ (windows).", ""]
     for proto, title in PROTOS:
+        if not res.get(proto):  # e.g. no rollouts (--rollout-frames 0)
+            continue
         lines += [f"## {title}", "", "| Method | " + " | ".join(c[1] for c in COLS) + " |",
                   "|---|" + "---|" * len(COLS)]
         for m in report["methods"]:
