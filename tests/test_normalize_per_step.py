@@ -223,6 +223,21 @@ def test_store_normalizer_uses_the_train_option(tmp_path):
     assert TrainConfig(normalizer="min_max_per_step").to_dict()["normalizer"] == "min_max_per_step"
 
 
+def test_train_window_scope_reaches_datasets_and_statistics(tmp_path):
+    from megohand.train.config import TrainConfig
+    from megohand.train.trainer import build_datasets, store_normalizer
+
+    write_ep(tmp_path, "h2o", "a", 12, seed=0, segments=[(0, 3, "x"), (3, 12, "y")])
+    acc = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)
+    cfg = TrainConfig(store=tmp_path, model=compact_cfg(), progress=False, window_scope="episode")
+    train, _ = build_datasets(cfg, image_size=16)
+    assert train.window_scope == "episode" and train.window(2)[2] == 12  # the window at frame 2 runs past 3
+    n = store_normalizer(cfg, acc)
+    assert stats_path(tmp_path, "h2o", horizon=4, window_scope="episode").is_file()
+    assert n == load_normalizer(tmp_path, horizon=4, window_scope="episode")
+    assert cfg.to_dict()["window_scope"] == "episode" and TrainConfig().window_scope == "segment"
+
+
 def test_checkpoint_with_per_step_normalizer_round_trips(tmp_path):
     from test_models_fixtures import sample_batch
 
