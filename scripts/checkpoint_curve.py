@@ -1,7 +1,7 @@
 """The held-out curve of a training run: every saved checkpoint vs the static pose, on a store's test split.
 
-    python scripts/checkpoint_curve.py --run runs/cpu_tid --store runs/demo/store            # checkpoints so far
-    python scripts/checkpoint_curve.py --run runs/cpu_tid --store runs/demo/store --watch    # alongside training
+    python scripts/checkpoint_curve.py --run runs/synthetic_benchmark/train_TID --store runs/demo/store          # so far
+    python scripts/checkpoint_curve.py --run runs/synthetic_benchmark/train_TID --store runs/demo/store --watch  # alongside
 
 For each checkpoint ``run/checkpoints/step-N`` (and the final ``run/model``): the window protocol of ``megohand
 eval`` (GT state h_k, raw chunk, frames k+1..k+L; no rollouts) for the model and, once, the static and
