@@ -130,8 +130,7 @@ def dataset_statistics(store: Store | str | Path, dataset: str, side: str = "rig
         for ks, e, _ in episode_windows(np.asarray(valid, bool), ep.meta.segments, 1, window_scope):
             if len(ks) == 0:
                 continue
-            idx, mask = zip(*(future_indices(int(k), e, horizon, valid) for k in ks))
-            idx, mask = np.stack(idx), np.stack(mask)
+            idx, mask = future_indices(ks, e, horizon, valid)
             with torch.no_grad():
                 act = encode_chunk(states[torch.from_numpy(ks)], states[torch.from_numpy(idx)]).double().numpy()
             st.add(states[torch.from_numpy(ks)].double().numpy())

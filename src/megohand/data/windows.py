@@ -69,9 +69,10 @@ def window_starts(valid: np.ndarray, start: int, end: int, stride: int = 1) -> n
     return ks[valid[ks]] if len(ks) else ks
 
 
-def future_indices(k: int, end: int, horizon: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frames k+1..k+L clamped to end-1 (padding with the last frame), and their mask (L,) float32."""
-    idx = np.arange(k + 1, k + 1 + horizon)
+def future_indices(k, end: int, horizon: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames k+1..k+L clamped to end-1 (padding with the last frame), and their mask float32: shapes (L,) for
+    one start k, (n, L) for an array of n starts."""
+    idx = np.asarray(k)[..., None] + np.arange(1, 1 + horizon)  # a scalar k: (1,) + (L,) -> (L,)
     inside = idx < end
     idx = np.minimum(idx, end - 1)
     return idx, (inside & valid[idx]).astype(np.float32)
