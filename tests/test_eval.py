@@ -233,7 +233,7 @@ def test_demo_smoke(tmp_path):
         pytest.skip("no bundled hand model asset")
     Demo(out=tmp_path, random_init=True, episodes=2, rollout_frames=8).run()
     rep = json.loads((tmp_path / "demo.json").read_text())
-    assert rep["methods"] == ["model", "static", "const-vel"]
+    assert rep["methods"] == ["model", "static", "const-vel"] and rep["reliance"]
     assert set(rep["results"]) == {"window", "rollout-tof", "rollout-raw"}
     assert rep["datasets"]["synthetic"]["episodes"] == 2
     assert rep["results"]["window"]["static"]["[synthetic]"]["mpjpe_cm"] > 0

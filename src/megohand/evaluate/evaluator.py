@@ -359,7 +359,7 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
 
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
     ``results[protocol][method][dataset or group] = {metric: value}``; methods that look at the observation also
-    appear as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance``.
+    appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``).
     """
     unknown = set(cfg.reliance) - set(RELIANCE)
     if unknown:
@@ -409,5 +409,5 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
                     for k in keys
                 }
     present = {m for proto in results.values() for m in proto}
-    names = [n for m in methods for n in [m, *(reliance_name(m, s) for s in cfg.reliance)] if n in present or n == m]
-    return {"config": asdict(cfg), "methods": names, "datasets": info, "results": results}
+    reliance = [n for m in methods for n in (reliance_name(m, s) for s in cfg.reliance) if n in present]
+    return {"config": asdict(cfg), "methods": list(methods), "reliance": reliance, "datasets": info, "results": results}

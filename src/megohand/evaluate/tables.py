@@ -66,8 +66,6 @@ def results_markdown(report: dict, title: str = "Evaluation") -> str:
             continue  # the group table already is this dataset's table
         rows = []
         for method in methods:
-            if " · " in method:
-                continue  # input-reliance rows: their own table
             for proto in PROTOCOLS:
                 per = res.get(proto, {}).get(method, {})
                 if subset in per:
@@ -83,7 +81,7 @@ def results_markdown(report: dict, title: str = "Evaluation") -> str:
             name = f"Dataset {subset}"
             extra = f" ({info[subset]['episodes']} episodes, {info[subset]['windows']} windows)" if subset in info else ""
         lines += [f"## {name}{extra}", "", metrics_table(rows), ""]
-        rel = reliance_table(res, methods, subset)
+        rel = reliance_table(res, report.get("reliance", []), subset)
         if rel:
             lines += ["Input reliance (the same windows, rollouts and noise; one input taken from another test episode):",
                       "", rel, ""]
@@ -95,13 +93,11 @@ def results_markdown(report: dict, title: str = "Evaluation") -> str:
     return "\n".join(lines)
 
 
-def reliance_table(res: dict, methods: list[str], subset: str) -> str:
-    """Rows per method with input-reliance results: window MPJPE and TOF target accuracy, normal vs each swap,
-    with the relative change; "" when there are none."""
+def reliance_table(res: dict, reliance: list[str], subset: str) -> str:
+    """Rows per input-reliance result ("<method> · <swap>"): window MPJPE and TOF target accuracy, normal vs swap,
+    with the change; "" when there are none."""
     rows = []
-    for method in methods:
-        if " · " not in method:
-            continue
+    for method in reliance:
         base = method.split(" · ")[0]
         w0 = res.get("window", {}).get(base, {}).get(subset, {}).get("mpjpe_cm")
         w1 = res.get("window", {}).get(method, {}).get(subset, {}).get("mpjpe_cm")
