@@ -11,6 +11,8 @@ A sample at frame k of an episode (DESIGN.md, "A training sample")::
     action       float32 (L, 99)      encode_chunk(h_k, h_{k+1..k+L})
     action_mask  float32 (L,)         1 for real future frames; 0 beyond the segment end (padded with its last
                                       frame) or where the hand is not valid
+    ground_uv    float32 (2, 2)       where the instructed object and its destination are in the image, [0, 1]
+    ground_valid bool (2,)            whether each is known and in the picture (synthetic scene facts)
     meta         dict                 dataset, episode, k
 
 Values are not normalised (megohand.data.normalize does that). Windows start at every ``stride``-th frame
@@ -171,6 +173,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 raise StoreError(f"depth_source='store' but {len(missing)} episodes have no depth, e.g. {missing[:3]}")
         self._build_index(progress)
         self._states: OrderedDict = OrderedDict()
+        self._facts: OrderedDict = OrderedDict()
 
     def _build_index(self, progress: bool) -> None:
         import pyarrow.parquet as pq
@@ -213,6 +216,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getstate__(self):
         s = self.__dict__.copy()
         s["_states"] = OrderedDict()
+        s["_facts"] = OrderedDict()
         return s
 
     def window(self, i: int) -> tuple[EpisodeRef, int, int, str]:
@@ -230,6 +234,17 @@ class WindowDataset(torch.utils.data.Dataset):
         else:
             self._states.move_to_end(ep_index)
         return st
+
+    def facts(self, ep_index: int):
+        """Scene facts (``megohand.data.synthetic.facts``) of episode ``ep_index`` or None (cached per process)."""
+        if ep_index not in self._facts:
+            from megohand.data.synthetic.facts import scene_facts
+
+            ep = self.store.open(self.refs[ep_index])
+            self._facts[ep_index] = scene_facts(ep.meta.extra, ep.T_cam_from_world)
+            while len(self._facts) > 256:
+                self._facts.popitem(last=False)
+        return self._facts[ep_index]
 
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):
@@ -267,11 +282,17 @@ class WindowDataset(torch.utils.data.Dataset):
             depth = torch.from_numpy(resize_nearest(d, (S, S)).astype(np.float32) / np.float32(1000.0))[None]
         else:
             depth = torch.zeros(1, S, S)
+        from megohand.data.synthetic.facts import image_targets
+
+        K = crop_K(ep.K, x0, y0, side, S)
+        ground_uv, ground_valid = image_targets(self.facts(e), k, K, S)
         return {
             "image": image,
             "depth": depth,
             "has_depth": has_depth,
-            "K": torch.from_numpy(crop_K(ep.K, x0, y0, side, S).astype(np.float32)),
+            "K": torch.from_numpy(K.astype(np.float32)),
+            "ground_uv": torch.from_numpy(ground_uv),
+            "ground_valid": torch.from_numpy(ground_valid),
             "instruction": text,
             "state": state.clone(),
             "action": action.float(),

@@ -23,6 +23,7 @@ from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
 from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, depth_supervision_loss
 from megohand.models.dit import ActionHead
+from megohand.models.grounding import GroundingHead, grounding_loss
 
 WEIGHTS, CONFIG, NORMALIZER, AUX = "model.safetensors", "config.json", "normalizer.json", "aux"
 
@@ -108,6 +109,9 @@ class MEgoHandPolicy(nn.Module):
             )
             if dc.supervision:
                 self.depth_head = DepthHead(self.depth_encoder.out_channels, dc.supervision_size)
+        self.grounding_head = None
+        if config.grounding.weight > 0 and config.uses_text and config.uses_image:
+            self.grounding_head = GroundingHead(D)
         self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
         self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim, config.horizon))
         self.__dict__["_head_fn"] = self.head  # plain attribute (not a submodule): the compiled head or the head
@@ -207,11 +211,27 @@ class MEgoHandPolicy(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Flow-matching loss (+ lambda * depth loss). Returns (loss, info of detached scalars)."""
+        """Flow-matching loss (+ lambda * depth loss + the grounding loss). Returns (loss, info of detached scalars).
+
+        In training mode, ``config.dropout`` drops each sample's text, image or depth with its probability. With the
+        grounding head, ``batch`` may carry ``ground_uv`` (B, 2, 2) in [0, 1] and ``ground_valid`` (B, 2) bool
+        (``megohand.data.windows``); samples without text or image are not grounded."""
         cfg = self.config
         dev = self.device
+        image, instructions, has_depth = batch["image"], list(batch["instruction"]), batch.get("has_depth")
+        B = len(instructions)
+        keep_t = keep_i = torch.ones(B, dtype=torch.bool)
+        p = cfg.dropout
+        if self.training and (p.text > 0 or p.image > 0 or p.depth > 0):
+            keep_t, keep_i, keep_d = (torch.rand(B) >= p.text), (torch.rand(B) >= p.image), (torch.rand(B) >= p.depth)
+            instructions = [s if k else "" for s, k in zip(instructions, keep_t.tolist())]
+            if image is not None and not bool(keep_i.all()):
+                image = image * keep_i.to(image.device, image.dtype).view(-1, *([1] * (image.dim() - 1)))
+            has = torch.ones(B, dtype=torch.bool) if has_depth is None else has_depth.bool().cpu()
+            has_depth = has & keep_d & keep_i
         depth = batch.get("depth") if self.depth_encoder is not None else None
-        vl, mask, feats, valid, d_store = self.encode(batch["image"], batch["instruction"], depth, batch.get("has_depth"))
+        text = self.prepare_text(instructions, B)
+        vl, mask, feats, valid, d_store = self.encode_tokens(image, text, depth, has_depth)
         state = self.norm.state(batch["state"].to(dev).float())
         action = self.norm.action(batch["action"].to(dev).float())
         B = action.shape[0]
@@ -227,11 +247,16 @@ class MEgoHandPolicy(nn.Module):
         info = {"loss_fm": loss_fm.detach()}
         loss = loss_fm
         if self.depth_head is not None and feats is not None and d_store is not None:
-            has = batch.get("has_depth")
-            has = torch.ones(B, dtype=torch.bool, device=dev) if has is None else has.to(dev).bool()
+            has = torch.ones(B, dtype=torch.bool, device=dev) if has_depth is None else has_depth.to(dev).bool()
             loss_d = depth_supervision_loss(self.depth_head(feats), d_store, has, cfg.depth.max_depth)
             loss = loss + cfg.depth.supervision_weight * loss_d
             info["loss_depth"] = loss_d.detach()
+        if self.grounding_head is not None and "ground_uv" in batch:
+            logits = self.grounding_head(self.backbone.image_tokens(vl, text))
+            ok = batch["ground_valid"].bool().cpu() & (keep_t & keep_i)[:, None]
+            loss_g = grounding_loss(logits, batch["ground_uv"].to(dev), ok.to(dev), cfg.grounding.sigma)
+            loss = loss + cfg.grounding.weight * loss_g
+            info["loss_ground"] = loss_g.detach()
         info["loss"] = loss.detach()
         return loss, info
 

@@ -97,3 +97,20 @@ def project(K: np.ndarray, X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     uv = project_points(torch.as_tensor(X), torch.as_tensor(np.asarray(K, dtype=np.float64))).numpy()
     return np.where(X[..., 2:3] > 1e-6, uv, np.nan)
+
+
+def image_targets(facts: SceneFacts | None, k: int, K: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the instructed object and its destination are in frame ``k``'s model image (``size`` x ``size``, pinhole
+    ``K``): uv (2, 2) float32 in [0, 1] (pixel-edge coordinates divided by ``size``) and valid (2,) bool (inside
+    the picture and in front of the camera; False without facts or without a destination)."""
+    uv = np.zeros((2, 2), np.float32)
+    valid = np.zeros(2, bool)
+    if facts is None:
+        return uv, valid
+    points = [facts.centers[k, facts.target]] + ([facts.destination[k]] if facts.destination is not None else [])
+    px = project(K, np.stack(points))  # (n, 2), pixel centres at integers
+    for i, p in enumerate(px):
+        q = (p + 0.5) / size
+        if np.all(np.isfinite(q)) and np.all((q >= 0) & (q <= 1)):
+            uv[i], valid[i] = q, True
+    return uv, valid

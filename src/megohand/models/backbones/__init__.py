@@ -10,6 +10,8 @@ Every backbone is an ``nn.Module`` with
   ``mask`` (B, S) bool, and ``padded``, a Python bool: whether any row is padded);
 - ``forward_tokens(image, text, depth_tokens)``: the tensor part, without host syncs (CUDA-graph capturable when
   ``padded`` is False: the language models then get ``attention_mask=None``, the same full / causal attention);
+- ``image_tokens(tokens, text) -> (B, grid^2, out_dim)``: the output tokens at the image positions (row-major),
+  for the grounding supervision (``megohand.models.grounding``);
 - ``image_size``, ``image_grid`` (visual tokens = grid^2), ``image_token_dim`` (width where depth is added);
 - ``export(folder)``: write what is needed to rebuild the architecture without the user's folders
   (configs, tokenizer), read back by ``build_backbone(..., aux_dir=folder)``.

@@ -212,6 +212,10 @@ class EagleBackbone(nn.Module):
         h = self.llm(inputs_embeds=embeds, attention_mask=attn, use_cache=False).last_hidden_state
         return self.proj(h.to(self.proj.weight.dtype)), mask
 
+    def image_tokens(self, tokens: torch.Tensor, text: dict) -> torch.Tensor:
+        """The output tokens (B, S', out_dim) at the <IMG_CONTEXT> positions: (B, grid^2, out_dim), row-major."""
+        return tokens.gather(1, text["image_index"][..., None].expand(-1, -1, tokens.shape[-1]))
+
     def forward(self, image=None, instructions=None, depth_tokens=None):
         B = image.shape[0] if image is not None else len(instructions)
         return self.forward_tokens(image, self.prepare_text(instructions, B, self.proj.weight.device), depth_tokens)
