@@ -32,6 +32,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from megohand.errors import UserError
 from megohand.data.video import Pack, PackError, PackWriter, decode_depth_mm, decode_jpeg, encode_depth, encode_jpeg
 
 FORMAT = "megohand-store"
@@ -49,7 +50,7 @@ HAND_FIELDS: dict[str, tuple[int, ...]] = {
 }
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A problem with stored data; the message names the dataset/episode, the field and the file."""
 
 

@@ -24,8 +24,10 @@ from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
+from megohand.errors import UserError
 
-class SourceError(ValueError):
+
+class SourceError(UserError):
     """Bad or missing dataset input; the message names the file and the problem."""
 
 
