@@ -24,6 +24,7 @@ from megohand.errors import debug_enabled, one_line
 
 # name -> "module:Class"; keep sorted. Add one line per verb.
 VERBS: dict[str, str] = {
+    "benchmark": "megohand.cli.benchmark:Benchmark",
     "convert": "megohand.cli.convert:Convert",
     "demo": "megohand.cli.demo:Demo",
     "eval": "megohand.cli.eval:Eval",
@@ -91,14 +92,15 @@ def _condense_tyro(text: str) -> str:
     return f"{title.lower()}: {msg}" if title else msg
 
 
-def _parse(verb: str, cls, args: list[str], debug: bool):
-    """Parse a verb's options with tyro; a bad command line ends with one line and status 2."""
+def _parse(verb: str, cls, args: list[str], debug: bool, default=None):
+    """Parse a verb's options with tyro (``default``: an instance whose fields are the defaults); a bad command line
+    ends with one line and status 2."""
     import tyro
 
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            cfg = tyro.cli(cls, args=args, prog=f"megohand {verb}")
+            cfg = tyro.cli(cls, args=args, prog=f"megohand {verb}", default=default)
         sys.stderr.write(err.getvalue())  # warnings tyro printed without failing
         return cfg
     except SystemExit as e:
@@ -120,7 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         close = difflib.get_close_matches(verb, VERBS, n=1)
         _fail(verb, "unknown verb" + (f"; did you mean {close[0]}?" if close else "") + " (megohand --help lists them)", 2)
     try:
-        cfg = _parse(verb, _load(VERBS[verb]), rest, debug)
+        cls, default = _load(VERBS[verb]), None
+        if hasattr(cls, "named_default"):  # `--config NAME`: a named recipe gives the defaults (megohand train)
+            cls, default, rest = cls.named_default(rest)
+        cfg = _parse(verb, cls, rest, debug, default)
         cfg.run()
     except KeyboardInterrupt:
         if debug:

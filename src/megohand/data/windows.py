@@ -2,7 +2,7 @@
 
 A sample at frame k of an episode (DESIGN.md, "A training sample")::
 
-    image        uint8 (3, S, S)      frame k, centre-cropped to a square and resized to S = image_size
+    image        uint8 (3, S, S)      frame k through megohand.data.observation (centred square, S = image_size)
     depth        float32 (1, S, S)    metres (0 = no measurement); zeros when has_depth is False
     has_depth    bool
     K            float32 (3, 3)       intrinsics of the cropped, resized image
@@ -35,7 +35,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from megohand.data.store import Episode, EpisodeRef, Store, StoreError, resize_nearest
+from megohand.data.observation import crop_box, crop_K, square_depth, square_pil, to_tensor
+from megohand.data.store import Episode, EpisodeRef, Store, StoreError
 from megohand.hand.vector import HandParams, encode_chunk, params_to_state
 
 DEPTH_SOURCES = ("auto", "store", "none")
@@ -86,28 +87,6 @@ def episode_states(ep: Episode, side: str) -> torch.Tensor:
     p = HandParams(*(torch.from_numpy(np.array(h[n], dtype=np.float32))
                      for n in ("global_orient", "hand_pose", "betas", "transl")))
     return params_to_state(p).float()
-
-
-def crop_resize_params(w: int, h: int, size: int, crop_scale: float = 1.0, rng: np.random.Generator | None = None):
-    """Square crop box (x0, y0, side) of ``crop_scale`` times the short side, centred (or random with rng)."""
-    side = max(1, int(round(min(w, h) * crop_scale)))
-    if rng is None:
-        return (w - side) // 2, (h - side) // 2, side
-    return int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)), side
-
-
-def crop_K(K: np.ndarray, x0: float, y0: float, side: float, size: int) -> np.ndarray:
-    """Intrinsics after cropping the square [x0, x0+side) x [y0, y0+side) and resizing it to size x size."""
-    s = size / side
-    K = np.array(K, dtype=np.float64)
-    K[0, 2] -= x0
-    K[1, 2] -= y0
-    K[0, 0] *= s
-    K[0, 1] *= s
-    K[1, 1] *= s
-    K[0, 2] = (K[0, 2] + 0.5) * s - 0.5
-    K[1, 2] = (K[1, 2] + 0.5) * s - 0.5
-    return K
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -261,30 +240,18 @@ class WindowDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng((self.seed, i)) if self.augment else None
         S = self.image_size
         W, H = ep.meta.width, ep.meta.height
-        x0, y0, side = crop_resize_params(W, H, S, 0.95 if self.augment else 1.0, rng)
+        box = crop_box(W, H, 0.95 if self.augment else 1.0, rng)
+        side = box[2]
         # a reduced JPEG decode is fine while the crop keeps >= S pixels: ask for >= S * (W, H) / side
         img = ep.rgb_image(k, min_size=(-(-S * W // side), -(-S * H // side)) if side >= 2 * S else None)
-        if img.size != (W, H):  # reduced-size JPEG decode: crop box in the decoded image's pixels
-            f = img.size[0] / W
-            box = (x0 * f, y0 * f, (x0 + side) * f, (y0 + side) * f)
-        else:
-            box = (x0, y0, x0 + side, y0 + side)
-        from PIL import Image
-
-        img = img.resize((S, S), Image.BILINEAR, box=box)
-        if rng is not None:
-            img = _color_jitter(img, rng)
-        image = torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy())
+        img = square_pil(img, box, S, img.size[0] / W)
+        image = to_tensor(img if rng is None else _color_jitter(img, rng))
 
         has_depth = self.depth_source != "none" and ep.has_depth
-        if has_depth:
-            d = ep.depth_mm(k)[y0:y0 + side, x0:x0 + side]
-            depth = torch.from_numpy(resize_nearest(d, (S, S)).astype(np.float32) / np.float32(1000.0))[None]
-        else:
-            depth = torch.zeros(1, S, S)
+        depth = square_depth(ep.depth_mm(k), box, S) if has_depth else torch.zeros(1, S, S)
         from megohand.data.synthetic.facts import image_targets
 
-        K = crop_K(ep.K, x0, y0, side, S)
+        K = crop_K(ep.K, *box, S)
         ground_uv, ground_valid = image_targets(self.facts(e), k, K, S)
         return {
             "image": image,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from megohand.data.observation import ObservationProcessor
 from megohand.models import flow_matching as fm
 from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
@@ -156,13 +157,15 @@ class MEgoHandPolicy(nn.Module):
     def preprocess(self, image: torch.Tensor, depth: torch.Tensor | None):
         """uint8 (B, 3, H, W) [+ depth (B, 1, H, W) m] -> float [0, 1] (B, 3, S, S) [+ depth (B, 1, S, S)], S = image_size.
 
-        Plain resize (bilinear for RGB, nearest for depth). With ``backbone.augment`` and in training mode,
-        a random 0.95 crop (same for depth) and colour jitter (RGB only) come first.
+        Frames not yet at S x S go through ``megohand.data.observation.ObservationProcessor`` (centred square crop,
+        the same resampling as training). With ``backbone.augment`` and in training mode, a random 0.95 crop (same
+        for depth) and colour jitter (RGB only) follow.
         """
         B = image.shape[0]
         size = self.backbone.image_size
-        x = image.to(self.device, non_blocking=True).float() / 255.0
-        d = None if depth is None else depth.to(self.device, non_blocking=True).float()
+        proc = ObservationProcessor(size)
+        x = proc.images(image).to(self.device, non_blocking=True).float() / 255.0
+        d = None if depth is None else proc.depths(depth).to(self.device, non_blocking=True).float()
         if self.training and self.config.backbone.augment:
             scale = 0.95
             theta = torch.zeros(B, 2, 3, device=x.device)
@@ -172,11 +175,6 @@ class MEgoHandPolicy(nn.Module):
             x = color_jitter(F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False))
             if d is not None:
                 d = F.grid_sample(d, grid, mode="nearest", align_corners=False)
-            return x, d
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        if d is not None and d.shape[-2:] != (size, size):
-            d = F.interpolate(d, size=(size, size), mode="nearest")
         return x, d
 
     def prepare_text(self, instructions, batch: int) -> dict:

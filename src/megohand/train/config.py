@@ -82,6 +82,9 @@ class TrainConfig:
     """Show a progress bar."""
     tf32: bool = True
     """Allow TF32 matmuls on NVIDIA GPUs."""
+    config: str | None = None
+    """Named recipe (megohand.train.experiments: paper, synthetic, synthetic-classic, demo) the other options
+    override; ``--config NAME`` comes first on the command line."""
 
     def dataset_weights(self) -> dict[str, float] | None:
         """``datasets`` as {name: weight} (None when empty)."""
