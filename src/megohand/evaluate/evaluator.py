@@ -213,6 +213,30 @@ def _generator(seed: int, *key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *key]).generate_state(1)[0]))
 
 
+def task_outcome(hand, states: torch.Tensor, ep: EpisodeData, first_frame: int) -> dict | None:
+    """What a generated motion does to the instructed object: states (T, 109), frame j = episode frame
+    ``first_frame + j``. None without scene facts or when the contact frame is outside the motion; else
+    ``{"hit": the grip point's closest object at the contact frame is the instructed one, "closest": its index,
+    "dest_cm": distance from where the hand leaves the object to its destination (None without one in range)}``
+    (``megohand.metrics``: grip_point, closest_object, carried_to)."""
+    from megohand.metrics import carried_to, closest_object, grip_point
+
+    f, T = ep.facts, states.shape[0]
+    if f is None or f.contact_frame is None or not 0 <= f.contact_frame - first_frame < T:
+        return None
+    rows = [f.contact_frame - first_frame]
+    if f.destination is not None and f.release_frame is not None and 0 <= f.release_frame - first_frame < T:
+        rows.append(f.release_frame - first_frame)
+    grip = grip_point(hand.forward_params(state_to_params(states[rows].double())).joints)  # (len(rows), 3)
+    centers = torch.as_tensor(f.centers[f.contact_frame])
+    closest = int(closest_object(grip[0], centers))
+    dest = None
+    if len(rows) == 2:
+        left = carried_to(grip[0], grip[1], centers[f.target])
+        dest = float((left - torch.as_tensor(f.destination[f.release_frame])).norm()) * 100
+    return {"hit": closest == f.target, "closest": closest, "dest_cm": dest}
+
+
 class _Pool:
     """Collects (pred, gt, mask) per (protocol, method, dataset) and reduces with hand_metrics; task outcomes
     (target hits, destination distances) likewise."""
@@ -232,27 +256,14 @@ class _Pool:
         self.parts[key].append((m, int(mask.sum())))
 
     def add_task(self, key: tuple, states: torch.Tensor, eps: list[EpisodeData], first_frame: int) -> None:
-        """Task outcomes of rollout states (B, T, 109), whose frame j is episode frame ``first_frame + j``:
-        target hit (the grip point's closest object at the contact frame is the instructed one) and the distance
-        [cm] from where the hand leaves the object to its destination (``megohand.metrics``)."""
-        from megohand.metrics import carried_to, closest_object, grip_point
-
-        T = states.shape[1]
+        """Task outcomes (``task_outcome``) of rollout states (B, T, 109) whose frame j is episode frame
+        ``first_frame + j``."""
         for b, ep in enumerate(eps):
-            f = ep.facts
-            if f is None or f.contact_frame is None or not 0 <= f.contact_frame - first_frame < T:
-                continue
-            c = f.contact_frame - first_frame
-            rows = [c] + ([f.release_frame - first_frame] if f.destination is not None and f.release_frame is not None
-                          and 0 <= f.release_frame - first_frame < T else [])
-            p = state_to_params(states[b, rows].double())
-            grip = grip_point(self.hand.forward_params(p).joints)  # (len(rows), 3)
-            centers = torch.as_tensor(f.centers[f.contact_frame])
-            self.task[key]["hits"].append(int(closest_object(grip[0], centers)) == f.target)
-            if len(rows) == 2:
-                left = carried_to(grip[0], grip[1], centers[f.target])
-                dest = torch.as_tensor(f.destination[f.release_frame])
-                self.task[key]["dest"].append(float((left - dest).norm()) * 100)
+            out = task_outcome(self.hand, states[b], ep, first_frame)
+            if out is not None:
+                self.task[key]["hits"].append(out["hit"])
+                if out["dest_cm"] is not None:
+                    self.task[key]["dest"].append(out["dest_cm"])
 
     def reduce(self) -> dict:
         """-> {protocol: {method: {dataset: {metric: value, 'frames': n}}}}."""
