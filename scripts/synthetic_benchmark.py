@@ -16,7 +16,6 @@ Expected pattern (paper): T (text only) worst, TID (full) best; TOF lowers accel
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from megohand import io  # noqa: E402
 from megohand.data.synthetic import TRAIN_OPTIONS  # noqa: E402
 
 VARIANTS = ("TID", "TI", "V", "T")
@@ -144,12 +144,9 @@ def main() -> None:
     report["device"] = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     report["command"] = "python scripts/synthetic_benchmark.py " + " ".join(sys.argv[1:])
     report["minutes"] = (time.time() - t0) / 60
-    args.out.mkdir(parents=True, exist_ok=True)
     md = markdown(report)
-    for name, text in (("synthetic_benchmark.json", json.dumps(report, indent=1)), ("synthetic_benchmark.md", md)):
-        tmp = args.out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(args.out / name)
+    io.write_json(args.out / "synthetic_benchmark.json", report, allow_nan=True)
+    io.write_text(args.out / "synthetic_benchmark.md", md)
     print(md)
     print(f"wrote {args.out / 'synthetic_benchmark.json'} and .md")
 

@@ -57,16 +57,11 @@ class Eval:
 
 def write_report(report: dict, out: Path, stem: str, title: str) -> None:
     """Write ``<stem>.json`` and ``<stem>.md`` in ``out`` atomically and print the Markdown."""
-    import json
-    import os
-
+    from megohand import io
     from megohand.evaluate.tables import results_markdown
 
-    out.mkdir(parents=True, exist_ok=True)
     md = results_markdown(report, title)
-    for name, text in ((f"{stem}.json", json.dumps(report, indent=1, allow_nan=True)), (f"{stem}.md", md)):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    io.write_json(out / f"{stem}.json", report, allow_nan=True)
+    io.write_text(out / f"{stem}.md", md)
     print(md)
     print(f"wrote {out / (stem + '.md')} and {out / (stem + '.json')}")

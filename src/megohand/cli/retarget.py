@@ -193,14 +193,13 @@ def read_joints(path: Path, key: str | None = None):
 def write_params(path: Path, res: dict, meta: dict) -> None:
     """Atomic write of the fitted parameters as .npz (arrays + meta_json) or .json (lists, NaN -> null)."""
     import json
-    import os
 
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from megohand import io
+
     if path.suffix == ".npz":
-        with open(tmp, "wb") as f:
+        with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **res, meta_json=np.array(json.dumps(meta)))
     else:
         def clean(a):
@@ -209,8 +208,7 @@ def write_params(path: Path, res: dict, meta: dict) -> None:
                 return a.tolist()
             return np.where(np.isfinite(a), a, None).tolist()
 
-        tmp.write_text(json.dumps({**meta, **{k: clean(v) for k, v in res.items()}}) + "\n")
-    os.replace(tmp, path)
+        io.write_json(path, {**meta, **{k: clean(v) for k, v in res.items()}}, indent=None)
 
 
 def load_store_params(root, datasets: list[str] | None = None, split: str = "train", max_frames: int = 200_000,
