@@ -216,6 +216,21 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def cleanup_on_error(folder: str | os.PathLike, keep: Callable[[Path], bool] = lambda p: False) -> Iterator[Path]:
+    """Run a block that fills ``folder``; if the block created it and fails (or is interrupted) before
+    ``keep(folder)`` holds (e.g. a first episode or checkpoint exists), remove it: no empty store or run
+    folder is left behind. An existing folder is never removed."""
+    folder = Path(folder)
+    fresh = not folder.exists()
+    try:
+        yield folder
+    except BaseException:
+        if fresh and folder.is_dir() and not keep(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 # ---------------------------------------------------------------- checkpoint folders
 def write_checkpoint_files(folder: str | os.PathLike, weights: dict, config: dict, normalizer: dict | None,
                            export_aux: Callable[[Path], None] | None = None) -> None:

@@ -33,12 +33,18 @@ class Train(TrainConfig):
 
     model: ModelPreset = field(default_factory=compact)
     """Policy preset (model:compact or model:paper) and its overrides (--model.dit.num-layers 8, ...)."""
+    overwrite: bool = False
+    """Write into a non-empty --out that is not a megohand run folder (a run folder is resumed)."""
 
     def run(self) -> None:
-        from megohand.train.trainer import train
-
         import os
 
-        out = train(self)
+        from megohand import io
+        from megohand.train.trainer import train
+
+        is_run = lambda p: (p / "checkpoints").is_dir() or (p / "train_config.json").is_file()  # noqa: E731
+        io.check_output_dir(self.out, self.overwrite, accept=is_run)
+        with io.cleanup_on_error(self.out, keep=lambda p: (p / "checkpoints").is_dir()):
+            out = train(self)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"policy written to {out}")

@@ -187,6 +187,11 @@ def read_json(path: Path, what: str) -> Any:
         raise StoreError(f"{what}: not valid JSON ({path}): {e}") from None
 
 
+def has_episodes(root: str | Path) -> bool:
+    """True once the store at ``root`` holds a complete episode (a failed writer then leaves it to be resumed)."""
+    return any(p.is_file() for p in Path(root).glob("*/episodes/*/meta.json"))
+
+
 @contextlib.contextmanager
 def _locked(path: Path):
     import fcntl

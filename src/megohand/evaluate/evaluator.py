@@ -1,4 +1,4 @@
-"""Evaluation of chunk policies on a store's test split (protocol of paper.md §13.3).
+"""Evaluation of chunk policies on a store's test split (protocols: docs/metrics.md, docs/inference.md).
 
 Two protocols, both on the right hand in the camera frame:
 
@@ -240,8 +240,10 @@ def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, Policy
             pool.add((proto, name, eps[0].dataset), res.states[:, 1:], gt[:, 1:], mask, eps[0].fps)
 
 
-def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConfig, log=print) -> dict:
-    """Evaluate every method on the test split of ``store`` (a :class:`megohand.data.store.Store`).
+def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConfig, log=print,
+                   progress: bool = False) -> dict:
+    """Evaluate every method on the test split of ``store`` (a :class:`megohand.data.store.Store`);
+    ``progress``: a progress bar over episodes (each counted once for its windows, once for its rollout).
 
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
     ``results[protocol][method][dataset or group] = {metric: value}``.
@@ -254,6 +256,10 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
         by_ds[ref.dataset].append(ref)
     if not by_ds:
         raise ValueError(f"{getattr(store, 'root', store)}: no test episodes (split='test') in this store")
+    from tqdm import tqdm
+
+    n_eps = sum(min(len(r), cfg.max_episodes or len(r)) for r in by_ds.values())
+    bar = tqdm(total=n_eps * (2 if cfg.rollout_frames > 0 else 1), desc="eval", unit="ep", disable=not progress)
     for dataset, refs in sorted(by_ds.items()):
         refs = refs[: cfg.max_episodes] if cfg.max_episodes else refs
         eps, windows = [], 0
@@ -261,6 +267,7 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
             ep = load_episode(store, dataset, ref.episode)
             windows += _window_eval(pool, ep, methods, cfg, gen)
             eps.append(ep)
+            bar.update(1)
         if cfg.rollout_frames > 0:
             by_size = defaultdict(list)
             for ep in eps:
@@ -270,8 +277,11 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
             for batch in by_size.values():
                 for i in range(0, len(batch), cfg.batch_size):
                     _rollout_eval(pool, batch[i : i + cfg.batch_size], methods, cfg, gen)
+                    bar.update(len(batch[i : i + cfg.batch_size]))
+            bar.update(len(eps) - sum(len(b) for b in by_size.values()))  # episodes too short to roll out
         info[dataset] = {"group": group_of(dataset), "episodes": len(eps), "windows": windows}
         log(f"{dataset}: {len(eps)} episodes, {windows} windows")
+    bar.close()
     results = pool.reduce()
     for proto in results.values():
         for per_ds in proto.values():

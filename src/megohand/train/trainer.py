@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from megohand import io
+from megohand.errors import UserError, check_input
 from megohand.train import checkpoint as ck
 from megohand.train.config import TrainConfig
 
@@ -77,7 +78,8 @@ def build_datasets(cfg: TrainConfig, image_size: int):
         if cfg.depth_source == "none" or not cfg.model.uses_depth:
             ds.depth_source = "none"  # do not read depth the model does not use
     if len(train) == 0:
-        raise ValueError(f"store {cfg.store}: no training windows for datasets {sorted(weights)}")
+        raise UserError(f"no training windows for datasets {sorted(weights)}", path=cfg.store,
+                        hint="check --datasets, and that the store has train-split episodes longer than the horizon")
     return train, (evald if len(evald) else None)
 
 
@@ -112,9 +114,8 @@ class Trainer:
         self.cfg = cfg
         if train_dataset is None:
             if cfg.store is None:
-                raise ValueError("no training data: pass --store (a unified store folder)")
-            if not Path(cfg.store).is_dir():
-                raise FileNotFoundError(f"store {cfg.store} does not exist")
+                raise UserError("no training data", field="--store", expected="a store folder (megohand synth / convert)")
+            check_input(cfg.store, "--store", what="store")
         mp = cfg.mixed_precision
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -269,9 +270,16 @@ class Trainer:
         acc, cfg = self.acc, self.cfg
         stop_at = min(cfg.steps, cfg.stop_after) if cfg.stop_after is not None else cfg.steps
         writer = None
+        if len(self.train_ds) // acc.num_processes < cfg.batch_size:
+            raise UserError(f"{len(self.train_ds)} training windows cannot fill one batch on each of "
+                            f"{acc.num_processes} process(es)", field="--batch-size", expected=f"at most "
+                            f"{len(self.train_ds) // acc.num_processes}", hint="lower --batch-size or add data")
+        if self.eval_ds is None and cfg.eval_every and acc.is_main_process:
+            print(f"note: no evaluation windows (no val split in the store; --split-portion below 1 holds out part of "
+                  f"the train split), so --eval-every {cfg.eval_every} evaluates nothing")
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            io.write_json(self.out / "train_config.json", cfg.to_dict(), indent=2)
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tensorboard"))
