@@ -64,6 +64,9 @@ class Convert:
     """Downscale stored frames whose short side is larger (K scaled to match); at least 16."""
     overwrite: bool = False
     """Rewrite episodes already in the store (and write into a non-empty --out that is not a store)."""
+    skip_unit_checks: bool = False
+    """Store hands farther than 5 m from the camera and sensor depth beyond 20 m (refused by default: such values
+    mean millimetres or centimetres were read as metres)."""
     keep_going: bool = False
     """Report failing episodes and continue (exit status 1 at the end) instead of stopping."""
 
@@ -155,7 +158,8 @@ def _convert_one(task: str) -> tuple[str, str | None]:
         return task, None
     try:
         ep = src.load(task)
-        convert_episode(ep, writer, _STATE["hands"], depth=cfg.depth, retargeter=_STATE["retargeter"], overwrite=cfg.overwrite)
+        convert_episode(ep, writer, _STATE["hands"], depth=cfg.depth, retargeter=_STATE["retargeter"], overwrite=cfg.overwrite,
+                        unit_checks=not cfg.skip_unit_checks)
     except (ValueError, OSError) as e:  # SourceError, StoreError: bad input, named in the message
         if not cfg.keep_going:
             raise

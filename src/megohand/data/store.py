@@ -75,6 +75,11 @@ def episode_from_dirname(name: str) -> str:
     return unquote(name)
 
 
+def is_plain_name(name) -> bool:
+    """True for a bare file name (no folder part, not '.' or '..'): files an episode names stay inside it."""
+    return isinstance(name, str) and bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+
+
 def check_dataset_name(name: str) -> str:
     ok = isinstance(name, str) and name and all(c.isalnum() or c in "-_." for c in name) and not name.startswith(".")
     if not ok:
@@ -695,12 +700,16 @@ class Episode:
 
     # -- frames
     def _pack(self, kind: str) -> Pack:
+        name = self.store_info.get("rgb_file", "rgb.pack") if kind == "rgb" else self.store_info["depth_file"]
+        if not is_plain_name(name):
+            raise StoreError(f"{self.what} [{kind}_file]: {name!r} is not a file name inside {self.path} "
+                             f"(paths are confined to the store)")
         if kind == "rgb":
             if self._rgb is None:
-                self._rgb = Pack(self.path / self.store_info.get("rgb_file", "rgb.pack"))
+                self._rgb = Pack(self.path / name)
             return self._rgb
         if self._depth is None:
-            self._depth = Pack(self.path / self.store_info["depth_file"])
+            self._depth = Pack(self.path / name)
         return self._depth
 
     def _read(self, kind: str, k: int) -> bytes:
