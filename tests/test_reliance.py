@@ -60,7 +60,7 @@ def test_derangement_has_no_fixed_point():
 
 def test_reliance_control_blind_vs_looking(scenes):
     store, hand = scenes
-    cfg = EvalConfig(window_stride=8, rollout_frames=64, batch_size=8, reliance=("rgb", "text"), progress=False)
+    cfg = EvalConfig(window_stride=8, rollout_frames=64, batch_size=8, reliance=("rgb", "text"))
     methods = {"blind": lambda prev, s: NoisyStatic(0.0), "looks": lambda prev, s: NoisyStatic(0.5)}
     rep = evaluate_store(store, methods, hand, cfg, log=lambda *a: None)
     res = rep["results"]

@@ -56,3 +56,31 @@ def one_line(exc: BaseException, limit: int = 600) -> str:
         text = f"{type(exc).__name__}: {text}"
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check(ok: bool, option: str, value, expected: str, hint: str | None = None) -> None:
+    """Raise ``UserError("<option>: got <value>; expected <expected>")`` unless ``ok`` (argument validation)."""
+    if not ok:
+        raise UserError(f"got {value!r}", field=option, expected=expected, hint=hint)
+
+
+def check_min(minimum: float, **options) -> None:
+    """Each keyword (an option name, ``_`` for ``-``) must be None or >= ``minimum``."""
+    for name, value in options.items():
+        if value is not None:
+            check(value >= minimum, "--" + name.replace("_", "-"), value,
+                  f"{'an integer' if isinstance(value, int) else 'a number'} >= {minimum}")
+
+
+def check_fraction(**options) -> None:
+    """Each keyword must lie in [0, 1]."""
+    for name, value in options.items():
+        check(0 <= value <= 1, "--" + name.replace("_", "-"), value, "a number in [0, 1]")
+
+
+def check_input(path, option: str, kind: str = "folder", what: str = "") -> None:
+    """``path`` (given as ``option``) must exist as a folder (``kind="folder"``) or a file."""
+    exists = os.path.isdir(path) if kind == "folder" else os.path.isfile(path)
+    if not exists:
+        there = "nothing there" if not os.path.exists(path) else f"not a {kind}"
+        raise UserError(f"{what + ' ' if what else ''}{kind} not found: {there}", path=path, hint=f"check {option}")

@@ -89,7 +89,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
-def _json_default(o):
+def json_default(o):
     """numpy scalars/arrays and paths become plain JSON."""
     import numpy as np
 
@@ -102,7 +102,7 @@ def _json_default(o):
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1, allow_nan: bool = False) -> Path:
     """Atomic JSON write (numpy values and paths converted; NaN refused unless ``allow_nan``)."""
-    text = json.dumps(obj, indent=indent, allow_nan=allow_nan, default=_json_default)
+    text = json.dumps(obj, indent=indent, allow_nan=allow_nan, default=json_default)
     return write_text(path, text + "\n")
 
 
@@ -120,7 +120,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", hint: str | None
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line to a log (flushed and fsynced; a crash can tear at most the last line)."""
     with open(path, "a") as f:
-        f.write(json.dumps(record, default=_json_default) + "\n")
+        f.write(json.dumps(record, default=json_default) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -216,6 +216,21 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def cleanup_on_error(folder: str | os.PathLike, keep: Callable[[Path], bool] = lambda p: False) -> Iterator[Path]:
+    """Run a block that fills ``folder``; if the block created it and fails (or is interrupted) before
+    ``keep(folder)`` holds (e.g. a first episode or checkpoint exists), remove it: no empty store or run
+    folder is left behind. An existing folder is never removed."""
+    folder = Path(folder)
+    fresh = not folder.exists()
+    try:
+        yield folder
+    except BaseException:
+        if fresh and folder.is_dir() and not keep(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 # ---------------------------------------------------------------- checkpoint folders
 def write_checkpoint_files(folder: str | os.PathLike, weights: dict, config: dict, normalizer: dict | None,
                            export_aux: Callable[[Path], None] | None = None) -> None:
@@ -244,7 +259,7 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict | None]:
     """``(config, normalizer)`` of a checkpoint folder, after checking that its files are there
     (load the weights with :func:`load_safetensors` of ``directory / WEIGHTS``)."""
     directory = Path(directory)
-    hint = "point --ckpt at a folder written by megohand train (out/policy or out/checkpoints/step-N)"
+    hint = "point --ckpt at a folder written by megohand train (OUT/model or OUT/checkpoints/step-N)"
     if not directory.is_dir():
         raise UserError("checkpoint folder not found", path=directory, hint=hint)
     for name in (WEIGHTS, CONFIG, NORMALIZER):

@@ -44,6 +44,8 @@ class Demo:
     """Torch CPU threads (1 is fastest on a busy or 2-core machine; 0 = torch's default)."""
     mano_dir: Path | None = None
     """MANO folder or MANO-format file for the hand; default $MANO_MODEL_DIR, else the bundled open hand."""
+    overwrite: bool = False
+    """Write into a non-empty --out that holds no earlier demo (an earlier demo's files are replaced)."""
 
     def run(self) -> None:
         import numpy as np
@@ -60,6 +62,15 @@ class Demo:
         from megohand.viz.strip import pick, save_strip
         from megohand.viz.video import write_mp4
 
+        from megohand import io
+        from megohand.errors import check_input, check_min
+
+        check_min(1, episodes=self.episodes, stride=self.stride, steps=self.steps)
+        check_min(2, rollout_frames=self.rollout_frames)
+        check_min(0, threads=self.threads)
+        if self.ckpt is not None and not self.random_init:
+            check_input(self.ckpt, "--ckpt", what="checkpoint")
+        io.check_output_dir(self.out, self.overwrite, accept=lambda p: (p / "demo.json").is_file() or (p / "scenes").is_dir())
         t0 = time.perf_counter()
         if self.threads > 0:
             torch.set_num_threads(self.threads)

@@ -33,6 +33,10 @@ class Stats:
         import numpy as np
 
         from megohand.data.stats import compute_store_statistics, normalizer_path, stats_path
+        from megohand.errors import check_input, check_min
+
+        check_input(self.root, "--root", what="store")
+        check_min(1, horizon=self.horizon)
 
         out = compute_store_statistics(self.root, self.datasets, self.side, self.horizon, self.split,
                                        force=self.force, mode=self.normalizer, window_scope=self.window_scope)

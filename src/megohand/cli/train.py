@@ -31,9 +31,13 @@ class _Run:
     def run(self) -> None:
         import os
 
+        from megohand import io
         from megohand.train.trainer import train
 
-        out = train(self)
+        is_run = lambda p: (p / "checkpoints").is_dir() or (p / "train_config.json").is_file()  # noqa: E731
+        io.check_output_dir(self.out, self.overwrite, accept=is_run)
+        with io.cleanup_on_error(self.out, keep=lambda p: (p / "checkpoints").is_dir()):
+            out = train(self)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"policy written to {out}")
 
@@ -47,6 +51,8 @@ class Train(_Run, TrainConfig):
 
     model: ModelPreset = field(default_factory=compact)
     """Policy preset (model:compact or model:paper) and its overrides (--model.dit.num-layers 8, ...)."""
+    overwrite: bool = False
+    """Write into a non-empty --out that is not a megohand run folder (a run folder is resumed)."""
 
     named_default = staticmethod(lambda argv: named_default(argv))
 
@@ -55,6 +61,9 @@ class Train(_Run, TrainConfig):
 class TrainFromConfig(_Run, TrainConfig):
     """Train a MEgoHand policy from a named recipe (``--config NAME``, megohand.train.experiments); every option
     overrides the recipe field by field."""
+
+    overwrite: bool = False
+    """Write into a non-empty --out that is not a megohand run folder (a run folder is resumed)."""
 
 
 def named_default(argv: list[str]):

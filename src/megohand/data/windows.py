@@ -1,6 +1,6 @@
 """Training samples: windows of one episode (and of one instruction segment), as the model sees them.
 
-A sample at frame k of an episode (DESIGN.md, "A training sample")::
+A sample at frame k of an episode (docs/data_format.md, docs/model.md)::
 
     image        uint8 (3, S, S)      frame k through megohand.data.observation (centred square, S = image_size)
     depth        float32 (1, S, S)    metres (0 = no measurement); zeros when has_depth is False

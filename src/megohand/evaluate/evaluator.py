@@ -1,4 +1,4 @@
-"""Evaluation of chunk policies on a store's test split (protocol of paper.md §13.3).
+"""Evaluation of chunk policies on a store's test split (protocols: docs/metrics.md, docs/inference.md).
 
 Two protocols, both on the right hand in the camera frame:
 
@@ -100,8 +100,6 @@ class EvalConfig:
     reliance: tuple[str, ...] = ("rgb", "depth", "text")
     """Input-reliance rows: the model again with its RGB, depth or text taken from another test episode (a fixed
     derangement), windows and TOF rollouts; () = none."""
-    progress: bool = True
-    """Progress bars."""
 
 
 @dataclass
@@ -365,8 +363,10 @@ def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, Policy
             pool.add_task(pkey, res.states, eps, first_frame=1)
 
 
-def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConfig, log=print) -> dict:
-    """Evaluate every method on the test split of ``store`` (a :class:`megohand.data.store.Store`).
+def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConfig, log=print,
+                   progress: bool = False) -> dict:
+    """Evaluate every method on the test split of ``store`` (a :class:`megohand.data.store.Store`);
+    ``progress``: a progress bar over episodes (each counted once for its windows, once for its rollout).
 
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
     ``results[protocol][method][dataset or group] = {metric: value}``; methods that look at the observation also
@@ -384,14 +384,17 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
         raise ValueError(f"{getattr(store, 'root', store)}: no test episodes (split='test') in this store")
     from tqdm import tqdm
 
+    n_eps = sum(min(len(r), cfg.max_episodes or len(r)) for r in by_ds.values())
+    bar = tqdm(total=n_eps * (2 if cfg.rollout_frames > 0 else 1), desc="eval", unit="ep", disable=not progress)
     for d_i, (dataset, refs) in enumerate(sorted(by_ds.items())):
         refs = refs[: cfg.max_episodes] if cfg.max_episodes else refs
         eps = [load_episode(store, dataset, ref.episode) for ref in refs]
         partner = derangement(eps) if cfg.reliance else [None] * len(eps)
         windows = 0
-        for e_i, ep in enumerate(tqdm(eps, desc=f"{dataset}: windows", unit="ep", disable=not cfg.progress)):
+        for e_i, ep in enumerate(eps):
             windows += _window_eval(pool, ep, methods, cfg, (d_i, e_i),
                                     None if partner[e_i] is None else eps[partner[e_i]])
+            bar.update(1)
         if cfg.rollout_frames > 0:
             by_size = defaultdict(list)
             for e_i, ep in enumerate(eps):
@@ -399,13 +402,16 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
                     m = ep.episode_obj.meta
                     by_size[(m.width, m.height, round(ep.fps, 3))].append(e_i)
             batches = [ids[i : i + cfg.batch_size] for ids in by_size.values() for i in range(0, len(ids), cfg.batch_size)]
-            for b_i, ids in enumerate(tqdm(batches, desc=f"{dataset}: rollouts", unit="batch", disable=not cfg.progress)):
+            for b_i, ids in enumerate(batches):
                 partners = None
                 if cfg.reliance and all(partner[i] is not None for i in ids):
                     partners = [eps[partner[i]] for i in ids]
                 _rollout_eval(pool, [eps[i] for i in ids], methods, cfg, (d_i, 1_000_000 + b_i), partners)
+                bar.update(len(ids))
+            bar.update(len(eps) - sum(len(b) for b in by_size.values()))  # episodes too short to roll out
         info[dataset] = {"group": group_of(dataset), "episodes": len(eps), "windows": windows}
         log(f"{dataset}: {len(eps)} episodes, {windows} windows")
+    bar.close()
     results = pool.reduce()
     for proto in results.values():
         for per_ds in proto.values():

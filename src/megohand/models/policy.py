@@ -8,17 +8,15 @@ metres with ``has_depth`` (B,) bool, ``instruction`` list[str], ``state`` (B, 10
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from megohand import io
 from megohand.data.observation import ObservationProcessor
+from megohand.errors import UserError
 from megohand.models import flow_matching as fm
 from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
@@ -26,7 +24,6 @@ from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, dept
 from megohand.models.dit import ActionHead
 from megohand.models.grounding import GroundingHead, grounding_loss
 
-WEIGHTS, CONFIG, NORMALIZER, AUX = "model.safetensors", "config.json", "normalizer.json", "aux"
 
 
 class MinMax(nn.Module):
@@ -352,58 +349,53 @@ class MEgoHandPolicy(nn.Module):
         """State dict without the frozen external depth estimator (it loads from its own folder)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("depth_estimator.")}
 
-    def write_files(self, folder: str | Path, state_dict: dict | None = None) -> None:
-        """Write model.safetensors, config.json, normalizer.json and aux/ into an existing folder."""
-        folder = Path(folder)
-        save_safetensors(state_dict if state_dict is not None else self.weights_state_dict(), folder / WEIGHTS)
-        (folder / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
-        norm = None if self.normalizer is None else self.normalizer.to_dict()
-        (folder / NORMALIZER).write_text(json.dumps(norm, indent=2))
-        aux = folder / AUX
-        aux.mkdir(exist_ok=True)
+    def export_aux(self, aux: Path) -> None:
+        """Let the backbone and the depth encoder put their auxiliary files (tokenizer, configs) into ``aux``."""
         if hasattr(self.backbone, "export"):
             self.backbone.export(aux)
         if self.depth_encoder is not None:
             self.depth_encoder.export(aux)
 
+    def write_files(self, folder: str | Path, state_dict: dict | None = None) -> None:
+        """Write the checkpoint files (``megohand.io``'s format) into an existing folder."""
+        io.write_checkpoint_files(folder, state_dict if state_dict is not None else self.weights_state_dict(),
+                                  self.config.to_dict(), None if self.normalizer is None else self.normalizer.to_dict(),
+                                  self.export_aux)
+
     def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> Path:
-        """Write model.safetensors + config.json + normalizer.json + aux/ atomically (temp folder, then rename)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
-            self.write_files(tmp, state_dict)
-            replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+        """Write model.safetensors + config.json + normalizer.json + aux/ atomically (``megohand.io.write_checkpoint``)."""
+        return io.write_checkpoint(directory, state_dict if state_dict is not None else self.weights_state_dict(),
+                                   self.config.to_dict(), None if self.normalizer is None else self.normalizer.to_dict(),
+                                   self.export_aux)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MEgoHandPolicy":
         """Rebuild from a save_pretrained folder (no user weight folders needed, except a Depth Anything estimator)."""
         directory = Path(directory)
-        for name in (WEIGHTS, CONFIG, NORMALIZER):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a MEgoHand checkpoint: {name} is missing")
-        try:
-            config = PolicyConfig.from_dict(json.loads((directory / CONFIG).read_text()))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{directory / CONFIG}: {e}") from e
-        norm = load_normalizer(directory / NORMALIZER)
-        policy = cls(config, norm, aux_dir=directory / AUX)
-        policy.load_weights(directory / WEIGHTS)
+        policy = cls(*checkpoint_config(directory), aux_dir=directory / io.AUX)
+        policy.load_weights(directory / io.WEIGHTS)
         return policy.to(map_location)
 
-    def load_weights(self, path: str | Path) -> None:
-        """Load a model.safetensors written by save_pretrained (all keys but the external depth estimator)."""
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-        missing, unexpected = self.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith("depth_estimator.")]
+    def load_weights(self, path: str | Path, ignore: tuple[str, ...] = ("depth_estimator.",)) -> None:
+        """Load a model.safetensors written by save_pretrained (cast to this model's dtypes); keys starting with
+        ``ignore`` may be absent (the external depth estimator; the weights a slim checkpoint rebuilds)."""
+        missing, unexpected = self.load_state_dict(io.load_safetensors(path), strict=False)
+        missing = [k for k in missing if not k.startswith(ignore)]
         if missing or unexpected:
-            raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+            raise UserError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}", path=path,
+                            hint="the weights do not belong to this config.json")
+
+
+def checkpoint_config(directory: str | Path):
+    """``(PolicyConfig, Normalizer | None)`` of a checkpoint folder; bad files raise UserError naming them."""
+    from megohand.data.normalize import Normalizer
+
+    config, norm = io.read_checkpoint(directory)
+    try:
+        return PolicyConfig.from_dict(config), None if norm is None else Normalizer.from_dict(norm)
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"does not describe a megohand policy ({type(e).__name__}: {e})", path=directory,
+                        hint="the checkpoint was written by another version or edited") from None
 
 
 def color_jitter(x: torch.Tensor, brightness=0.3, contrast=0.4, saturation=0.5) -> torch.Tensor:
@@ -419,43 +411,3 @@ def color_jitter(x: torch.Tensor, brightness=0.3, contrast=0.4, saturation=0.5) 
     gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     x = (x - gray) * factor(saturation) + gray
     return x.clamp(0, 1)
-
-
-def load_normalizer(path: Path):
-    """normalizer.json -> megohand.data.normalize.Normalizer (or None when the file holds null)."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if d is None:
-        return None
-    from megohand.data.normalize import Normalizer
-
-    return Normalizer.from_dict(d)
-
-
-def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """Atomic safetensors write; tensors sharing storage are cloned (safetensors refuses shared memory)."""
-    from safetensors.torch import save_file
-
-    seen, out = set(), {}
-    for k, v in state_dict.items():
-        v = v.detach()
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
-        out[k] = v.clone().contiguous() if (key in seen or not v.is_contiguous()) else v
-        if key is not None:
-            seen.add(key)
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    save_file({k: v.cpu() for k, v in out.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move folder src to dst, replacing dst if it exists (the old one is removed after the swap)."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

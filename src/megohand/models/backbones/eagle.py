@@ -1,4 +1,4 @@
-"""The paper's Eagle-2-style backbone (GR00T-N1, paper.md §2).
+"""The paper's Eagle-2-style backbone (GR00T-N1; arXiv 2505.16602, the cerebrum; docs/model.md).
 
 image (224) -> SigLIP vision tower -> (N = g x g patches) -> pixel shuffle 0.5 -> (g/2)^2 tokens x 4C
 -> mlp1 (LayerNorm, Linear, GELU, Linear) -> visual tokens (+ depth tokens) placed at the ``<IMG_CONTEXT>``
