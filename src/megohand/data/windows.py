@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TypedDict
 
 import numpy as np
 import torch
@@ -40,6 +40,24 @@ from megohand.data.store import Episode, EpisodeRef, Store, StoreError
 from megohand.hand.vector import HandParams, encode_chunk, params_to_state
 
 DEPTH_SOURCES = ("auto", "store", "none")
+
+
+class Sample(TypedDict):
+    """One training window (module docstring); a batch (``megohand.train.trainer.collate``) stacks each tensor
+    along a new first axis, keeps ``instruction`` as a list of B strings and ``meta`` as a list of B dicts. The
+    policy's ``forward`` reads a batch, ``predict_chunk`` its image / depth / instruction / state."""
+
+    image: torch.Tensor
+    depth: torch.Tensor
+    has_depth: bool
+    K: torch.Tensor
+    ground_uv: torch.Tensor
+    ground_valid: torch.Tensor
+    instruction: str
+    state: torch.Tensor
+    action: torch.Tensor
+    action_mask: torch.Tensor
+    meta: dict
 
 
 WINDOW_SCOPES = ("segment", "episode")
@@ -225,7 +243,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 self._facts.popitem(last=False)
         return self._facts[ep_index]
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> Sample:
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range ({len(self)} windows)")
         i = i % len(self)
@@ -253,19 +271,19 @@ class WindowDataset(torch.utils.data.Dataset):
 
         K = crop_K(ep.K, *box, S)
         ground_uv, ground_valid = image_targets(self.facts(e), k, K, S)
-        return {
-            "image": image,
-            "depth": depth,
-            "has_depth": has_depth,
-            "K": torch.from_numpy(K.astype(np.float32)),
-            "ground_uv": torch.from_numpy(ground_uv),
-            "ground_valid": torch.from_numpy(ground_valid),
-            "instruction": text,
-            "state": state.clone(),
-            "action": action.float(),
-            "action_mask": torch.from_numpy(mask),
-            "meta": {"dataset": ref.dataset, "episode": ref.episode, "k": k},
-        }
+        return Sample(
+            image=image,
+            depth=depth,
+            has_depth=has_depth,
+            K=torch.from_numpy(K.astype(np.float32)),
+            ground_uv=torch.from_numpy(ground_uv),
+            ground_valid=torch.from_numpy(ground_valid),
+            instruction=text,
+            state=state.clone(),
+            action=action.float(),
+            action_mask=torch.from_numpy(mask),
+            meta={"dataset": ref.dataset, "episode": ref.episode, "k": k},
+        )
 
 
 def _color_jitter(img, rng: np.random.Generator, brightness=0.3, contrast=0.4, saturation=0.5):

@@ -20,12 +20,31 @@ Every backbone is an ``nn.Module`` with
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
+import torch
 from torch import nn
 
 
+class Backbone(Protocol):
+    """What the policy needs of a cerebrum backbone (the contract above, checked by ``build_backbone``)."""
+
+    image_size: int
+    image_grid: int
+    image_token_dim: int
+
+    def prepare_text(self, instructions: list[str] | None, batch: int, device) -> dict: ...
+
+    def forward_tokens(self, image: torch.Tensor | None, text: dict,
+                       depth_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def image_tokens(self, tokens: torch.Tensor, text: dict) -> torch.Tensor: ...
+
+    def export(self, folder: Path) -> None: ...
+
+
 def build_backbone(cfg, out_dim: int, use_text: bool, use_image: bool, aux_dir: Path | None = None) -> nn.Module:
-    """BackboneConfig -> backbone whose tokens have width ``out_dim``."""
+    """BackboneConfig -> backbone (a ``Backbone``) whose tokens have width ``out_dim``."""
     if cfg.kind == "compact":
         from megohand.models.backbones.compact import CompactBackbone
 
