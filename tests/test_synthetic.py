@@ -1,9 +1,12 @@
-"""The synthetic world: determinism, camera-frame hands, instructions, splits, carried objects,
-store round trip. Oracles: the hand model's own forward pass in the world frame moved by numpy
-float64 rigid transforms, pinhole projection by hand, set algebra on combos."""
+"""The synthetic worlds ("grounded", "classic"): determinism, camera-frame hands, instructions, splits, carried
+objects, the grounded world's guarantees (text that never says where, same-shape and same-colour distractors,
+contact frame and destination), the classic world unchanged, store round trip. Oracles: the hand model's own
+forward pass in the world frame moved by numpy float64 rigid transforms, pinhole projection by hand, set algebra
+on combos, a word list written here, fingerprints of the classic world computed before the grounded one existed."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -74,20 +77,37 @@ def hand(tmp_path_factory):
         return load_hand_model(path)
 
 
-CFG = SynthConfig(seed=3, width=96, height=96)
+CFG = SynthConfig(seed=3, width=96, height=96, world="classic")
+GROUNDED = SynthConfig(seed=3, width=96, height=96)
 
 
 @pytest.fixture(scope="module")
-def episodes(hand):
+def classic_episodes(hand):
     return [generate_episode(CFG, i, hand) for i in range(12)]
 
 
+@pytest.fixture(scope="module")
+def grounded_episodes(hand):
+    return [generate_episode(GROUNDED, i, hand) for i in range(24)]
+
+
+@pytest.fixture(scope="module", params=["classic", "grounded"])
+def episodes(request, classic_episodes, grounded_episodes):
+    """The episodes of each world in turn (tests of what both worlds guarantee)."""
+    return classic_episodes if request.param == "classic" else grounded_episodes
+
+
+_FLOAT64_HANDS: dict = {}
+
+
 def forward(hand, params: dict) -> np.ndarray:
-    """Joints (T, 21, 3) float64 of a params dict."""
+    """Joints (T, 21, 3) float64 of a params dict (through a float64 copy of ``hand``: the generator keeps its own)."""
+    if id(hand) not in _FLOAT64_HANDS:
+        _FLOAT64_HANDS[id(hand)] = copy.deepcopy(hand).double()
     p = {k: torch.as_tensor(np.asarray(params[k]), dtype=torch.float64) for k in ("global_orient", "hand_pose",
                                                                                   "betas", "transl")}
     with torch.no_grad():
-        return hand.double()(p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).joints.numpy()
+        return _FLOAT64_HANDS[id(hand)](p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).joints.numpy()
 
 
 def test_shapes_are_closed_outward_meshes():
@@ -106,15 +126,18 @@ def test_shapes_are_closed_outward_meshes():
 
 
 def test_generator_is_deterministic(hand, episodes):
-    again = generate_episode(CFG, 5, hand)
     ep = episodes[5]
+    cfg = CFG if ep.world == "classic" else GROUNDED
+    again = generate_episode(cfg, 5, hand)
     assert again.instruction == ep.instruction and again.segments == ep.segments
     for k in ep.hands:
         np.testing.assert_array_equal(again.hands[k], ep.hands[k])
     np.testing.assert_array_equal(again.object_poses, ep.object_poses)
     np.testing.assert_array_equal(again.T_cam_from_world, ep.T_cam_from_world)
-    other = generate_episode(SynthConfig(seed=4, width=96, height=96), 5, hand)
+    assert again.meta_extra() == ep.meta_extra()
+    other = generate_episode(SynthConfig(seed=4, width=96, height=96, world=ep.world), 5, hand)
     assert not np.array_equal(other.hands["transl"][:5], ep.hands["transl"][:5])
+    assert not np.array_equal(generate_episode(cfg, 6, hand).hands["transl"][:5], ep.hands["transl"][:5])
 
 
 def test_hands_finite_in_camera_frame_and_match_world(hand, episodes):
@@ -137,8 +160,9 @@ def test_hand_stays_above_the_table(hand, episodes):
     for ep in episodes:
         p = {k: torch.as_tensor(np.asarray(ep.hand_world[k]), dtype=torch.float64)
              for k in ("global_orient", "hand_pose", "betas", "transl")}
+        forward(hand, ep.hand_world)  # makes the float64 copy
         with torch.no_grad():
-            v = hand.double()(p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).vertices.numpy()
+            v = _FLOAT64_HANDS[id(hand)](p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).vertices.numpy()
         assert v[..., 2].min() > 0.0, ep.episode  # world z up, table top at z = 0
 
 
@@ -158,10 +182,10 @@ def test_joints_project_into_image_at_the_object(hand, episodes):
         assert np.linalg.norm(palm_w - centre) < 0.10, ep.episode
 
 
-def test_instruction_names_the_target(episodes):
+def test_instruction_names_the_target(classic_episodes):
     names = "|".join(SHAPES)
     colors = "|".join(COLORS)
-    for ep in episodes:
+    for ep in classic_episodes:
         m = re.search(rf"the ({colors}) ({names})", ep.instruction)
         assert m, ep.instruction
         target = ep.objects[ep.target]
@@ -257,20 +281,186 @@ def test_synth_store_round_trip(hand, tmp_path):
         assert np.abs(stored.rgb(k).astype(int) - frames["rgb"][k]).mean() < 6  # JPEG
     poses = np.asarray(stored.meta.extra["object_poses"])
     np.testing.assert_allclose(poses[..., :3], ep.object_poses[..., :3, 3], atol=1e-6)
+    extra = stored.meta.extra
+    assert extra["world"] == "grounded" and extra["synth_config"]["world"] == "grounded"
+    assert extra["contact_frame"] == ep.contact_frame and len(extra["landmarks"]) == len(ep.landmarks) == 2
 
 
-def test_render_masks_show_hand_and_target(hand, episodes):
-    from megohand.data.synthetic.world import make_renderer, render_episode
+def test_stores_of_before_the_grounded_world_resume_as_classic(tmp_path):
+    """A store whose synth_config has no "world" was drawn from the classic world."""
+    import json
 
-    ep = episodes[0]
+    from megohand.data.synthetic.build import synthesize
+
+    cfg = SynthConfig(seed=1, width=32, height=32, min_frames=20, max_frames=30, world="classic")
+    synthesize(tmp_path, 1, cfg, progress=False)
+    meta = next((tmp_path / "synthetic" / "episodes").iterdir()) / "meta.json"
+    d = json.loads(meta.read_text())
+    del d["extra"]["synth_config"]["world"]
+    meta.write_text(json.dumps(d))
+    assert synthesize(tmp_path, 2, cfg, progress=False) == [1]
+    with pytest.raises(ValueError, match="'world': \\('classic', 'grounded'\\)"):
+        synthesize(tmp_path, 3, SynthConfig(seed=1, width=32, height=32, min_frames=20, max_frames=30), progress=False)
+
+
+def test_render_masks_show_hand_and_target(hand, grounded_episodes):
+    from megohand.data.synthetic.world import make_renderer, mask_ids, render_episode
+
+    ep = grounded_episodes[0]
     out = render_episode(ep, hand, make_renderer(ep.width, ep.height))
     T = ep.num_frames
     assert out["rgb"].shape == (T, ep.height, ep.width, 3) and out["depth"].shape == (T, ep.height, ep.width)
+    ids = mask_ids(ep)
     hand_id, target_id = len(ep.objects) + 2, ep.target + 2
+    assert ids["hand"] == hand_id and ids["objects"][ep.target] == target_id and len(ids["landmarks"]) == 2
     assert (out["mask"] == hand_id).any(axis=(1, 2)).mean() > 0.9
     assert (out["mask"][0] == target_id).sum() > 4
-    # the target's pixels have its colour's dominant channel
-    px = out["rgb"][0][out["mask"][0] == target_id].astype(float).mean(0)
-    ref = np.asarray(ep.objects[ep.target].rgb)
-    assert np.corrcoef(px, ref)[0, 1] > 0.8
+    # the target's and the mats' pixels have their colour's dominant channel
+    for obj, i in [(ep.objects[ep.target], target_id)] + list(zip(ep.landmarks, ids["landmarks"])):
+        assert (out["mask"][0] == i).sum() > 4, obj.name
+        px = out["rgb"][0][out["mask"][0] == i].astype(float).mean(0)
+        assert np.corrcoef(px, np.asarray(obj.rgb))[0, 1] > 0.8, obj.name
     assert np.isfinite(out["depth"]).all() and out["depth"].max() <= 2.0
+
+
+# ----------------------------------------------------------------------------- the grounded world's guarantees
+
+# Words that say where something is or goes (written here, independently of the world's own list).
+WHERE = ("left", "right", "forward", "forwards", "front", "behind", "back", "backwards", "toward", "towards",
+         "away", "clockwise", "counterclockwise", "anticlockwise", "near", "far", "closer", "beside", "next",
+         "centre", "center", "middle", "corner", "edge", "side", "above", "below", "up", "down", "north",
+         "south", "east", "west")
+
+
+def test_grounded_text_names_what_never_where(grounded_episodes):
+    landmark_tasks = {"pick_place", "push", "move"}
+    for ep in grounded_episodes:
+        texts = [ep.instruction] + [t for _, _, t in ep.segments]
+        for text in texts:
+            words = set(re.findall(r"[a-z]+", text.lower()))
+            assert not words & set(WHERE), (text, words & set(WHERE))
+            assert not re.search(r"\d", text), text
+        target = ep.objects[ep.target]
+        assert f"the {target.name}" in ep.instruction
+        if ep.task in landmark_tasks:
+            lm = ep.params["landmark"]
+            assert f"the {lm}" in ep.instruction
+            kind = ep.params["landmark_kind"]
+            pool = ep.landmarks if kind == "mat" else ep.objects
+            assert pool[ep.params["landmark_index"]].name == lm and lm != target.name
+            assert sum(o.name == lm for o in ep.objects + ep.landmarks) == 1  # the name is unambiguous
+        # segments cover the episode; the phases say the same in names
+        assert ep.segments[0][0] == 0 and ep.segments[-1][1] == ep.num_frames
+        assert [(s, e) for s, e, _ in ep.phases] == [(s, e) for s, e, _ in ep.segments]
+    assert {ep.task for ep in grounded_episodes} == set(TASKS)
+
+
+def test_grounded_distractors_share_shape_and_colour(grounded_episodes):
+    for ep in grounded_episodes:
+        target = ep.objects[ep.target]
+        names = [o.name for o in ep.objects]
+        assert len(set(names)) == len(names) and sum(n == target.name for n in names) == 1
+        others = [o for i, o in enumerate(ep.objects) if i != ep.target]
+        assert any(o.shape == target.shape for o in others), names
+        assert any(o.color == target.color for o in others), names
+        if len(ep.objects) >= 4:
+            assert sum(o.shape == target.shape for o in others) >= 2, names
+        mats = [m.name for m in ep.landmarks]
+        assert len(mats) == len(set(mats)) >= 2 and all(m.endswith(" mat") for m in mats)
+
+
+def test_grounded_start_does_not_depend_on_the_target(hand, grounded_episodes):
+    wrist0 = np.stack([forward(hand, {k: v[:1] for k, v in ep.hand_world.items()})[0, 0] for ep in grounded_episodes])
+    targets = np.stack([ep.objects[ep.target].xy for ep in grounded_episodes])
+    assert targets.std(0).min() > 0.05  # the targets are all over the table ...
+    assert wrist0[:, :2].std(0).max() < 0.015  # ... the hand starts from the same rest pose
+
+
+def palm_world(hand, ep, k: int) -> np.ndarray:
+    """World position of the palm (mean of the wrist and the four finger bases) at frame ``k``."""
+    J = forward(hand, {key: v[k:k + 1] for key, v in ep.hand_world.items()})[0]
+    return J[[0, 1, 4, 7, 10]].mean(0)
+
+
+def test_contact_frame_and_destination(hand, episodes):
+    for ep in episodes:
+        k = ep.contact_frame
+        assert k is not None and ep.attach[k] == ep.target and (ep.attach[:k] != ep.target).all()
+        centres = ep.object_poses[k, :, :3, 3] + np.array([[0, 0, o.height / 2] for o in ep.objects])
+        dist = np.linalg.norm(centres - palm_world(hand, ep, k), axis=1)
+        assert dist[ep.target] < 0.10, (ep.episode, dist)
+        assert int(np.argmin(dist)) == ep.target, (ep.episode, ep.task, dist)  # what target accuracy counts
+        end = ep.object_poses[-1, ep.target, :3, 3]
+        if ep.task in ("lift", "rotate"):
+            assert ep.destination is None
+            np.testing.assert_allclose(end, ep.object_poses[0, ep.target, :3, 3], atol=1e-6)
+        else:
+            assert ep.destination.shape == (3,)
+            np.testing.assert_allclose(end, ep.destination, atol=1e-6)
+        if ep.world == "grounded" and ep.task in ("pick_place", "push"):
+            mat = ep.landmarks[ep.params["landmark_index"]]
+            assert np.hypot(*(ep.destination[:2] - mat.xy)) < 0.5 * mat.radius
+        if ep.world == "grounded" and ep.task == "move":
+            ref = ep.objects[ep.params["landmark_index"]]
+            gap = np.hypot(*(ep.destination[:2] - ref.xy)) - ref.radius - ep.objects[ep.target].radius
+            assert 0.0 < gap < 0.05
+
+
+def test_meta_extra_describes_the_world(episodes):
+    import json
+
+    from megohand.data.synthetic.world import objects_from_extra
+
+    for ep in episodes[:4]:
+        extra = json.loads(json.dumps(ep.meta_extra()))
+        assert extra["world"] == ep.world and extra["target"] == ep.target == 0
+        assert extra["contact_frame"] == ep.contact_frame
+        assert extra["destination"] == (None if ep.destination is None else pytest.approx(list(ep.destination), abs=1e-6))
+        assert [p[2] for p in extra["phases"]][:2] == ["idle", "reach"]
+        objs = objects_from_extra(extra)
+        assert [o["name"] for o in objs] == [o.name for o in ep.objects + ep.landmarks]
+        for o, lm in zip(objs[len(ep.objects):], ep.landmarks):  # mats lie still where they were drawn
+            np.testing.assert_allclose(o["poses"][:, :2, 3], np.broadcast_to(lm.xy, (ep.num_frames, 2)))
+            assert o["vertices"][:, 2].max() < 0.01
+
+
+def classic_fingerprint(ep) -> list:
+    """Hash of the texts and choices, and weighted sums of the arrays (tolerant to the last float bits)."""
+    import hashlib
+    import json
+
+    text = json.dumps([ep.split, ep.task, ep.instruction, [list(s) for s in ep.segments],
+                       [o.name for o in ep.objects], ep.attach.tolist()])
+    arrays = [ep.hands["global_orient"], ep.hands["hand_pose"], ep.hands["transl"], ep.hands["betas"],
+              ep.object_poses, ep.T_cam_from_world]
+    weighted = [float((np.asarray(a, np.float64) * np.linspace(1, 2, a.size).reshape(a.shape)).sum()) for a in arrays]
+    return [hashlib.sha256(text.encode()).hexdigest()[:16]] + weighted
+
+
+# Computed with the stick hand on main before the grounded world was added (commit e96dce8).
+CLASSIC_FINGERPRINTS = [
+    ['80dc99133d8b1536', -114.071878, 569.912294, 37.600494, 39.344755, 952.553382, 108.381946],
+    ['ec091c69b720f4c6', -162.508575, 442.08359, 35.971795, 120.140253, 1069.649256, 118.684087],
+    ['13a2f0750050e901', -270.360508, 393.941877, 28.004135, -137.783683, 367.925022, 73.831992],
+    ['9c2ca49a6d5895f5', -159.996784, 357.602223, 23.066612, -60.295449, 569.190263, 93.904723],
+    ['33cc8986ead1e8fc', -201.912815, 591.79119, 37.888723, -119.557287, 438.203726, 106.68617],
+    ['d2a1291716bafad5', -151.184993, 401.040277, 18.946725, 111.675763, 825.1437, 107.874287],
+]
+
+
+def test_classic_world_is_unchanged(tmp_path):
+    from megohand.hand import load_hand_model
+    from megohand.hand.mano_io import save_npz
+
+    save_npz(tmp_path / "MANO_RIGHT.npz", stick_hand_asset())
+    stick = load_hand_model(tmp_path / "MANO_RIGHT.npz")
+    cfg = SynthConfig(seed=11, width=64, height=48, world="classic")
+    for i, expected in enumerate(CLASSIC_FINGERPRINTS):
+        got = classic_fingerprint(generate_episode(cfg, i, stick))
+        assert got[0] == expected[0], i
+        np.testing.assert_allclose(got[1:], expected[1:], rtol=0, atol=2e-6, err_msg=str(i))
+
+
+def test_unknown_world_is_refused(hand):
+    with pytest.raises(ValueError, match="unknown synthetic world 'nope'"):
+        generate_episode(SynthConfig(world="nope"), 0, hand)

@@ -158,12 +158,13 @@ def tiny_random_policy():
 
 def synth_config(ckpt_dir: Path | None, seed: int):
     """The synthetic world the checkpoint was trained on (``synth.json`` beside it, written by
-    scripts/train_demo.py), with the demo's own scene seed; defaults otherwise."""
+    scripts/train_demo.py; one without a "world" was written before the grounded world existed: classic),
+    with the demo's own scene seed; defaults otherwise."""
     from megohand.data.synthetic import SynthConfig
 
     d = {}
     if ckpt_dir is not None and (Path(ckpt_dir) / "synth.json").is_file():
-        d = json.loads((Path(ckpt_dir) / "synth.json").read_text())
+        d = {"world": "classic", **json.loads((Path(ckpt_dir) / "synth.json").read_text())}
     names = {f.name for f in dataclasses.fields(SynthConfig)}
     return SynthConfig(**{**{k: v for k, v in d.items() if k in names}, "seed": seed})
 

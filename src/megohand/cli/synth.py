@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass
@@ -13,6 +14,9 @@ class Synth:
 
     out: Path
     """Store folder to write into (created)."""
+    world: Literal["grounded", "classic"] = "grounded"
+    """Which world: "grounded" (landmark destinations, same-shape distractors, text that never says where:
+    the image decides the motion) or "classic" (the first world, of the published benchmark and the demo)."""
     episodes: int = 100
     """Number of episodes (ids 000000 .. episodes-1)."""
     seed: int = 0
@@ -54,10 +58,12 @@ class Synth:
             check(self.mano_dir.exists(), "--mano-dir", str(self.mano_dir), "an existing MANO folder or file")
         io.check_output_dir(self.out, self.overwrite, accept=lambda p: (p / "store.json").is_file())
         width, height = (self.image_size * 2)[:2]
-        cfg = SynthConfig(seed=self.seed, width=width, height=height, fps=self.fps, split_seed=self.split_seed,
+        cfg = SynthConfig(world=self.world, seed=self.seed, width=width, height=height, fps=self.fps,
+                          split_seed=self.split_seed,
                           holdout_fraction=self.holdout_fraction, test_fraction=self.test_fraction,
                           val_fraction=self.val_fraction)
         with io.cleanup_on_error(self.out, keep=has_episodes):  # no empty store left behind
             done = synthesize(self.out, self.episodes, cfg, workers=self.workers,
                               mano_dir=None if self.mano_dir is None else str(self.mano_dir))
-        print(f"wrote {len(done)} new episodes ({self.episodes} in total) of dataset 'synthetic' to {self.out}")
+        print(f"wrote {len(done)} new episodes ({self.episodes} in total) of dataset 'synthetic' "
+              f"({self.world} world) to {self.out}")

@@ -43,7 +43,7 @@ def write_rrd(episode: Episode, hands: dict, path: str | Path, max_depth: float 
         rec = rr.RecordingStream("megohand", recording_id=f"{meta.dataset}/{meta.episode}")
         rec.save(str(tmp))
         rec.log("world", rr.TextDocument(f"{meta.dataset} / {meta.episode}\n\n{meta.instruction}"), static=True)
-        if str(meta.extra.get("world", "")).startswith("z up"):
+        if str(meta.extra.get("world_frame", meta.extra.get("world", ""))).startswith("z up"):  # "world": older stores
             rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
             (x0, x1), (y0, y1) = TABLE_EXTENT
             rec.log("world/table", rr.Mesh3D(vertex_positions=[[x0, y0, 0], [x1, y0, 0], [x1, y1, 0], [x0, y1, 0]],

@@ -64,6 +64,8 @@ def check_config(root: Path, cfg: SynthConfig) -> None:
     if not refs:
         return
     old = store.open(refs[0]).meta.extra.get("synth_config")
+    if old is not None:
+        old = {"world": "classic", **old}  # stores written before there were two worlds hold the classic one
     new = json.loads(json.dumps(dataclasses.asdict(cfg)))
     if old is not None and old != new:
         diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}

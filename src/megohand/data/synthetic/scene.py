@@ -29,9 +29,9 @@ TABLE_Y = (0.04, 0.30)
 
 @dataclass
 class SceneObject:
-    """One primitive on the table.
+    """One primitive on the table (an object, or a landmark lying flat: shape "mat", a round pad).
 
-    ``dims``: box (sx, sy, sz) full extents; cylinder / cone (radius, height); sphere (radius,).
+    ``dims``: box (sx, sy, sz) full extents; cylinder / cone / mat (radius, height); sphere (radius,).
     ``xy`` (2,) base centre on the table [m]; ``yaw`` rotation about z [rad].
     """
 
@@ -162,9 +162,9 @@ def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0), roll: float
     return T
 
 
-def head_trajectory(rng: np.random.Generator, num_frames: int, fps: float) -> np.ndarray:
+def head_trajectory(rng: np.random.Generator, num_frames: int, fps: float, amplitude: float = 1.0) -> np.ndarray:
     """(T, 4, 4) T_cam_from_world of a head-mounted camera ~40 cm above the table looking down
-    at the objects, with small smooth ego-motion (a few cm, a few degrees)."""
+    at the objects, with small smooth ego-motion (a few cm, a few degrees, times ``amplitude``)."""
     eye0 = np.array([rng.uniform(-0.03, 0.05), rng.uniform(-0.20, -0.14), rng.uniform(0.34, 0.40)])
     target0 = np.array([rng.uniform(-0.03, 0.03), rng.uniform(0.12, 0.18), 0.0])
     t = np.arange(num_frames) / fps
@@ -177,7 +177,7 @@ def head_trajectory(rng: np.random.Generator, num_frames: int, fps: float) -> np
             out += amplitude / 2 * np.sin(2 * np.pi * freq * t[:, None] + phase)
         return out
 
-    eyes = eye0 + wobble(0.02) + np.outer(t, rng.uniform(-0.01, 0.01, size=3))
-    targets = target0 + wobble(0.03)
-    rolls = rng.uniform(-0.05, 0.05) + wobble(0.03)[:, 0]
+    eyes = eye0 + amplitude * (wobble(0.02) + np.outer(t, rng.uniform(-0.01, 0.01, size=3)))
+    targets = target0 + amplitude * wobble(0.03)
+    rolls = rng.uniform(-0.05, 0.05) + amplitude * wobble(0.03)[:, 0]
     return np.stack([look_at(e, g, roll=r) for e, g, r in zip(eyes, targets, rolls)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 SHAPES = ("box", "cylinder", "sphere", "cone")
+"""Shapes of the objects a task names; a "mat" (landmark) is a flat cylinder, a round pad on the table."""
 
 
 def box(size: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,11 +70,11 @@ def sphere(radius: float, rings: int = 12, segments: int = 20) -> tuple[np.ndarr
 
 
 def make_shape(shape: str, dims: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Mesh of a named shape. ``dims``: box (sx, sy, sz); cylinder / cone (radius, height);
+    """Mesh of a named shape. ``dims``: box (sx, sy, sz); cylinder / cone / mat (radius, height);
     sphere (radius,)."""
     if shape == "box":
         return box(dims)
-    if shape == "cylinder":
+    if shape in ("cylinder", "mat"):
         return cylinder(*dims)
     if shape == "cone":
         return cone(*dims)
