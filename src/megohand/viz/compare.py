@@ -110,4 +110,4 @@ def write_comparison(images: Sequence[np.ndarray], K, faces, pred_vertices, true
     sub = lambda v: None if v is None else np.asarray(v)[idx]  # noqa: E731
     still = comparison_frames([images[i] for i in idx], K, faces, sub(pred_vertices), sub(true_vertices), title,
                               pred_label, true_label, min_side=min_side, numbers=idx)
-    save_strip(still, png, columns=3, gap=6)
+    save_strip(still, png, columns=3, gap=6, optimize=False)
