@@ -204,7 +204,8 @@ case("cli-not-an-int", lambda c, t: ["train", "--batch-size", "abc"], r"--batch-
 case("cli-missing-required", lambda c, t: ["validate"], r"PATH", code=2)
 case("cli-bad-choice", lambda c, t: ["convert", "--dataset", "nope", "--src", "x", "--out", "y"],
      r"invalid choice 'nope' for argument '--dataset'", code=2)
-case("cli-stats-mode", lambda c, t: ["stats", "--root", S(c, t), "--mode", "q98"], r"--mode", code=2)
+case("cli-stats-normalizer", lambda c, t: ["stats", "--root", S(c, t), "--normalizer", "q98"], r"invalid choice 'q98'", code=2)
+case("cli-unknown-option", lambda c, t: ["stats", "--root", S(c, t), "--mode", "q99"], r"unrecognized options: .*--mode", code=2)
 case("cli-hand-side", lambda c, t: ["hand-info", "--side", "middle"], r"--side", code=2)
 case("cli-eval-float", lambda c, t: ["eval", "--root", S(c, t), "--protocol.horizon", "1.5"], r"--protocol.horizon", code=2)
 case("cli-synth-fps-text", lambda c, t: ["synth", "--out", str(t / "o"), "--fps", "fast"], r"--fps", code=2)
@@ -236,6 +237,16 @@ case("train-batch-too-big", lambda c, t: ["train", "--store", str(c.copy("store"
      caches=r"(normalizer_right|stats_right)_h4\.json$")
 case("train-unknown-dataset", lambda c, t: ["train", "--store", str(c.copy("store", t)), "--out", str(t / "run"),
                                             "--datasets", "nosuch"], r"nosuch")
+
+case("train-config-unknown", lambda c, t: ["train", "--config", "nope", "--store", S(c, t), "--out", str(t / "run")],
+     r"unknown experiment config 'nope'; known: .*synthetic")
+
+# --- benchmark
+BENCH = lambda c, t, *extra: ["benchmark", "--work", str(t / "work"), "--out", str(t / "res"), *extra]  # noqa: E731
+case("benchmark-config-unknown", lambda c, t: BENCH(c, t, "--config", "nope"), r"unknown experiment config 'nope'")
+case("benchmark-no-world", lambda c, t: BENCH(c, t, "--config", "paper"), r"experiment 'paper' has no synthetic world")
+case("benchmark-variant-unknown", lambda c, t: BENCH(c, t, "--variants", "TX"), r"unknown variants or ablations \['TX'\]")
+case("benchmark-ablation-unknown", lambda c, t: BENCH(c, t, "--ablations", "no-text"), r"unknown variants or ablations \['no-text'\]")
 
 # --- synth
 SYNTH = lambda c, t: ["synth", "--out", str(t / "s"), "--episodes", "1", "--image-size", "32"]  # noqa: E731
