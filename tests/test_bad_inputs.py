@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_native import write_h2o, write_taco, write_test_hand
+from fixtures_native import HOI4D_TASK, save_png, tiny_frames, write_h2o, write_hoi4d, write_taco, write_test_hand
 
 torch.set_num_threads(1)
 
@@ -38,6 +38,7 @@ class Ctx:
     ckpt: Path  # a tiny random policy (save_pretrained)
     taco: Path  # native TACO layout, one sequence
     h2o: Path  # native H2O layout, one sequence
+    hoi4d: Path  # native HOI4D layout, one sequence (RGB as a video)
     joints: Path  # (6, 21, 3) joints .npy
 
     def copy(self, name: str, tmp: Path) -> Path:
@@ -77,9 +78,11 @@ def ctx(tmp_path_factory) -> Ctx:
     hands = HandModels(hand)
     write_taco(root / "taco", hands, task=TACO)
     write_h2o(root / "h2o", hands, task=H2O)
+    write_hoi4d(root / "hoi4d", hands)
     tiny_random_policy().save_pretrained(root / "ckpt")
     np.save(root / "joints.npy", np.random.default_rng(0).normal(0, 0.05, (6, 21, 3)) + [0, 0, 0.5])
-    return Ctx(root, hand, write_store(root / "store"), root / "ckpt", root / "taco", root / "h2o", root / "joints.npy")
+    return Ctx(root, hand, write_store(root / "store"), root / "ckpt", root / "taco", root / "h2o", root / "hoi4d",
+               root / "joints.npy")
 
 
 # ----------------------------------------------------------------------------- damage helpers
@@ -328,6 +331,23 @@ case("h2o-intrinsics-missing", h2o_damage(lambda s: (s / H2O / "cam_intrinsics.t
 case("h2o-transl-mm", h2o_damage(lambda s: h2o_scale_transl(s, 1000.0)), r"h2o/.*hand translation: median.*millimetres")
 case("h2o-depth-beyond-range", h2o_damage(h2o_far_depth), r"h2o/.*depth frame 0: median 30 m.*--skip-unit-checks")
 case("h2o-image-corrupt", h2o_damage(lambda s: (s / H2O / "rgb" / "000002.png").write_bytes(b"\x89PNG junk")), r"000002.png")
+
+# --- convert: decoded HOI4D frames are numbered; a missing one is an error, never a shift
+def hoi4d_jpgs(src: Path, drop: int) -> Path:
+    """Replace the RGB video by decoded <frame:05d>.jpg files (as HOI4D's decoding script writes them), less one."""
+    rgb = src / HOI4D_TASK / "align_rgb"
+    for k, f in enumerate(tiny_frames(4, 16, 24, 5)):
+        if k != drop:
+            save_png(rgb / f"{k:05d}.png", f)
+            (rgb / f"{k:05d}.png").rename(rgb / f"{k:05d}.jpg")
+    (rgb / "image.mp4").unlink()
+    return src
+
+
+case("hoi4d-middle-jpg-deleted", lambda c, t: CONV(c, t, ds="hoi4d", src=hoi4d_jpgs(c.copy("hoi4d", t), 1)),
+     r"missing .*align_rgb/00001.jpg \(frames must be numbered 0..2 without gaps")
+case("hoi4d-first-jpg-deleted", lambda c, t: CONV(c, t, ds="hoi4d", src=hoi4d_jpgs(c.copy("hoi4d", t), 0)),
+     r"missing .*align_rgb/00000.jpg")
 
 # --- validate: the store's own checks (problems on stdout, one summary line on stderr)
 VAL = lambda store: ["validate", str(store)]  # noqa: E731

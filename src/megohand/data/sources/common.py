@@ -392,6 +392,18 @@ def read_tar_member(tar, member, archive: Path, max_bytes: int = MAX_MEMBER_BYTE
     return data
 
 
+def numbered_frames(folder: Path, ext: str, digits: int = 6) -> list[Path]:
+    """The files ``<k>.<ext>`` of ``folder`` whose names are frame numbers, in order; they must be 0..N-1
+    without a gap (a missing frame would shift every later one), else a SourceError names the first missing
+    file (``<k:0{digits}d>.<ext>``)."""
+    files = sorted((p for p in folder.glob(f"*.{ext}") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    for k, p in enumerate(files):
+        if int(p.stem) != k:
+            raise SourceError(f"missing {folder / f'{k:0{digits}d}.{ext}'} (frames must be numbered 0..{len(files) - 1} "
+                              "without gaps; a missing one would shift every later frame)")
+    return files
+
+
 def check_count(path: Path, found: int, expected: int, what: str = "frames") -> None:
     if found != expected:
         raise SourceError(f"{path}: {found} {what}, but the poses have {expected} frames")
