@@ -54,8 +54,9 @@ def _summary(spec: str) -> str:
     tree = ast.parse(open(find_spec(module).origin).read())
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
     doc = " ".join((ast.get_docstring(node) or "").split())
-    m = re.match(r"(.+?[.:])(\s|$)", doc)
-    return (m.group(1) if m else doc).rstrip(":.")
+    m = re.match(r"(.+?\.)(\s|$)", doc)
+    first = (m.group(1) if m else doc).rstrip(".")
+    return first if len(first) <= 100 else first.split(":")[0]
 
 
 def usage() -> str:
