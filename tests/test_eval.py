@@ -240,6 +240,14 @@ def test_demo_smoke(tmp_path):
     assert rep["results"]["window"]["static"]["[synthetic]"]["mpjpe_cm"] > 0
     for f in ("demo.md", "demo.mp4", "demo.png"):
         assert (tmp_path / f).stat().st_size > 0
+    import av
+    from PIL import Image
+
+    with av.open(str(tmp_path / "demo.mp4")) as c:  # readable: >= 512 px, long enough to watch
+        s = c.streams.video[0]
+        n = sum(1 for _ in c.decode(video=0))
+        assert min(s.width, s.height) >= 512 and n / float(s.average_rate) >= 4.0
+    assert min(Image.open(tmp_path / "demo.png").size) >= 2 * 512
 
 
 def test_demo_draws_the_world_of_its_checkpoint(tmp_path):

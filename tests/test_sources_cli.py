@@ -38,3 +38,15 @@ def test_convert_help_documents_layouts():
     assert out.returncode == 0
     for needle in ("Egocentric_RGB_Videos", "mano_hand_pose_trajectory.jsonl", "clip-<id>.tar"):
         assert needle in out.stdout
+
+
+def test_top_level_help_is_short(capsys):
+    """`megohand --help`: one line per verb, not convert's list of layouts (that stays in `convert --help`)."""
+    from megohand.cli.main import VERBS
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) <= len(VERBS) + 6 and all(len(ln) <= 130 for ln in lines)
+    assert all(any(ln.startswith(f"  {v} ") for ln in lines) for v in VERBS)
+    assert "Egocentric_RGB_Videos" not in out

@@ -115,6 +115,8 @@ def test_kill_and_resume_is_exact(store, tmp_path):
     import shutil
 
     shutil.rmtree(ck_dir)  # as if killed before the step-7 checkpoint: resume from step 6
+    with open(tmp_path / "killed" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "train/lo')  # ... and mid-way through a log line: the resume drops the torn line
     torch.manual_seed(12345)  # a new process has other RNG states
     random.seed(1)
     np.random.seed(1)

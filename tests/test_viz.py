@@ -90,7 +90,7 @@ def test_show_writes_playable_mp4(store, hand_source, tmp_path):
     assert video.shape[2] == 2 * W and video.shape[1] > H  # [rgb | depth] + caption
     # the hand is drawn: left panel differs from the stored RGB where the hand is, never elsewhere much
     raw = episode.rgb(0).repeat(2, 0).repeat(2, 1).astype(float)
-    diff = np.abs(video[0, :H, :W].astype(float) - raw).mean(-1)
+    diff = np.abs(video[0, :H, :W].astype(float) - raw).max(-1)  # the truth colour (magenta) moves green most
     assert (diff > 40).mean() > 0.005
     # depth panel: near surfaces bright, far ones dark
     depth = episode.depth(0).repeat(2, 0).repeat(2, 1)
@@ -116,3 +116,38 @@ def test_rerun_recording(store, hand_source, tmp_path):
     assert {"/world/camera", "/world/camera/image/rgb", "/world/camera/image/depth",
             "/world/hands/right/mesh", "/world/hands/right/joints"} <= paths
     assert sum(p.startswith("/world/objects/") for p in paths) == len(episode.meta.extra["objects"])
+
+
+def test_comparison_frames_legend_colours_and_size(tmp_path):
+    """Prediction and truth in their fixed colours, >= 512 px, a legend with one swatch per hand drawn in."""
+    import trimesh
+
+    from megohand.render.overlay import PRED_COLOR, TRUE_COLOR
+    from megohand.viz.compare import comparison_frames, write_comparison
+
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.05)
+    v, f = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    images = [np.full((48, 64, 3), 90, np.uint8)] * 3
+    pred = np.stack([v + [-0.12, 0, 0.5]] * 3)
+    true = np.stack([v + [0.12, 0, 0.5]] * 3)
+    true[2] = np.nan  # no truth in the last frame
+    out = comparison_frames(images, K, f, pred, true, title="pick up the red cube")
+    s = 512 // 48 + 1  # integer upscale to a short side >= 512
+    assert all(o.shape[1] == 64 * s and o.shape[0] > 48 * s for o in out)
+    bar = out[0][: out[0].shape[0] - 48 * s]
+    for color in (PRED_COLOR, TRUE_COLOR):  # the legend's swatches, exact colours
+        assert (np.abs(bar.astype(int) - np.round(np.array(color) * 255)).max(-1) == 0).sum() > 50
+    pic = out[0][-48 * s:].astype(float)
+
+    def hue_share(img, color):  # pixels whose colour is closer to ``color`` than to the grey background
+        c = np.array(color) * 255
+        return ((np.linalg.norm(img - c, axis=-1) < np.linalg.norm(img - 90, axis=-1))).mean()
+
+    left, right = pic[:, : 32 * s], pic[:, 32 * s:]
+    assert hue_share(left, PRED_COLOR) > 0.02 and hue_share(right, TRUE_COLOR) > 0.02  # prediction left, truth right
+    assert hue_share(left, TRUE_COLOR) < 0.005 and hue_share(right, PRED_COLOR) < 0.005
+    assert hue_share(out[2][-48 * s:, 32 * s:].astype(float), TRUE_COLOR) < 0.005  # NaN truth: not drawn
+    write_comparison(images, K, f, pred, true, "pick up", tmp_path / "c.mp4", tmp_path / "c.png", fps=30)
+    video = read_video_frames(tmp_path / "c.mp4")
+    assert video.shape[2] >= 512 and Image.open(tmp_path / "c.png").size[0] >= 3 * 512

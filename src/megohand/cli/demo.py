@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PRED_COLOR = (0.25, 0.55, 1.0)  # predicted hand (blue) over the frames, which show the true hand
-
 
 @dataclass
 class Demo:
@@ -52,15 +50,13 @@ class Demo:
         import torch
 
         from megohand.cli.eval import write_report
-        from megohand.cli.generate import overlay_frames
         from megohand.data.store import Store
         from megohand.evaluate.evaluator import (EvalConfig, baseline_factories, evaluate_store, load_episode,
                                                  task_outcome)
         from megohand.hand import load_hand_model
         from megohand.inference.policy import DEMO_CHECKPOINT, ModelPolicy, load_policy
         from megohand.inference.rollout import rollout
-        from megohand.viz.strip import pick, save_strip
-        from megohand.viz.video import write_mp4
+        from megohand.viz.compare import write_comparison
 
         from megohand import io
         from megohand.errors import check_input, check_min
@@ -111,10 +107,10 @@ class Demo:
             verts = hand(p.global_orient[0], p.hand_pose[0], p.betas[0], p.transl[0]).vertices.numpy()
         eo = ep.episode_obj
         frames = [np.asarray(eo.rgb(k + 1)) for k in range(T + 1)]
-        video = overlay_frames(frames, verts, hand.faces.numpy(), eo.K, color=PRED_COLOR)
-        write_mp4(video, self.out / "demo.mp4", ep.fps)
-        save_strip([video[i] for i in pick(len(video), 6)], self.out / "demo.png")
-        print(f"scene {ep.episode}: \"{ep.instruction}\" (true hand: skin colour in the frames; model, TOF: blue)")
+        write_comparison(frames, eo.K, hand.faces.numpy(), verts, true_vertices(eo, hand, 1, T + 2), ep.instruction,
+                         self.out / "demo.mp4", self.out / "demo.png", ep.fps,
+                         pred_label="model (closed loop, TOF)", true_label="ground truth")
+        print(f"scene {ep.episode}: \"{ep.instruction}\" (model, TOF: cyan; ground truth: magenta)")
         outcome = task_outcome(hand, res.states[0], ep, first_frame=1)
         if outcome is not None:
             names = [f"{o['color']} {o['shape']}" for o in ep.episode_obj.meta.extra["objects"]]
@@ -138,6 +134,19 @@ def pick_scene(eps: list, rollout_frames: int):
         return any(i != f.target and (o["shape"] == t["shape"] or o["color"] == t["color"]) for i, o in enumerate(objs))
 
     return next((e for e in eps if matters(e)), eps[0])
+
+
+def true_vertices(episode, hand, start: int, stop: int):
+    """(stop - start, V, 3) camera-frame vertices of the stored right hand, NaN where a frame is not valid."""
+    import numpy as np
+    import torch
+
+    h = episode.hands("right")
+    p = [torch.tensor(np.asarray(h[k][start:stop], np.float32)) for k in ("global_orient", "hand_pose", "betas", "transl")]
+    with torch.no_grad():
+        v = hand(*p).vertices.numpy()
+    v[~np.asarray(h["valid"][start:stop], bool)] = np.nan
+    return v
 
 
 def tiny_random_policy():

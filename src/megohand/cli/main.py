@@ -54,8 +54,9 @@ def _summary(spec: str) -> str:
     tree = ast.parse(open(find_spec(module).origin).read())
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
     doc = " ".join((ast.get_docstring(node) or "").split())
-    m = re.match(r"(.+?[.:])(\s|$)", doc)
-    return (m.group(1) if m else doc).rstrip(":.")
+    m = re.match(r"(.+?\.)(\s|$)", doc)
+    first = (m.group(1) if m else doc).rstrip(".")
+    return first if len(first) <= 100 else first.split(":")[0]
 
 
 def usage() -> str:
@@ -73,22 +74,29 @@ def _fail(verb: str, message: str, code: int = 1) -> None:
 
 
 def _condense_tyro(text: str) -> str:
-    """tyro's boxed parse error -> one line: its title and its first paragraph."""
-    title, body = "", []
+    """tyro's parse error (a box on a terminal, dashed sections otherwise) -> one line: title: first paragraph."""
+    title, paragraphs, current = "", [], []
     for raw in text.splitlines():
         line = raw.strip()
         if line.startswith("╭"):
             title = line.strip("╭╮─ ")
-            continue
-        line = line.strip("│ ")
-        if not line or line.startswith("╰"):
-            continue
-        if set(line) <= set("─ "):
-            if body:
-                break
-            continue
-        body.append(line)
-    msg = " ".join(" ".join(body).split())
+            line = ""
+        line = line.strip("│").strip()
+        if not line or set(line) <= set("─-╰╯ "):
+            if current:
+                paragraphs.append(" ".join(current))
+            current = []
+        else:
+            current.append(line)
+    if current:
+        paragraphs.append(" ".join(current))
+    paragraphs = [p for p in paragraphs if not p.startswith("For full helptext")]
+    if not title and len(paragraphs) > 1:
+        title = paragraphs.pop(0)
+    msg = " ".join((paragraphs[0] if paragraphs else text).split())
+    ours = re.match(r"Error parsing [\w.]+: (.*)", msg)  # a config's own check (UserError in __post_init__)
+    if ours and title.lower() == "value error":
+        return ours.group(1)
     return f"{title.lower()}: {msg}" if title else msg
 
 
@@ -140,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from megohand.errors import UserError
 
-        hint = "" if isinstance(e, (UserError, OSError)) else " (unexpected: rerun with --debug and report the traceback)"
+        expected = isinstance(e, (UserError, OSError, ValueError))  # ValueError: libraries' word for bad input
+        hint = "" if expected else " (unexpected: rerun with --debug and report the traceback)"
         _fail(verb, one_line(e) + hint)
 
 

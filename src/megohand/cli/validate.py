@@ -23,13 +23,12 @@ class Validate:
 
     def run(self) -> None:
         from megohand.data.validate import validate_store
-        from megohand.errors import check_input
+        from megohand.errors import UserError, check_input
 
         check_input(self.path, "PATH", what="store")
         problems = validate_store(self.path, self.datasets, deep=self.deep, progress=self.progress)
         for p in problems:
             print(p)
         if problems:
-            print(f"{len(problems)} problem(s) in {self.path}")
-            raise SystemExit(1)
+            raise UserError(f"{len(problems)} problem(s), listed above; the first: {problems[0]}", path=self.path)
         print(f"{self.path}: OK")

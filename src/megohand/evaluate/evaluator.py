@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from megohand.errors import UserError
 from megohand.hand.vector import decode_chunk, state_to_params
 from megohand.inference.baselines import ConstantVelocityPolicy, StaticPolicy
 from megohand.inference.rollout import Policy, rollout
@@ -381,7 +382,8 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     for ref in store.episodes(split="test"):
         by_ds[ref.dataset].append(ref)
     if not by_ds:
-        raise ValueError(f"{getattr(store, 'root', store)}: no test episodes (split='test') in this store")
+        raise UserError("no test episodes (split 'test') in this store", path=getattr(store, "root", None),
+                        hint="evaluate a store with a test split (megohand synth / convert write one)")
     from tqdm import tqdm
 
     n_eps = sum(min(len(r), cfg.max_episodes or len(r)) for r in by_ds.values())

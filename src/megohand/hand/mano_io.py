@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from megohand.errors import UserError
 from megohand.hand.joints import MANO_PARENTS
 
 MANO_ENV = "MANO_MODEL_DIR"
@@ -185,7 +186,7 @@ def restricted_load(path: str | os.PathLike | io.IOBase, encoding: str = "latin1
         raise
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError,
             TypeError, ValueError, UnicodeDecodeError, MemoryError) as e:
-        raise ValueError(f"{name}: cannot read this pickle safely ({type(e).__name__}: {e})") from e
+        raise UserError(f"{name}: cannot read this pickle safely ({type(e).__name__}: {e})") from e
     return _unwrap(obj)
 
 
@@ -231,7 +232,7 @@ def find_mano_file(source: str | os.PathLike | None = None, side: str = "right")
 
 def _check_side(side: str) -> str:
     if side not in ("right", "left"):
-        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+        raise UserError(f"side must be 'right' or 'left', got {side!r}")
     return side
 
 
@@ -265,7 +266,7 @@ def load_npz(path: str | os.PathLike) -> dict:
                     out[key] = np.lib.format.read_array(f, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, pickle.UnpicklingError, AttributeError,
             TypeError, KeyError, IndexError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read this .npz safely ({type(e).__name__}: {e})") from e
+        raise UserError(f"{path}: cannot read this .npz safely ({type(e).__name__}: {e})") from e
     return out
 
 
@@ -284,7 +285,7 @@ def load_raw(path: str | os.PathLike) -> dict:
         return data
     data = restricted_load(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a dict of MANO arrays, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a dict of MANO arrays, got {type(data).__name__}")
     return data
 
 
@@ -339,7 +340,7 @@ def load_asset(path: str | os.PathLike, side: str | None = None, fix_left_shaped
     raw = load_raw(path)
     missing = [k for k in REQUIRED_KEYS if k not in raw or raw[k] is None]
     if missing:
-        raise ValueError(f"{path}: not a MANO-format asset, missing keys {missing}")
+        raise UserError(f"{path}: not a MANO-format asset, missing keys {missing}")
     a = {k: _dense(raw[k]) for k in REQUIRED_KEYS}
     V = a["v_template"].shape[0]
     shapes = {
@@ -354,12 +355,12 @@ def load_asset(path: str | os.PathLike, side: str | None = None, fix_left_shaped
     for k, want in shapes.items():
         got = a[k].shape
         if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
-            raise ValueError(f"{path}: key {k!r} has shape {got}, expected {want} (None = any)")
+            raise UserError(f"{path}: key {k!r} has shape {got}, expected {want} (None = any)")
     n_joints = a["J_regressor"].shape[0]
     if a["weights"].shape[1] != n_joints or a["kintree_table"].shape[1] != n_joints:
-        raise ValueError(f"{path}: J_regressor, weights and kintree_table disagree on the number of joints")
+        raise UserError(f"{path}: J_regressor, weights and kintree_table disagree on the number of joints")
     if a["posedirs"].shape[2] != 9 * (n_joints - 1):
-        raise ValueError(f"{path}: posedirs has {a['posedirs'].shape[2]} pose bases, expected {9 * (n_joints - 1)}")
+        raise UserError(f"{path}: posedirs has {a['posedirs'].shape[2]} pose bases, expected {9 * (n_joints - 1)}")
 
     out = {k: a[k].astype(np.float64) for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights")}
     out["hands_components"] = a["hands_components"].astype(np.float64)

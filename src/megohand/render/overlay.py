@@ -6,7 +6,13 @@ import numpy as np
 
 from megohand.render.rasterizer import Mesh, Renderer, _np
 
-HAND_COLOR = (0.95, 0.72, 0.58)  # skin tone, RGB 0..1
+# One colour convention for every picture megohand draws (demo, show, generate, the 3D view), RGB 0..1:
+# what a model predicts is cyan, what is true (stored / ground truth) is magenta; both stay apart from skin
+# tones and from the synthetic world's object colours (red, green, blue, yellow, purple, orange).
+PRED_COLOR = (0.00, 0.85, 1.00)
+TRUE_COLOR = (1.00, 0.20, 0.75)
+TRUE_COLOR_LEFT = (0.95, 0.95, 0.95)  # the true left hand (white), where both hands are shown
+HAND_COLOR = PRED_COLOR  # default of the overlay functions: they draw generated hands
 
 _RENDERERS: dict[tuple[int, int], Renderer] = {}
 

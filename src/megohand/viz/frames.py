@@ -9,10 +9,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from megohand.data.store import Episode
-from megohand.render.overlay import blend, colorize_depth, hand_mesh
+from megohand.render.overlay import TRUE_COLOR, TRUE_COLOR_LEFT, blend, colorize_depth, hand_mesh
 
-# Overlay colours (RGB 0..1): far from skin so the overlay shows on real and rendered hands alike.
-HAND_COLORS = {"right": (0.30, 0.72, 1.00), "left": (1.00, 0.45, 0.75)}
+# Stored hands are the truth: the ground-truth colours of megohand.render.overlay, one per side.
+HAND_COLORS = {"right": TRUE_COLOR, "left": TRUE_COLOR_LEFT}
 
 
 def hand_vertices(episode: Episode, hand, side: str = "right") -> tuple[np.ndarray, np.ndarray]:

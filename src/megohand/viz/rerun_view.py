@@ -30,7 +30,6 @@ def write_rrd(episode: Episode, hands: dict, path: str | Path, max_depth: float 
     import rerun as rr
 
     from megohand.data.synthetic.world import TABLE_EXTENT, objects_from_extra
-    from megohand.data.synthetic.scene import HAND_COLOR
     from megohand.viz.frames import HAND_COLORS
 
     path = Path(path)
@@ -68,7 +67,7 @@ def write_rrd(episode: Episode, hands: dict, path: str | Path, max_depth: float 
             with torch.no_grad():
                 out = model(p["global_orient"], p["hand_pose"].reshape(-1, 15, 3), p["betas"], p["transl"])
             to_world = lambda X: np.einsum("tij,tvj->tvi", T_wc[:, :3, :3], X) + T_wc[:, None, :3, 3]  # noqa: E731
-            color = HAND_COLOR if side == "right" else HAND_COLORS["left"]
+            color = HAND_COLORS[side]
             sides[side] = (to_world(out.vertices.double().numpy()), to_world(out.joints.double().numpy()), valid,
                            model.faces.cpu().numpy(), _rgba(color))
         for k in range(T):

@@ -25,9 +25,9 @@ def pick(n_total: int, n: int) -> list[int]:
 
 
 def save_strip(frames: Sequence[np.ndarray], path: str | Path, columns: int | None = None, gap: int = 2,
-               title: str | None = None) -> Path:
+               title: str | None = None, optimize: bool = True) -> Path:
     """Tile (H, W, 3) uint8 frames into one PNG (one row, or rows of ``columns``), white gaps,
-    with an optional ``title`` bar on top."""
+    with an optional ``title`` bar on top (``optimize``: smallest file, slower for large pictures)."""
     path = Path(path)
     columns = columns or len(frames)
     h, w = frames[0].shape[:2]
@@ -40,7 +40,7 @@ def save_strip(frames: Sequence[np.ndarray], path: str | Path, columns: int | No
         from megohand.viz.frames import _caption
 
         canvas = np.concatenate([_caption(canvas.shape[1], [title], max(1, h // 128)), canvas], axis=0)
-    _atomic_save(Image.fromarray(canvas), path, optimize=True)
+    _atomic_save(Image.fromarray(canvas), path, optimize=optimize)
     return path
 
 

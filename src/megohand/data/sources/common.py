@@ -316,8 +316,9 @@ def read_npy(path: Path) -> np.ndarray:
 
 def read_numbers(path: Path, count: int | None = None) -> np.ndarray:
     """Whitespace/comma separated numbers in a text file -> float64 (n,), optionally checked."""
+    text = require(path).read_text()
     try:
-        vals = np.array(require(path).read_text().replace(",", " ").split(), dtype=np.float64)
+        vals = np.array(text.replace(",", " ").split(), dtype=np.float64)
     except ValueError as e:
         raise SourceError(f"non-numeric content in {path}: {e}") from None
     if count is not None and vals.size != count:
@@ -369,6 +370,38 @@ def iter_video(path: Path, fmt: str = "rgb24") -> Iterator[np.ndarray]:
         raise
     except Exception as e:  # noqa: BLE001
         raise SourceError(f"cannot decode video {path}: {e}") from None
+
+
+MAX_MEMBER_BYTES = 256 * 2**20  # one archive member (a JSON file, a frame) decompressed
+
+
+def read_tar_member(tar, member, archive: Path, max_bytes: int = MAX_MEMBER_BYTES) -> bytes:
+    """Bytes of one member of an open ``tarfile`` archive, refusing members that decompress to more than
+    ``max_bytes`` (a compressed archive can claim or expand to any size) or that are not regular files."""
+    import tarfile
+
+    info = member if isinstance(member, tarfile.TarInfo) else tar.getmember(member)
+    if not info.isfile():
+        raise SourceError(f"{archive}: {info.name} is not a regular file")
+    if info.size > max_bytes:
+        raise SourceError(f"{archive}: {info.name} is {info.size} bytes, more than the {max_bytes} allowed for one entry")
+    f = tar.extractfile(info)
+    data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise SourceError(f"{archive}: {info.name} decompresses to more than {max_bytes} bytes")
+    return data
+
+
+def numbered_frames(folder: Path, ext: str, digits: int = 6) -> list[Path]:
+    """The files ``<k>.<ext>`` of ``folder`` whose names are frame numbers, in order; they must be 0..N-1
+    without a gap (a missing frame would shift every later one), else a SourceError names the first missing
+    file (``<k:0{digits}d>.<ext>``)."""
+    files = sorted((p for p in folder.glob(f"*.{ext}") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    for k, p in enumerate(files):
+        if int(p.stem) != k:
+            raise SourceError(f"missing {folder / f'{k:0{digits}d}.{ext}'} (frames must be numbered 0..{len(files) - 1} "
+                              "without gaps; a missing one would shift every later frame)")
+    return files
 
 
 def check_count(path: Path, found: int, expected: int, what: str = "frames") -> None:

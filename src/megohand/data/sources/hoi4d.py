@@ -24,6 +24,7 @@ from .common import (
     Source,
     SourceError,
     iter_video,
+    numbered_frames,
     read_image,
     read_json,
     read_npy,
@@ -122,7 +123,7 @@ class HOI4DSource(Source):
         if not KEY.match(task) or not (seq / "align_rgb").is_dir():
             raise SourceError(f"hoi4d: unknown task id {task!r} (no {seq / 'align_rgb'})")
         rgb_dir, depth_dir = seq / "align_rgb", seq / "align_depth"
-        jpgs = sorted(rgb_dir.glob("*.jpg"))
+        jpgs = numbered_frames(rgb_dir, "jpg", digits=5)
         video = rgb_dir / "image.mp4"
         if jpgs:
             T, fps = len(jpgs), 15.0
@@ -140,7 +141,7 @@ class HOI4DSource(Source):
         if not hands:
             raise SourceError(f"hoi4d {task}: no hand pickles under {self.root / 'handpose' / 'refinehandpose_right' / task}")
         # depth
-        pngs = sorted(depth_dir.glob("*.png"))
+        pngs = numbered_frames(depth_dir, "png", digits=5)
         depth_video = depth_dir / "depth_video.avi"
         depth = None
         if pngs:

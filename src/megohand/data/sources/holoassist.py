@@ -43,6 +43,7 @@ from .common import (
     Source,
     SourceError,
     iter_video,
+    numbered_frames,
     read_image,
     read_json,
     read_numbers,
@@ -244,12 +245,9 @@ class HoloAssistSource(Source):
                 raise SourceError(f"{timing_path}: expected start and end timestamps")
             start = int(t[0])
         if aligned.is_dir():
-            pngs = sorted(p for p in aligned.glob("*.png") if p.stem.isdigit())
+            pngs = numbered_frames(aligned, "png")
             if len(pngs) != T:
                 raise SourceError(f"{aligned}: {len(pngs)} images, but {pose_path} has {T} frames")
-            for k, p in enumerate(pngs):
-                if int(p.stem) != k:
-                    raise SourceError(f"missing {aligned / f'{k:06d}.png'} (images must be numbered 0..{T - 1})")
             return (lambda: (read_image(p) for p in pngs)), read_image(pngs[0]), "images_aligned", start
         video = next((exp / v for v in VIDEOS if (exp / v).exists()), None)
         if video is None:

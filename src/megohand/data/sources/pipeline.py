@@ -139,7 +139,9 @@ def convert_episode(
         if len(h["valid"]) != ep.num_frames:
             raise SourceError(f"{ep.dataset}/{ep.episode}: {side} hand has {len(h['valid'])} frames, episode {ep.num_frames}")
     if ep.rgb is None:
-        raise SourceError(f"{ep.dataset}/{ep.episode}: no RGB frames available (see the layout in `megohand convert --help`)")
+        raise SourceError(f"{ep.dataset}/{ep.episode}: no RGB frames available",
+                          hint="the source folder holds annotations only: convert a layout with its images "
+                               "(`megohand convert --help`; docs/datasets.md)")
     depth_frames, depth_source, extra = None, "none", dict(ep.extra)
     if depth in ("auto", "sensor") and ep.depth is not None:
         depth_frames, depth_source = ep.depth(), ep.depth_source
