@@ -236,3 +236,48 @@ def test_mano_keeps_the_exact_pca_path(tmp_path, hands):
     ep.joints = {}
     path, note = hand_path(ep, hands)
     assert path == "params" and "PCA" in note and "'test hand right' is not MANO" in note
+
+
+def test_clip_umetrack_joints(tmp_path, hands):
+    """HOT3D-Clips: __hand_shapes.json__["umetrack"] + per-frame umetrack_pose.T_world_from_wrist -> camera joints
+    (at zero angles the tips are the profile's, placed by the wrist pose: scipy oracle; right hands mirror x)."""
+    import io
+    import tarfile
+
+    from fixtures_native import write_hot3d_clip
+    from megohand.data.sources import get_source
+    from megohand.data.sources.pipeline import hand_path
+
+    _, T_cw = write_hot3d_clip(tmp_path, hands)
+    path = tmp_path / "train_aria" / "clip-002832.tar"
+    with tarfile.open(path) as t:
+        members = {m.name: t.extractfile(m).read() for m in t.getmembers()}
+    rng = np.random.default_rng(4)
+    poses = {}
+    for name in sorted(members):
+        if name.endswith(".hands.json"):
+            h = json.loads(members[name])
+            for side in ("left", "right"):
+                R, tr = Rotation.random(random_state=int(rng.integers(1000))), rng.normal(scale=0.3, size=3)
+                q = R.as_quat()
+                h.setdefault(side, {})["umetrack_pose"] = {
+                    "joint_angles": [0.0] * 20,
+                    "T_world_from_wrist": {"quaternion_wxyz": [q[3], *q[:3]], "translation_xyz": tr.tolist()}}
+                poses.setdefault(side, []).append((R, tr))
+            members[name] = json.dumps(h).encode()
+    shapes = json.loads(members["__hand_shapes.json__"])
+    shapes["umetrack"] = _profile_dict()["hand_model"]
+    members["__hand_shapes.json__"] = json.dumps(shapes).encode()
+    with tarfile.open(path, "w") as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    ep = get_source("hot3d")(tmp_path).load("train_aria/clip-002832")
+    tips = np.array(_profile_dict()["hand_model"]["landmark_rest_positions"][:5]) / 1000
+    for side, mirror in (("left", [1, 1, 1]), ("right", [-1, 1, 1])):
+        J = ep.joints[side]
+        for k, (R, tr) in enumerate(poses[side]):
+            world = R.apply(tips * mirror) + tr
+            np.testing.assert_allclose(J[k, 16:21], world @ T_cw[k, :3, :3].T + T_cw[k, :3, 3], atol=1e-9)
+    assert hand_path(ep, hands) == ("joints", "")

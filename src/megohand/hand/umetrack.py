@@ -120,9 +120,19 @@ class UmeTrackProfile:
         return cls.from_dict(d, source=str(path))
 
 
-def wrist_matrix(q_wxyz, t_xyz, side: str) -> torch.Tensor:
-    """(T,4) quaternion w,x,y,z + (T,3) [m] -> (T,4,4) transform of the profile's (left) hand frame;
+def wrist_frame(T_world_wrist, side: str) -> torch.Tensor:
+    """(T,4,4) world-from-wrist transforms -> the transform of the profile's (left) hand frame (float64);
     for ``side="right"`` the first column is negated (the mirror HOT3D applies)."""
+    W = torch.as_tensor(np.asarray(T_world_wrist, np.float64)).clone()
+    if side == "right":
+        W[:, :, 0] = -W[:, :, 0]
+    elif side != "left":
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    return W
+
+
+def wrist_matrix(q_wxyz, t_xyz, side: str) -> torch.Tensor:
+    """:func:`wrist_frame` of (T,4) quaternions w,x,y,z and (T,3) translations [m]."""
     from megohand.geometry.rotations import quat_wxyz_to_matrix
 
     q = torch.as_tensor(np.asarray(q_wxyz, np.float64))
@@ -130,11 +140,7 @@ def wrist_matrix(q_wxyz, t_xyz, side: str) -> torch.Tensor:
     W[:, :3, :3] = quat_wxyz_to_matrix(q)
     W[:, :3, 3] = torch.as_tensor(np.asarray(t_xyz, np.float64))
     W[:, 3, 3] = 1.0
-    if side == "right":
-        W[:, :, 0] = -W[:, :, 0]
-    elif side != "left":
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    return W
+    return wrist_frame(W, side)
 
 
 def _local(profile: UmeTrackProfile, angles: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,9 @@ Hands, two annotations of the same hands:
   ``flat_hand_mean=False``, betas shared by both hands (official loader: smplx
   ``create(use_pca=True, num_pca_comps=15)``). Converted with ``pose45 = pca @ hands_components[:15]
   + hands_mean``: exact with real MANO, and only with it.
-* UmeTrack (per-sequence release): ``umetrack_hand_pose_trajectory.jsonl`` (20 joint angles + wrist
-  transform per frame) with the wearer's ``umetrack_hand_user_profile.json``; the profile's skinning model
+* UmeTrack: ``umetrack_hand_pose_trajectory.jsonl`` (20 joint angles + wrist transform per frame) with
+  the wearer's ``umetrack_hand_user_profile.json`` (clips: ``hands.json`` ``umetrack_pose`` and
+  ``__hand_shapes.json__["umetrack"]``); the profile's skinning model
   (:mod:`megohand.hand.umetrack`) gives 21 joints, which the retargeting network + refinement fit with any
   hand model. Used when the loaded hand model cannot decode MANO's PCA coefficients (the bundled open
   hand); :func:`megohand.data.sources.pipeline.hand_path` decides, the store records which
@@ -85,7 +86,7 @@ LAYOUT = """HOT3D (either form, both may sit under SRC):
       Task id = the sequence folder name, e.g. P0003_c701bd11.
   HOT3D-Clips:  SRC/<train_aria|train_quest3|test_aria|test_quest3>/clip-<id>.tar with
       <frame:06d>.{image_214-1.jpg,image_1201-1.jpg,cameras.json,hands.json,objects.json} and
-      __hand_shapes.json__; optional SRC/clip_splits.json, SRC/object_models[_eval]/obj_<bop:06d>.glb.
+      __hand_shapes.json__ (MANO betas, UmeTrack profile); optional SRC/clip_splits.json, SRC/object_models[_eval]/obj_<bop:06d>.glb.
       Task id = train_aria/clip-002832."""
 
 
@@ -147,6 +148,29 @@ def _check_metres(hands: dict, T_world_device: np.ndarray, hand_path: Path, traj
             f"{hand_path} / {traj_path}: the hands are a median {med:.4g} units from the headset, not within "
             f"{REACH_M[0]}-{REACH_M[1]} m{guess}; HOT3D stores metres. Millimetre files: convert with units='mm' "
             f"(megohand convert --units mm); to keep the values as they are: units='m'")
+
+
+def umetrack_camera_joints(profile, poses: list, T_cam_from_world: np.ndarray, side: str, where) -> np.ndarray | None:
+    """UmeTrack poses -> MANO21 joints (T,21,3) in the camera frame [m], NaN rows where a pose (or the camera)
+    is missing; None when no frame has one.
+
+    poses: per frame ``(T_world_from_wrist (4,4) [m], joint_angles (>=20,))``, or None."""
+    import torch
+
+    from megohand.hand import umetrack
+
+    ok = np.array([p is not None for p in poses]) & np.isfinite(T_cam_from_world).all(axis=(1, 2))
+    if not ok.any():
+        return None
+    sel = [poses[i] for i in np.flatnonzero(ok)]
+    try:
+        W = torch.as_tensor(T_cam_from_world[ok]) @ umetrack.wrist_frame(np.stack([p[0] for p in sel]), side)
+        J = umetrack.mano21_joints(profile, [list(p[1])[: umetrack.NUM_ANGLES] for p in sel], W).numpy()
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise SourceError(f"{where}: bad UmeTrack {side} hand pose ({e})") from None
+    out = np.full((len(poses), 21, 3), np.nan)
+    out[ok] = J
+    return out
 
 
 def match_frames(frame_ts, wanted, tol_ns: int, what: str) -> np.ndarray:
@@ -450,8 +474,6 @@ class Hot3DSource(Source):
         prof = seq / "umetrack_hand_user_profile.json"
         if not (traj.exists() and prof.exists()):
             return {}, None
-        import torch
-
         from megohand.hand import umetrack
 
         try:
@@ -459,25 +481,21 @@ class Hot3DSource(Source):
         except ValueError as e:
             raise SourceError(str(e)) from None
         by_ts = _poses_by_time(traj)
-        T_cw = torch.as_tensor(T_cam_from_world)
         out = {}
         for key, side in SIDES.items():
-            recs = [by_ts.get(int(t), {}).get(key) for t in ts]
-            ok = np.array([bool(r) and "wrist_xform" in r and "joint_angles" in r for r in recs]) & np.isfinite(
-                T_cam_from_world).all(axis=(1, 2))
-            if not ok.any():
-                continue
-            try:
-                q = [recs[i]["wrist_xform"]["q_wxyz"] for i in np.flatnonzero(ok)]
-                t = [np.asarray(recs[i]["wrist_xform"]["t_xyz"], np.float64) * scale for i in np.flatnonzero(ok)]
-                angles = [recs[i]["joint_angles"] for i in np.flatnonzero(ok)]
-                W = T_cw[ok] @ umetrack.wrist_matrix(q, t, side)
-                J = umetrack.mano21_joints(profile, angles, W).numpy()
-            except (KeyError, ValueError, TypeError, RuntimeError) as e:
-                raise SourceError(f"{traj}: bad UmeTrack hand record ({e})") from None
-            full = np.full((len(ts), 21, 3), np.nan)
-            full[ok] = J
-            out[side] = full
+            poses = []
+            for t in ts:
+                r = by_ts.get(int(t), {}).get(key)
+                try:
+                    ok = bool(r) and "wrist_xform" in r and "joint_angles" in r
+                    w = r["wrist_xform"] if ok else None
+                    poses.append((_pose_from_qt(w["q_wxyz"], np.asarray(w["t_xyz"], np.float64) * scale),
+                                  r["joint_angles"]) if ok else None)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise SourceError(f"{traj}: bad UmeTrack hand record at {t} ({e})") from None
+            J = umetrack_camera_joints(profile, poses, T_cam_from_world, side, traj)
+            if J is not None:
+                out[side] = J
         return out, str(prof)
 
     # -- HOT3D-Clips
@@ -515,7 +533,16 @@ class Hot3DSource(Source):
         stream = RGB_STREAM if f"{frames[0]:06d}.image_{RGB_STREAM}.jpg" in members else MONO_STREAM
         T_len = len(frames)
         shape = load_json("__hand_shapes.json__") if "__hand_shapes.json__" in members else None
-        betas = np.asarray(shape["mano"], np.float64) if shape else None
+        betas = np.asarray(shape["mano"], np.float64) if shape and "mano" in shape else None
+        profile = None
+        if shape and isinstance(shape.get("umetrack"), dict) and shape["umetrack"]:
+            from megohand.hand import umetrack
+
+            try:
+                profile = umetrack.UmeTrackProfile.from_dict(shape["umetrack"], source=f"{tar_path}:__hand_shapes.json__")
+            except ValueError as e:
+                raise SourceError(str(e)) from None
+        ume_poses = {"left": [None] * len(frames), "right": [None] * len(frames)}
         T_world_cam = np.zeros((T_len, 4, 4))
         cal = None
         hands_raw = {s: {"go": np.zeros((T_len, 3)), "pose": np.zeros((T_len, 15)), "transl": np.zeros((T_len, 3)),
@@ -531,6 +558,20 @@ class Hot3DSource(Source):
             if cal is None:
                 cal = c["calibration"]
             hj = f"{key}.hands.json"
+            if hj in members and profile is not None:
+                for side, h in load_json(hj).items():
+                    up = (h or {}).get("umetrack_pose") if side in ume_poses else None
+                    if not up:
+                        continue
+                    try:  # hand_tracking_toolkit reads T_world_from_wrist; the clips README names a 4x4 wrist_xform
+                        if "T_world_from_wrist" in up:
+                            Tw = up["T_world_from_wrist"]
+                            W = _pose_from_qt(Tw["quaternion_wxyz"], Tw["translation_xyz"])
+                        else:
+                            W = np.asarray(up["wrist_xform"], np.float64).reshape(4, 4)
+                        ume_poses[side][i] = (W, up["joint_angles"])
+                    except (KeyError, TypeError, ValueError) as e:
+                            raise SourceError(f"{tar_path}: bad umetrack_pose in {hj} ({e})") from None
             if hj in members and betas is not None:
                 hands = load_json(hj)
                 for side in ("left", "right"):
@@ -552,6 +593,15 @@ class Hot3DSource(Source):
             for side, d in hands_raw.items()
             if d["valid"].any()
         }
+        T_cam_from_world = invert_se3(T_world_cam)
+        joints = {}
+        for side, poses in ume_poses.items():
+            J = umetrack_camera_joints(profile, poses, T_cam_from_world, side, tar_path) if profile else None
+            if J is not None:
+                joints[side] = J
+        if not hands and not joints:
+            raise SourceError(f"{tar_path}: no hand annotations (hands.json with mano_pose / umetrack_pose, "
+                              "__hand_shapes.json__)")
         fisheye = FisheyeToPinhole(cal["projection_params"], int(cal["image_width"]), int(cal["image_height"]))
         moved = _most_moved(obj_poses)
         obj_name = self.names.get(f"bop:{int(moved)}", "object") if moved is not None and moved.isdigit() else None
@@ -585,7 +635,9 @@ class Hot3DSource(Source):
             num_frames=T_len,
             convention=CONVENTION,
             hands=hands,
-            T_cam_from_world=invert_se3(T_world_cam),
+            joints=joints,
+            joint_order="mano",
+            T_cam_from_world=T_cam_from_world,
             rgb=rgb,
             depth=None,
             depth_source="none",
@@ -593,6 +645,7 @@ class Hot3DSource(Source):
             extra={
                 "form": "clip",
                 "stream": stream,
+                "umetrack_profile": f"{tar_path}:__hand_shapes.json__" if profile is not None else None,
                 "fisheye624": fisheye.p16.tolist(),
                 "images": "fisheye resampled to pinhole K (same f, c)",
                 "manipulated_object": obj_name,
