@@ -33,7 +33,9 @@ class Convert:
     camera, 2 m background, [0, 2] m, as in the paper); the others keep their sensor depth (FPHA's is
     registered from its depth camera to the RGB camera). FPHA and HoloAssist release hand joints only:
     they go through the retargeting network (--retarget-model, default: the one shipped for the open hand;
-    with MANO train one with `megohand retarget train --mano-dir ...`). Expected source layouts:
+    with MANO train one with `megohand retarget train --mano-dir ...`). HOT3D without MANO goes the same way from its
+    UmeTrack annotation (MANO's PCA coefficients need MANO); where a hand model cannot represent a dataset's poses
+    faithfully, a WARNING line says so and `megohand validate` lists it. Expected source layouts:
 
     LAYOUTS
     """

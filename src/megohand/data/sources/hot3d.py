@@ -432,6 +432,7 @@ class Hot3DSource(Source):
             def rgb():
                 for k in frame_idx:
                     img = recording.image(stream, int(k))
+                    img = img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img
                     img = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
                     yield fisheye(img)
 
@@ -730,7 +731,8 @@ class QuestRecording:
                 raise SourceError(f"{path}: reading Quest 3 VRS files needs the optional package pyvrs "
                                   "(pip install vrs)") from None
             reader = SyncVRSReader(str(path))
-            reader.set_image_conversion(ImageConversion.NORMALIZE)
+            reader.set_image_conversion(ImageConversion.NORMALIZE)  # as HOT3D's QuestDataProvider
+            reader.set_stream_type_image_conversion(8010, ImageConversion.NORMALIZE_GREY8)
         self.reader = reader
         self._records: dict[str, object] = {}
 
