@@ -146,8 +146,9 @@ def _check_metres(hands: dict, T_world_device: np.ndarray, hand_path: Path, traj
         guess = " (millimetres?)" if REACH_M[0] * 1e3 <= med <= REACH_M[1] * 1e3 or med > 1e3 else ""
         raise SourceError(
             f"{hand_path} / {traj_path}: the hands are a median {med:.4g} units from the headset, not within "
-            f"{REACH_M[0]}-{REACH_M[1]} m{guess}; HOT3D stores metres. Millimetre files: convert with units='mm' "
-            f"(megohand convert --units mm); to keep the values as they are: units='m'")
+            f"{REACH_M[0]}-{REACH_M[1]} m{guess}; HOT3D stores metres",
+            hint="millimetre files: units='mm' (megohand convert --units mm); to keep the values as they are: "
+                 "units='m' (--units m or --skip-unit-checks)")
 
 
 def umetrack_camera_joints(profile, poses: list, T_cam_from_world: np.ndarray, side: str, where) -> np.ndarray | None:
