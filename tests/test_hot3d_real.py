@@ -14,7 +14,9 @@ What is checked, and how exact it is:
   MANO finger rotations and J0(betas) is the open hand's (its rest J0 matches MANO's, its shape space
   does not), so only the wrist is checked: inside every box, and within 3 cm of the UmeTrack wrist
   (measured with the open hand: >= 52 px inside the boxes, 1.2 / 1.6 cm mean distance right / left).
-  That is an approximate check, stated as such.
+  That is an approximate check, stated as such. (This fixture has no UmeTrack hand profile, so the
+  converter takes the MANO PCA path here and says that the fingers are approximate; the no-MANO UmeTrack
+  path is checked in test_hot3d_umetrack_real.py.)
 """
 
 import csv

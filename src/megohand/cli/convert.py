@@ -33,7 +33,9 @@ class Convert:
     camera, 2 m background, [0, 2] m, as in the paper); the others keep their sensor depth (FPHA's is
     registered from its depth camera to the RGB camera). FPHA and HoloAssist release hand joints only:
     they go through the retargeting network (--retarget-model, default: the one shipped for the open hand;
-    with MANO train one with `megohand retarget train --mano-dir ...`). Expected source layouts:
+    with MANO train one with `megohand retarget train --mano-dir ...`). HOT3D without MANO goes the same way from its
+    UmeTrack annotation (MANO's PCA coefficients need MANO); where a hand model cannot represent a dataset's poses
+    faithfully, a WARNING line says so and `megohand validate` lists it. Expected source layouts:
 
     LAYOUTS
     """
@@ -69,12 +71,14 @@ class Convert:
     mean millimetres or centimetres were read as metres)."""
     keep_going: bool = False
     """Report failing episodes and continue (exit status 1 at the end) instead of stopping."""
+    units: Literal["auto", "m", "mm"] = "auto"
+    """Unit of the source's translations (HOT3D): auto checks that they are metres and stops otherwise (m: as
+    they are, like --skip-unit-checks; mm: converted)."""
 
     def run(self) -> None:
         import sys
 
         from megohand import io
-        from megohand.data.sources import get_source
         from megohand.data.store import has_episodes
         from megohand.errors import check, check_input, check_min
 
@@ -87,7 +91,7 @@ class Convert:
                 check(path.exists(), option, str(path), "an existing path")
         io.check_output_dir(self.out, self.overwrite, accept=lambda p: (p / "store.json").is_file())
         i, n = parse_shard(self.shard)
-        src = get_source(self.dataset)(self.src)
+        src = open_source(self)
         if getattr(src, "joints_only", False) and self.retarget_model is None:
             from megohand.hand.retarget import Retargeter
 
@@ -127,55 +131,90 @@ def parse_shard(shard: str) -> tuple[int, int]:
     return i, n
 
 
+def open_source(cfg: "Convert"):
+    """The dataset's source, with ``units`` where the source takes it."""
+    import inspect
+
+    from megohand.data.sources import get_source
+
+    cls = get_source(cfg.dataset)
+    if "units" in inspect.signature(cls.__init__).parameters:
+        return cls(cfg.src, units="m" if cfg.skip_unit_checks and cfg.units == "auto" else cfg.units)
+    from megohand.errors import check
+
+    check(cfg.units == "auto", "--units", cfg.units, f"auto ({cfg.dataset} has no units option; see --skip-unit-checks)")
+    return cls(cfg.src)
+
+
 _STATE = {}
 
 
 def _init_worker(cfg: Convert) -> None:
     import torch
 
-    from megohand.data.sources import get_source
     from megohand.data.sources.pipeline import HandModels
     from megohand.data.store import StoreWriter
 
     torch.set_num_threads(1)
     _STATE["cfg"] = cfg
-    _STATE["src"] = get_source(cfg.dataset)(cfg.src)
+    _STATE["src"] = open_source(cfg)
     _STATE["writer"] = StoreWriter(cfg.out, max_short_side=cfg.max_short_side)
     _STATE["hands"] = HandModels(cfg.mano_dir)
     _STATE["retargeter"] = None
-    if cfg.retarget_model is not None or getattr(_STATE["src"], "joints_only", False):
+    joints_only = getattr(_STATE["src"], "joints_only", False)
+    if cfg.retarget_model is not None or joints_only or not _STATE["hands"]["right"].is_mano:
         from megohand.hand.retarget import Retargeter
 
-        _STATE["retargeter"] = Retargeter.from_pretrained(cfg.retarget_model, mano_dir=cfg.mano_dir,
-                                                           refine_steps=cfg.refine_steps)
+        try:  # not joints-only: only needed where a source offers joints for what the hand model cannot decode
+            _STATE["retargeter"] = Retargeter.from_pretrained(cfg.retarget_model, mano_dir=cfg.mano_dir,
+                                                               refine_steps=cfg.refine_steps)
+        except ValueError:
+            if joints_only or cfg.retarget_model is not None:
+                raise
 
 
-def _convert_one(task: str) -> tuple[str, str | None]:
-    from megohand.data.sources.pipeline import convert_episode
+def _convert_one(task: str) -> tuple[str, str | None, str]:
+    """(task, error or None, fidelity note or "": what the hand model cannot represent faithfully)."""
+    from megohand.data.sources.pipeline import convert_episode, hand_path
 
     cfg, src, writer = _STATE["cfg"], _STATE["src"], _STATE["writer"]
     if not cfg.overwrite and writer.has_episode(src.name, task):
-        return task, None
+        return task, None, ""
+    note = ""
     try:
         ep = src.load(task)
+        note = hand_path(ep, _STATE["hands"])[1]
         convert_episode(ep, writer, _STATE["hands"], depth=cfg.depth, retargeter=_STATE["retargeter"], overwrite=cfg.overwrite,
                         unit_checks=not cfg.skip_unit_checks)
     except (ValueError, OSError) as e:  # SourceError, StoreError: bad input, named in the message
         if not cfg.keep_going:
             raise
-        return task, f"{type(e).__name__}: {e}"
-    return task, None
+        return task, f"{type(e).__name__}: {e}", note
+    return task, None, note
+
+
+def _say_fidelity(cfg: Convert, task: str, note: str, said: set) -> None:
+    """One visible line per distinct fidelity note (the store records it per episode; validate lists it)."""
+    if note and note not in said:
+        import sys
+
+        from tqdm import tqdm
+
+        said.add(note)
+        tqdm.write(f"WARNING {cfg.dataset}: {note} (first: {task}; recorded in each such episode, listed by "
+                   "megohand validate)", file=sys.stderr)
 
 
 def run_tasks(cfg: Convert, tasks: list[str]) -> list[tuple[str, str]]:
     """Convert tasks (skipping those already stored); returns [(task, error)] of failures."""
     from tqdm import tqdm
 
-    failures = []
+    failures, said = [], set()
     if cfg.workers <= 1:
         _init_worker(cfg)
         for task in tqdm(tasks, desc=f"convert {cfg.dataset}", unit="ep"):
-            _, err = _convert_one(task)
+            _, err, note = _convert_one(task)
+            _say_fidelity(cfg, task, note, said)
             if err:
                 failures.append((task, err))
         return failures
@@ -185,7 +224,8 @@ def run_tasks(cfg: Convert, tasks: list[str]) -> list[tuple[str, str]]:
     with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(cfg,)) as ex:
         futs = [ex.submit(_convert_one, t) for t in tasks]
         for fut in tqdm(as_completed(futs), total=len(futs), desc=f"convert {cfg.dataset}", unit="ep"):
-            task, err = fut.result()
+            task, err, note = fut.result()
+            _say_fidelity(cfg, task, note, said)
             if err:
                 failures.append((task, err))
     return failures

@@ -7,7 +7,8 @@ parameters finite, plausible rotations (|axis-angle| <= 10 rad: larger usually m
 (<= 10 m: larger usually means millimetres), T_cam_from_world rigid), frame size (>= 16 px), the frame files
 (plain names inside the episode folder), rgb.pack and depth.pack (present, not
 truncated, frame count = num_frames, no empty frame, every payload's header, and full decodes of the first,
-middle and last frame, or of every frame with ``deep=True``).
+middle and last frame, or of every frame with ``deep=True``); hands the converter recorded as approximate
+(``extra.hand_fidelity``: the hand model could not represent the dataset's poses faithfully).
 """
 
 from __future__ import annotations
@@ -159,6 +160,8 @@ def validate_episode(path: Path, dataset: str, episode: str, deep: bool = False)
     except (TypeError, ValueError, KeyError) as e:
         out.append(P("meta.json", f"fields malformed: {e!r}"))
         meta = None
+    if meta is not None and isinstance(meta.extra, dict) and meta.extra.get("hand_fidelity"):
+        out.append(P("hand_fidelity", f"hand model {meta.hand_model!r}: {meta.extra['hand_fidelity']}"))
     # ---- frames.parquet
     out += _check_frames(path / "frames.parquet", T, P)
     # ---- frames

@@ -131,6 +131,26 @@ def _hand_constants(hand):
     return np64(hand.hands_mean).reshape(45), (None if comps is None else np64(comps).reshape(-1, 45))
 
 
+def hand_fidelity(conv: Convention, hand) -> str:
+    """Why ``hand`` cannot represent poses released in ``conv`` faithfully ("" when it can).
+
+    Released MANO poses are only exact on MANO: PCA coefficients need MANO's ``hands_components``
+    (the bundled open hand's basis is the identity, so they become the first finger rotations), and
+    ``flat_hand_mean=False`` poses are offsets from MANO's ``hands_mean``, which no other hand has.
+    """
+    if getattr(hand, "is_mano", False):
+        return ""
+    name = getattr(hand, "name", "this hand model")
+    why = []
+    if conv.pca_components:
+        why.append(f"its {conv.pca_components} MANO PCA coefficients need MANO's hands_components")
+    if not conv.flat_hand_mean:
+        why.append("its poses are offsets from MANO's hands_mean")
+    if not why:
+        return ""
+    return f"fingers approximate: {' and '.join(why)}, and {name!r} is not MANO (give --mano-dir)"
+
+
 def rest_wrist(hand, betas: np.ndarray) -> np.ndarray:
     """J0(betas): rest wrist joint (T,3) [m] for betas (T,10)."""
     import torch

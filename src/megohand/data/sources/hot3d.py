@@ -1,19 +1,41 @@
 """HOT3D (Banerjee et al. 2024): the per-sequence (VRS) release and HOT3D-Clips.
 
-Hands: MANO, 15 PCA coefficients + ``wrist_xform`` (global orient + smplx transl), world frame,
-``flat_hand_mean=False``, betas shared by both hands (official loader: smplx
-``create(use_pca=True, num_pca_comps=15)``). Converted with ``pose45 = pca @ hands_components[:15]
-+ hands_mean`` and moved into the RGB camera frame with ``T_cam_from_world = (T_world_device
-T_device_camera)^-1`` (VRS) or the clip's ``T_world_from_camera`` inverted.
+Hands, two annotations of the same hands:
 
-Fisheye: the Aria RGB camera (stream 214-1) and the Quest 3 mono cameras use FISHEYE624. Frames
-are resampled to the pinhole camera with the same focal length and principal point (as the official
-``convert_to_pinhole_camera``/``warp_image``); the stored ``K`` is that pinhole, the fisheye
-parameters go to ``extra["fisheye624"]``. Hands live in the (shared) camera frame either way.
-Quest 3 (no RGB) uses mono stream 1201-1, replicated to three channels.
+* MANO: 15 PCA coefficients + ``wrist_xform`` (global orient + smplx transl), world frame,
+  ``flat_hand_mean=False``, betas shared by both hands (official loader: smplx
+  ``create(use_pca=True, num_pca_comps=15)``). Converted with ``pose45 = pca @ hands_components[:15]
+  + hands_mean``: exact with real MANO, and only with it.
+* UmeTrack: ``umetrack_hand_pose_trajectory.jsonl`` (20 joint angles + wrist transform per frame) with
+  the wearer's ``umetrack_hand_user_profile.json`` (clips: ``hands.json`` ``umetrack_pose`` and
+  ``__hand_shapes.json__["umetrack"]``); the profile's skinning model
+  (:mod:`megohand.hand.umetrack`) gives 21 joints, which the retargeting network + refinement fit with any
+  hand model. Used when the loaded hand model cannot decode MANO's PCA coefficients (the bundled open
+  hand); :func:`megohand.data.sources.pipeline.hand_path` decides, the store records which
+  (``extra.hand_path``; ``hand_source="retargeted"``). Without a profile the PCA path runs anyway and
+  ``convert`` / ``validate`` say that the fingers are approximate.
 
-Exact PCA->45 needs the real MANO ``hands_components``: with the bundled open hand the finger
-poses are only approximate (the record says which hand model converted them).
+Frames and clocks (per-sequence release): the annotations (hands, headset, objects, masks, boxes) are
+on the recording's TIME_CODE clock. The frames converted are the camera stream's annotated timestamps
+(``masks/mask_hand_pose_available.csv`` or ``box2d_hands.csv``); each takes the image whose
+timestamp is closest on the same clock (Aria: ``TimeDomain.TIME_CODE`` of projectaria-tools; Quest 3: the
+VRS record time, as HOT3D's ``QuestDataProvider`` reads it), within ``FRAME_TOLERANCE_NS`` (1 ms, the
+toolkit's frameset tolerance); a frame without one is an error naming its time. Aria device timestamps
+(``capture_timestamp_ns``) are another clock and are not used.
+
+Camera: Aria RGB stream 214-1 with the **factory calibration** stored in ``recording.vrs`` (as HOT3D's
+``AriaDataProvider.get_camera_calibration``); without the VRS the MPS online calibration
+(``mps/slam/online_calibration.jsonl``, first record) stands in (a few px different), and
+``extra.calibration`` says which. Quest 3 (no RGB): mono stream 1201-1 from ``camera_models.json``,
+replicated to three channels. ``T_cam_from_world = (T_world_device T_device_camera)^-1``
+(clips: ``T_world_from_camera`` inverted).
+
+Fisheye: FISHEYE624 frames are resampled to the pinhole camera with the same focal length and principal
+point (as the official ``convert_to_pinhole_camera``/``warp_image``); the stored ``K`` is that pinhole, the
+fisheye parameters go to ``extra["fisheye624"]``. Hands live in the (shared) camera frame either way.
+
+Units: HOT3D stores metres. A sequence whose hands are not within arm's reach of the headset in metres
+(median 0.05-2 m) stops with an error; ``units="mm"`` converts millimetre files, ``units="m"`` skips the check.
 """
 
 from __future__ import annotations
@@ -46,6 +68,9 @@ from .distortion import fisheye624_distort, fisheye624_params16, remap_bilinear,
 
 CONVENTION = Convention(flat_hand_mean=False, pca_components=15, transl="smplx", frame="world")
 RGB_STREAM = "214-1"
+RGB_LABEL = "camera-rgb"
+FRAME_TOLERANCE_NS = 1_000_000  # HOT3D's recommended frameset tolerance (1 ms)
+REACH_M = (0.05, 2.0)  # median hand-to-headset distance of a sequence in metres
 MONO_STREAM = "1201-1"
 TEST_PARTICIPANTS = {"P0004", "P0005", "P0006", "P0008", "P0016", "P0020"}
 SIDES = {"0": "left", "1": "right"}
@@ -54,12 +79,14 @@ LAYOUT = """HOT3D (either form, both may sit under SRC):
   per-sequence release:  SRC/**/<P00xx_hash>/mano_hand_pose_trajectory.jsonl, headset_trajectory.csv,
       mps/slam/online_calibration.jsonl (Aria) or camera_models.json (Quest 3), masks/*.csv or
       box2d_hands.csv (frame timestamps of the camera stream), dynamic_objects.csv, metadata.json,
-      recording.vrs (images; needs the optional projectaria-tools package);
+      recording.vrs (images + Aria factory calibration; needs the optional package projectaria-tools
+      for Aria, pyvrs for Quest 3); optional umetrack_hand_pose_trajectory.jsonl +
+      umetrack_hand_user_profile.json (fingers without MANO: UmeTrack joints -> retargeting);
       object names/meshes from SRC/**/object_library/{instance.json,<uid>.glb} if present.
       Task id = the sequence folder name, e.g. P0003_c701bd11.
   HOT3D-Clips:  SRC/<train_aria|train_quest3|test_aria|test_quest3>/clip-<id>.tar with
       <frame:06d>.{image_214-1.jpg,image_1201-1.jpg,cameras.json,hands.json,objects.json} and
-      __hand_shapes.json__; optional SRC/clip_splits.json, SRC/object_models[_eval]/obj_<bop:06d>.glb.
+      __hand_shapes.json__ (MANO betas, UmeTrack profile); optional SRC/clip_splits.json, SRC/object_models[_eval]/obj_<bop:06d>.glb.
       Task id = train_aria/clip-002832."""
 
 
@@ -73,8 +100,9 @@ def _read_csv(path: Path) -> list[dict]:
     return rows
 
 
-def _object_poses_csv(path: Path) -> dict[str, dict[int, np.ndarray]]:
-    """dynamic_objects.csv / headset_trajectory.csv -> uid -> timestamp -> T_world_object (4,4)."""
+def _object_poses_csv(path: Path, scale: float = 1.0) -> dict[str, dict[int, np.ndarray]]:
+    """dynamic_objects.csv / headset_trajectory.csv -> uid -> timestamp -> T_world_object (4,4);
+    translations times ``scale`` (1e-3 for millimetre files)."""
     cols = ["t_wo_x[m]", "t_wo_y[m]", "t_wo_z[m]", "q_wo_w", "q_wo_x", "q_wo_y", "q_wo_z"]
     rows = _read_csv(path)
     out: dict[str, dict[int, np.ndarray]] = {}
@@ -87,10 +115,86 @@ def _object_poses_csv(path: Path) -> dict[str, dict[int, np.ndarray]]:
         vals = np.array([[float(r[c]) for c in cols] for r in rows])
     except ValueError as e:
         raise SourceError(f"{path}: non-numeric pose value ({e})") from None
-    T = _pose_from_qt(vals[:, 3:7], vals[:, 0:3])
+    T = _pose_from_qt(vals[:, 3:7], vals[:, 0:3] * scale)
     for r, Ti in zip(rows, T):
         out.setdefault(r["object_uid"], {})[int(r["timestamp[ns]"])] = Ti
     return out
+
+
+def _poses_by_time(path: Path) -> dict[int, dict]:
+    """A *_hand_pose_trajectory.jsonl -> timestamp [ns] -> {"0": left, "1": right} records."""
+    out = {}
+    for rec in read_jsonl(path):
+        try:
+            out[int(rec["timestamp_ns"])] = rec["hand_poses"]
+        except (KeyError, TypeError, ValueError):
+            raise SourceError(f"{path}: record without timestamp_ns/hand_poses") from None
+    return out
+
+
+def _check_metres(hands: dict, T_world_device: np.ndarray, hand_path: Path, traj_path: Path) -> None:
+    """Stop when the hands are not within arm's reach of the headset in metres (mm files, mixed units)."""
+    d = []
+    for h in hands.values():
+        ok = h.valid & np.isfinite(T_world_device).all(axis=(1, 2))
+        d.append(np.linalg.norm(h.transl[ok] - T_world_device[ok, :3, 3], axis=1))
+    d = np.concatenate(d) if d else np.zeros(0)
+    if not len(d):
+        return
+    med = float(np.median(d))
+    if not REACH_M[0] <= med <= REACH_M[1]:
+        guess = " (millimetres?)" if REACH_M[0] * 1e3 <= med <= REACH_M[1] * 1e3 or med > 1e3 else ""
+        raise SourceError(
+            f"{hand_path} / {traj_path}: the hands are a median {med:.4g} units from the headset, not within "
+            f"{REACH_M[0]}-{REACH_M[1]} m{guess}; HOT3D stores metres",
+            hint="millimetre files: units='mm' (megohand convert --units mm); to keep the values as they are: "
+                 "units='m' (--units m or --skip-unit-checks)")
+
+
+def umetrack_camera_joints(profile, poses: list, T_cam_from_world: np.ndarray, side: str, where) -> np.ndarray | None:
+    """UmeTrack poses -> MANO21 joints (T,21,3) in the camera frame [m], NaN rows where a pose (or the camera)
+    is missing; None when no frame has one.
+
+    poses: per frame ``(T_world_from_wrist (4,4) [m], joint_angles (>=20,))``, or None."""
+    import torch
+
+    from megohand.hand import umetrack
+
+    ok = np.array([p is not None for p in poses]) & np.isfinite(T_cam_from_world).all(axis=(1, 2))
+    if not ok.any():
+        return None
+    sel = [poses[i] for i in np.flatnonzero(ok)]
+    try:
+        W = torch.as_tensor(T_cam_from_world[ok]) @ umetrack.wrist_frame(np.stack([p[0] for p in sel]), side)
+        J = umetrack.mano21_joints(profile, [list(p[1])[: umetrack.NUM_ANGLES] for p in sel], W).numpy()
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise SourceError(f"{where}: bad UmeTrack {side} hand pose ({e})") from None
+    out = np.full((len(poses), 21, 3), np.nan)
+    out[ok] = J
+    return out
+
+
+def match_frames(frame_ts, wanted, tol_ns: int, what: str) -> np.ndarray:
+    """Index into ``frame_ts`` of the closest frame for each wanted time (same clock, ns).
+
+    Raises SourceError naming the first wanted time without a frame within ``tol_ns``."""
+    frame_ts = np.asarray(frame_ts, np.int64)
+    wanted = np.asarray(wanted, np.int64)
+    if not len(frame_ts):
+        raise SourceError(f"{what}: no frames")
+    order = np.argsort(frame_ts, kind="stable")
+    srt = frame_ts[order]
+    if len(srt) == 1:
+        j = np.where(np.abs(wanted - srt[0]) <= tol_ns, 0, -1)
+    else:
+        j = _nearest(srt, wanted, tol_ns)
+    if (j < 0).any():
+        k = int(np.flatnonzero(j < 0)[0])
+        raise SourceError(
+            f"{what}: no frame within {tol_ns / 1e6:g} ms of annotation time {int(wanted[k])} ns (frame {k} of "
+            f"{len(wanted)}, {int((j < 0).sum())} unmatched); the stream's frames span {int(srt[0])}..{int(srt[-1])} ns "
+            f"on the annotation (TIME_CODE) clock")
+    return order[j]
 
 
 def _nearest(sorted_ts: np.ndarray, query: np.ndarray, tol_ns: int) -> np.ndarray:
@@ -152,8 +256,12 @@ class Hot3DSource(Source):
     name = "hot3d"
     layout = LAYOUT
 
-    def __init__(self, root):
+    def __init__(self, root, units: str = "auto"):
+        """units: "auto" (check that translations are metres; stop otherwise), "m" (no check) or "mm"."""
         super().__init__(root)
+        if units not in ("auto", "m", "mm"):
+            raise SourceError(f"hot3d: units must be 'auto', 'm' or 'mm', got {units!r}")
+        self.units = units
         self._names = None
 
     # -- discovery
@@ -189,14 +297,34 @@ class Hot3DSource(Source):
         raise SourceError(f"hot3d: unknown task id {task!r} under {self.root}")
 
     # -- per-sequence (VRS) release
-    def camera_calibration(self, seq: Path) -> dict:
-        """{'stream', 'params' (15/16), 'T_device_camera' (4,4), 'width', 'height'} of the ego camera."""
+    def open_recording(self, vrs: Path, headset: str):
+        """The sequence's ``recording.vrs`` as an :class:`AriaRecording` or :class:`QuestRecording`."""
+        return AriaRecording(vrs) if headset == "Aria" else QuestRecording(vrs)
+
+    @staticmethod
+    def headset(seq: Path) -> str:
+        """"Aria" or "Quest3" (metadata.json, else which calibration file is present)."""
+        meta = seq / "metadata.json"
+        if meta.exists():
+            name = str(read_json(meta).get("headset", ""))
+            if name in ("Aria", "Quest3"):
+                return name
+        return "Aria" if (seq / "mps").is_dir() or not (seq / "camera_models.json").exists() else "Quest3"
+
+    def camera_calibration(self, seq: Path, recording=None) -> dict:
+        """{'stream', 'params' (15/16), 'T_device_camera' (4,4), 'width', 'height', 'source'} of the ego camera.
+
+        Aria: the factory calibration of ``recording`` (an open :class:`AriaRecording`) when given, else
+        the MPS online calibration; Quest 3: ``camera_models.json``."""
+        if recording is not None and hasattr(recording, "calibration"):
+            cal = recording.calibration(RGB_LABEL)
+            return {"stream": RGB_STREAM, **cal, "source": f"factory calibration ({recording.path})"}
         aria = seq / "mps" / "slam" / "online_calibration.jsonl"
         quest = seq / "camera_models.json"
         if aria.exists():
             for line in read_jsonl(aria):
                 for cam in line.get("CameraCalibrations", []):
-                    if cam.get("Label") == "camera-rgb":
+                    if cam.get("Label") == RGB_LABEL:
                         T = cam["T_Device_Camera"]
                         q = [T["UnitQuaternion"][0], *T["UnitQuaternion"][1]]
                         return {
@@ -205,8 +333,9 @@ class Hot3DSource(Source):
                             "T_device_camera": _pose_from_qt(q, T["Translation"]),
                             "width": 1408,
                             "height": 1408,
+                            "source": f"MPS online calibration, first record ({aria}); no recording.vrs",
                         }
-            raise SourceError(f"{aria}: no 'camera-rgb' calibration found")
+            raise SourceError(f"{aria}: no '{RGB_LABEL}' calibration found")
         if quest.exists():
             for cam in read_json(quest):
                 if cam.get("stream_id") == MONO_STREAM:
@@ -217,33 +346,32 @@ class Hot3DSource(Source):
                         "T_device_camera": _pose_from_qt(T["quaternion_wxyz"], T["translation_xyz"]),
                         "width": int(cam["imageWidth"]),
                         "height": int(cam["imageHeight"]),
+                        "source": f"factory calibration ({quest})",
                     }
             raise SourceError(f"{quest}: no stream {MONO_STREAM} camera")
         raise SourceError(f"missing camera calibration: {aria} (Aria) or {quest} (Quest 3)")
 
-    def _frame_timestamps(self, seq: Path, stream: str) -> np.ndarray:
+    def _frame_timestamps(self, seq: Path, stream: str, recording=None) -> np.ndarray:
+        """Annotated timestamps of the camera stream [ns, TIME_CODE clock]; else every frame of the recording."""
         for path in (seq / "masks" / "mask_hand_pose_available.csv", seq / "box2d_hands.csv"):
             if path.exists():
                 rows = _read_csv(path)
                 ts = sorted({int(r["timestamp[ns]"]) for r in rows if r.get("stream_id") == stream})
                 if ts:
                     return np.array(ts, np.int64)
-        vrs = seq / "recording.vrs"
-        if vrs.exists():
-            return np.array([t for t, _ in self._vrs_frames(vrs, stream, timestamps_only=True)], np.int64)
+        if recording is not None:
+            return np.unique(recording.timestamps(stream))
         raise SourceError(f"{seq}: no frame timestamps for stream {stream} (masks/*.csv, box2d_hands.csv or recording.vrs)")
 
     def _load_sequence(self, task: str, seq: Path) -> NativeEpisode:
-        cal = self.camera_calibration(seq)
-        ts = self._frame_timestamps(seq, cal["stream"])
+        vrs = seq / "recording.vrs"
+        recording = self.open_recording(vrs, self.headset(seq)) if vrs.exists() else None
+        cal = self.camera_calibration(seq, recording)
+        ts = self._frame_timestamps(seq, cal["stream"], recording)
         T_len = len(ts)
+        scale = 1e-3 if self.units == "mm" else 1.0
         hand_path = seq / "mano_hand_pose_trajectory.jsonl"
-        by_ts = {}
-        for rec in read_jsonl(hand_path):
-            try:
-                by_ts[int(rec["timestamp_ns"])] = rec["hand_poses"]
-            except (KeyError, TypeError):
-                raise SourceError(f"{hand_path}: record without timestamp_ns/hand_poses") from None
+        by_ts = _poses_by_time(hand_path)
         hands = {}
         for key, side in SIDES.items():
             go, pose, transl, betas = np.zeros((T_len, 3)), np.zeros((T_len, 15)), np.zeros((T_len, 3)), np.zeros((T_len, 10))
@@ -255,7 +383,7 @@ class Hot3DSource(Source):
                 try:
                     w = h["wrist_xform"]
                     go[i] = R_to_aa(quat_wxyz_to_R(np.asarray(w["q_wxyz"], np.float64)))
-                    transl[i] = w["t_xyz"]
+                    transl[i] = np.asarray(w["t_xyz"], np.float64) * scale
                     pose[i] = h["pose"]
                     betas[i] = h["betas"]
                 except (KeyError, ValueError, TypeError) as e:
@@ -268,22 +396,25 @@ class Hot3DSource(Source):
             raise SourceError(f"{hand_path}: no MANO hand poses at the frames of stream {cal['stream']}")
         # headset trajectory -> T_world_device per frame
         traj_path = seq / "headset_trajectory.csv"
-        traj = _object_poses_csv(traj_path)
+        traj = _object_poses_csv(traj_path, scale)
         if not traj:
             raise SourceError(f"{traj_path}: empty headset trajectory")
         dev = next(iter(traj.values()))
         dev_ts = np.array(sorted(dev), np.int64)
         idx = _nearest(dev_ts, ts, tol_ns=5_000_000)
         T_world_device = np.stack([dev[int(dev_ts[j])] if j >= 0 else np.full((4, 4), np.nan) for j in idx])
+        if self.units == "auto":
+            _check_metres(hands, T_world_device, hand_path, traj_path)
         T_cam_from_world = invert_se3(T_world_device @ cal["T_device_camera"])
         for h in hands.values():
             h.valid &= idx >= 0
+        joints, profile_path = self._umetrack_joints(seq, ts, T_cam_from_world, scale)
         # objects + text
         objects, instruction, obj_name = [], "", None
         dyn = seq / "dynamic_objects.csv"
         if dyn.exists():
             tracks = {}
-            for uid, poses in _object_poses_csv(dyn).items():
+            for uid, poses in _object_poses_csv(dyn, scale).items():
                 ots = np.array(sorted(poses), np.int64)
                 j = _nearest(ots, ts, tol_ns=5_000_000)
                 tracks[uid] = np.stack([poses[int(ots[k])] if k >= 0 else np.full((4, 4), np.nan) for k in j])
@@ -294,13 +425,15 @@ class Hot3DSource(Source):
         instruction = sentence(f"use the {obj_name}") if obj_name else "Use the object."
         fisheye = FisheyeToPinhole(cal["params"], cal["width"], cal["height"])
         participant = task.split("_")[0]
-        vrs = seq / "recording.vrs"
         rgb = None
-        if vrs.exists():
+        if recording is not None:
             stream = cal["stream"]
+            frame_idx = match_frames(recording.timestamps(stream), ts, FRAME_TOLERANCE_NS, f"{vrs} stream {stream}")
 
             def rgb():
-                for _, img in self._vrs_frames(vrs, stream, wanted=ts):
+                for k in frame_idx:
+                    img = recording.image(stream, int(k))
+                    img = img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img
                     img = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
                     yield fisheye(img)
 
@@ -316,6 +449,8 @@ class Hot3DSource(Source):
             num_frames=T_len,
             convention=CONVENTION,
             hands=hands,
+            joints=joints,
+            joint_order="mano",
             T_cam_from_world=T_cam_from_world,
             rgb=rgb,
             depth=None,
@@ -325,31 +460,45 @@ class Hot3DSource(Source):
                 "form": "sequence",
                 "stream": cal["stream"],
                 "timestamps_ns": ts.tolist(),
+                "clock": "TIME_CODE (annotation clock)",
+                "calibration": cal["source"],
                 "fisheye624": fisheye.p16.tolist(),
                 "images": "fisheye resampled to pinhole K (same f, c)",
                 "manipulated_object": obj_name,
+                "umetrack_profile": profile_path,
             },
         )
 
-    @staticmethod
-    def _vrs_frames(vrs: Path, stream: str, wanted=None, timestamps_only=False):
+    def _umetrack_joints(self, seq: Path, ts: np.ndarray, T_cam_from_world: np.ndarray, scale: float = 1.0):
+        """UmeTrack MANO21 joints per side, (T,21,3) camera frame [m], NaN where not annotated; and the
+        profile's path. ({}, None) without the annotation or the wearer's hand profile."""
+        traj = seq / "umetrack_hand_pose_trajectory.jsonl"
+        prof = seq / "umetrack_hand_user_profile.json"
+        if not (traj.exists() and prof.exists()):
+            return {}, None
+        from megohand.hand import umetrack
+
         try:
-            from projectaria_tools.core import data_provider
-            from projectaria_tools.core.stream_id import StreamId
-        except ImportError:
-            raise SourceError(f"{vrs}: reading VRS images needs the optional package projectaria-tools") from None
-        prov = data_provider.create_vrs_data_provider(str(vrs))
-        if prov is None:
-            raise SourceError(f"cannot open {vrs}")
-        sid = StreamId(stream)
-        n = prov.get_num_data(sid)
-        want = None if wanted is None else set(int(t) for t in wanted)
-        for i in range(n):
-            data, rec = prov.get_image_data_by_index(sid, i)
-            t = int(rec.capture_timestamp_ns)
-            if want is not None and t not in want:
-                continue
-            yield t, (None if timestamps_only else data.to_numpy_array())
+            profile = umetrack.UmeTrackProfile.from_json(prof)
+        except ValueError as e:
+            raise SourceError(str(e)) from None
+        by_ts = _poses_by_time(traj)
+        out = {}
+        for key, side in SIDES.items():
+            poses = []
+            for t in ts:
+                r = by_ts.get(int(t), {}).get(key)
+                try:
+                    ok = bool(r) and "wrist_xform" in r and "joint_angles" in r
+                    w = r["wrist_xform"] if ok else None
+                    poses.append((_pose_from_qt(w["q_wxyz"], np.asarray(w["t_xyz"], np.float64) * scale),
+                                  r["joint_angles"]) if ok else None)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise SourceError(f"{traj}: bad UmeTrack hand record at {t} ({e})") from None
+            J = umetrack_camera_joints(profile, poses, T_cam_from_world, side, traj)
+            if J is not None:
+                out[side] = J
+        return out, str(prof)
 
     # -- HOT3D-Clips
     def _clip_split(self, task: str) -> str:
@@ -386,7 +535,16 @@ class Hot3DSource(Source):
         stream = RGB_STREAM if f"{frames[0]:06d}.image_{RGB_STREAM}.jpg" in members else MONO_STREAM
         T_len = len(frames)
         shape = load_json("__hand_shapes.json__") if "__hand_shapes.json__" in members else None
-        betas = np.asarray(shape["mano"], np.float64) if shape else None
+        betas = np.asarray(shape["mano"], np.float64) if shape and "mano" in shape else None
+        profile = None
+        if shape and isinstance(shape.get("umetrack"), dict) and shape["umetrack"]:
+            from megohand.hand import umetrack
+
+            try:
+                profile = umetrack.UmeTrackProfile.from_dict(shape["umetrack"], source=f"{tar_path}:__hand_shapes.json__")
+            except ValueError as e:
+                raise SourceError(str(e)) from None
+        ume_poses = {"left": [None] * len(frames), "right": [None] * len(frames)}
         T_world_cam = np.zeros((T_len, 4, 4))
         cal = None
         hands_raw = {s: {"go": np.zeros((T_len, 3)), "pose": np.zeros((T_len, 15)), "transl": np.zeros((T_len, 3)),
@@ -402,6 +560,20 @@ class Hot3DSource(Source):
             if cal is None:
                 cal = c["calibration"]
             hj = f"{key}.hands.json"
+            if hj in members and profile is not None:
+                for side, h in load_json(hj).items():
+                    up = (h or {}).get("umetrack_pose") if side in ume_poses else None
+                    if not up:
+                        continue
+                    try:  # hand_tracking_toolkit reads T_world_from_wrist; the clips README names a 4x4 wrist_xform
+                        if "T_world_from_wrist" in up:
+                            Tw = up["T_world_from_wrist"]
+                            W = _pose_from_qt(Tw["quaternion_wxyz"], Tw["translation_xyz"])
+                        else:
+                            W = np.asarray(up["wrist_xform"], np.float64).reshape(4, 4)
+                        ume_poses[side][i] = (W, up["joint_angles"])
+                    except (KeyError, TypeError, ValueError) as e:
+                            raise SourceError(f"{tar_path}: bad umetrack_pose in {hj} ({e})") from None
             if hj in members and betas is not None:
                 hands = load_json(hj)
                 for side in ("left", "right"):
@@ -423,6 +595,15 @@ class Hot3DSource(Source):
             for side, d in hands_raw.items()
             if d["valid"].any()
         }
+        T_cam_from_world = invert_se3(T_world_cam)
+        joints = {}
+        for side, poses in ume_poses.items():
+            J = umetrack_camera_joints(profile, poses, T_cam_from_world, side, tar_path) if profile else None
+            if J is not None:
+                joints[side] = J
+        if not hands and not joints:
+            raise SourceError(f"{tar_path}: no hand annotations (hands.json with mano_pose / umetrack_pose, "
+                              "__hand_shapes.json__)")
         fisheye = FisheyeToPinhole(cal["projection_params"], int(cal["image_width"]), int(cal["image_height"]))
         moved = _most_moved(obj_poses)
         obj_name = self.names.get(f"bop:{int(moved)}", "object") if moved is not None and moved.isdigit() else None
@@ -456,7 +637,9 @@ class Hot3DSource(Source):
             num_frames=T_len,
             convention=CONVENTION,
             hands=hands,
-            T_cam_from_world=invert_se3(T_world_cam),
+            joints=joints,
+            joint_order="mano",
+            T_cam_from_world=T_cam_from_world,
             rgb=rgb,
             depth=None,
             depth_source="none",
@@ -464,6 +647,7 @@ class Hot3DSource(Source):
             extra={
                 "form": "clip",
                 "stream": stream,
+                "umetrack_profile": f"{tar_path}:__hand_shapes.json__" if profile is not None else None,
                 "fisheye624": fisheye.p16.tolist(),
                 "images": "fisheye resampled to pinhole K (same f, c)",
                 "manipulated_object": obj_name,
@@ -486,6 +670,83 @@ class Hot3DSource(Source):
             name = self.names.get(key if kind == "uid" else f"bop:{int(key)}", str(key))
             out.append(ObjectTrack(name, mesh[0], mesh[1], T))
         return out
+
+
+class AriaRecording:
+    """An Aria ``recording.vrs`` through projectaria-tools: frames on the TIME_CODE clock, factory calibration.
+
+    ``provider`` (default: ``data_provider.create_vrs_data_provider(path)``) must offer
+    ``get_timestamps_ns(stream_id, time_domain)``, ``get_image_data_by_index(stream_id, i)`` and
+    ``get_device_calibration()``; ``stream_id`` makes its stream ids from "214-1" and ``time_code`` is its
+    TIME_CODE domain (tests pass a stand-in for all three)."""
+
+    def __init__(self, path, provider=None, stream_id=None, time_code=None):
+        self.path = Path(path)
+        if provider is None:
+            try:
+                from projectaria_tools.core import data_provider
+                from projectaria_tools.core.sensor_data import TimeDomain
+                from projectaria_tools.core.stream_id import StreamId
+            except ImportError:
+                raise SourceError(f"{path}: reading Aria VRS files needs the optional package projectaria-tools "
+                                  "(pip install projectaria-tools)") from None
+            provider = data_provider.create_vrs_data_provider(str(path))
+            if provider is None:
+                raise SourceError(f"cannot open {path}")
+            stream_id, time_code = StreamId, TimeDomain.TIME_CODE
+        self.provider, self._sid, self._time_code = provider, stream_id, time_code
+
+    def timestamps(self, stream: str) -> np.ndarray:
+        """(N,) int64 [ns] TIME_CODE timestamps of the stream's frames, in frame-index order."""
+        return np.asarray(self.provider.get_timestamps_ns(self._sid(stream), self._time_code), np.int64)
+
+    def image(self, stream: str, index: int) -> np.ndarray:
+        data, _ = self.provider.get_image_data_by_index(self._sid(stream), int(index))
+        return np.asarray(data.to_numpy_array())
+
+    def calibration(self, label: str) -> dict:
+        """{'params', 'T_device_camera' (4,4), 'width', 'height'} of camera ``label`` (factory calibration)."""
+        calib = self.provider.get_device_calibration()
+        cam = None if calib is None else calib.get_camera_calib(label)
+        if cam is None:
+            raise SourceError(f"{self.path}: no factory calibration for {label!r}")
+        w, h = (int(v) for v in cam.get_image_size())
+        return {
+            "params": np.asarray(cam.projection_params(), np.float64),
+            "T_device_camera": np.asarray(cam.get_transform_device_camera().to_matrix(), np.float64),
+            "width": w,
+            "height": h,
+        }
+
+
+class QuestRecording:
+    """A Quest 3 ``recording.vrs`` through pyvrs: its record times are the annotation clock (HOT3D's
+    ``QuestDataProvider``: ``int(record.timestamp * 1e9)``)."""
+
+    def __init__(self, path, reader=None):
+        self.path = Path(path)
+        if reader is None:
+            try:
+                from pyvrs import ImageConversion, SyncVRSReader
+            except ImportError:
+                raise SourceError(f"{path}: reading Quest 3 VRS files needs the optional package pyvrs "
+                                  "(pip install vrs)") from None
+            reader = SyncVRSReader(str(path))
+            reader.set_image_conversion(ImageConversion.NORMALIZE)  # as HOT3D's QuestDataProvider
+            reader.set_stream_type_image_conversion(8010, ImageConversion.NORMALIZE_GREY8)
+        self.reader = reader
+        self._records: dict[str, object] = {}
+
+    def _stream(self, stream: str):
+        if stream not in self._records:
+            self._records[stream] = self.reader.filtered_by_fields(stream_ids={stream}, record_types={"data"})
+        return self._records[stream]
+
+    def timestamps(self, stream: str) -> np.ndarray:
+        return np.array([int(r.timestamp * 1e9) for r in self._stream(stream)], np.int64)
+
+    def image(self, stream: str, index: int) -> np.ndarray:
+        return np.asarray(self._stream(stream)[int(index)].image_blocks[0])
 
 
 def load_glb(path: Path):

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from .common import NativeEpisode, SourceError, canonical_hands
+from .common import NativeEpisode, SourceError, canonical_hands, hand_fidelity
 
 DepthMode = Literal["auto", "sensor", "render", "none"]
 # unit sanity at conversion time: an egocentric camera sees hands within arm's reach and depth within a room;
@@ -64,9 +64,26 @@ def stored_size(ep: NativeEpisode, max_short_side: int | None) -> tuple[int, int
     return sizer.out[1], sizer.out[0]
 
 
+def hand_path(ep: NativeEpisode, hands: HandModels) -> tuple[str, str]:
+    """Which of the episode's hands are converted, and the fidelity note ("" = faithful).
+
+    ``"params"``: the released MANO parameters (``ep.hands``); ``"joints"``: joints (``ep.joints``)
+    through the retargeting network. A source may offer both (HOT3D: MANO PCA coefficients and the
+    UmeTrack joints): the parameters when the hand model represents them faithfully
+    (:func:`~megohand.data.sources.common.hand_fidelity`), else the joints. The note says what is
+    approximate when the parameters must be used anyway.
+    """
+    note = hand_fidelity(ep.convention, hands["right"]) if ep.hands else ""
+    if ep.hands and (not note or not ep.joints):
+        return "params", note
+    if ep.joints:
+        return "joints", ""
+    raise SourceError(f"{ep.dataset}/{ep.episode}: no hands")
+
+
 def episode_hands(ep: NativeEpisode, hands: HandModels, retargeter=None) -> dict[str, dict]:
-    """Canonical camera-frame hand params per side (see common.canonical_hands)."""
-    if ep.hands:
+    """Canonical camera-frame hand params per side (see common.canonical_hands), by :func:`hand_path`."""
+    if hand_path(ep, hands)[0] == "params":
         out = {}
         for side, raw in ep.hands.items():
             try:
@@ -74,11 +91,9 @@ def episode_hands(ep: NativeEpisode, hands: HandModels, retargeter=None) -> dict
             except SourceError as e:
                 raise SourceError(f"{ep.dataset}/{ep.episode}: {side} hand: {e}") from None
         return out
-    if ep.joints:
-        if retargeter is None:
-            raise SourceError(f"{ep.dataset}/{ep.episode}: joint-only hands need the retargeting network (--retarget-model)")
-        return {side: retargeter.fit_sequence(J, order=ep.joint_order, side=side) for side, J in ep.joints.items()}
-    raise SourceError(f"{ep.dataset}/{ep.episode}: no hands")
+    if retargeter is None:
+        raise SourceError(f"{ep.dataset}/{ep.episode}: hands from joints need the retargeting network (--retarget-model)")
+    return {side: retargeter.fit_sequence(J, order=ep.joint_order, side=side) for side, J in ep.joints.items()}
 
 
 def check_hand_units(ep: NativeEpisode, canon: dict[str, dict]) -> None:
@@ -132,6 +147,7 @@ def convert_episode(
     """
     from megohand.data.store import EpisodeMeta
 
+    path, note = hand_path(ep, hands)
     canon = episode_hands(ep, hands, retargeter)
     if unit_checks:
         check_hand_units(ep, canon)
@@ -154,6 +170,13 @@ def convert_episode(
         depth_frames = render_episode_depth(ep, canon, hands, renderer=renderer, render_size=size)
         depth_source = "rendered"
         extra["rendered_objects"] = [o.name for o in ep.objects]
+    extra["hand_path"] = "parameters" if path == "params" else f"joints ({ep.joint_order}) -> retargeting network"
+    if path == "joints":
+        extra["retarget_joint_error_mm"] = {
+            s: round(float(np.nanmean(h["joint_error"])) * 1e3, 3) for s, h in canon.items() if "joint_error" in h and h["valid"].any()
+        }
+    if note:
+        extra["hand_fidelity"] = note
     T_cw = fill_missing_poses(ep.T_cam_from_world)
     meta = EpisodeMeta(
         dataset=ep.dataset,
@@ -165,7 +188,7 @@ def convert_episode(
         height=int(ep.height),
         K=np.asarray(ep.K, float).tolist(),
         split=ep.split,
-        hand_source=ep.hand_source if ep.hands else "retargeted",
+        hand_source=ep.hand_source if path == "params" else "retargeted",
         depth_source=depth_source,
         hand_model=hands.name,
         extra=extra,
