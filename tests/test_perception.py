@@ -10,12 +10,11 @@ from scipy.spatial.transform import Rotation
 
 from megohand.hand.joints import MANO_TO_OPENPOSE
 from megohand.perception import (
-    Placement,
     check_intrinsics,
     default_intrinsics,
+    place_depth,
     place_pnp,
     read_intrinsics,
-    scale_to_depth,
     side_from_geometry,
     smooth_joints,
 )
@@ -61,18 +60,19 @@ def test_pnp_recovers_a_hand_in_any_frame(rendered_hand):
     np.testing.assert_allclose(rigid.joints, shape @ rigid.R.T + rigid.t, atol=1e-12)
 
 
-def test_depth_fixes_the_distance_of_a_wrongly_sized_hand(rendered_hand):
+def test_depth_places_a_wrongly_sized_hand(rendered_hand):
     J, depth, K = rendered_hand
     uv = project(J, K)
-    big = 1.25 * (J - J.mean(0))  # the estimator believes in a 25 % larger hand
+    R = Rotation.random(random_state=2).as_matrix()
+    big = 1.25 * (J - J.mean(0)) @ R.T  # the estimator believes in a 25 % larger hand, in its own axes
     p = place_pnp(big, uv, K)
     assert abs(p.joints[0, 2] - 1.25 * J[0, 2]) < 0.02  # without depth it is 25 % too far
-    d = scale_to_depth(p, uv, depth)
-    assert d.depth_points >= 6
+    d = place_depth(big, uv, depth, K)
+    assert d.depth_points >= 6 and 0.7 < d.scale < 0.9  # 1 / 1.25 = 0.8
     assert np.linalg.norm(d.joints[0] - J[0]) < 0.015  # wrist within 1.5 cm with depth
-    np.testing.assert_allclose(project(d.joints, K), project(p.joints, K), atol=1e-9)  # projections unchanged
-    blank = scale_to_depth(p, uv, np.zeros_like(depth))  # no depth anywhere: unchanged
-    assert blank.depth_points == 0 and np.allclose(blank.joints, p.joints)
+    assert np.linalg.norm(d.joints - J, axis=-1).mean() < 0.015
+    np.testing.assert_allclose(project(d.joints, K), uv, atol=1e-6)  # snapped onto the landmarks' rays
+    assert place_depth(big, uv, np.zeros_like(depth), K) is None  # no depth anywhere
 
 
 def test_side_from_exact_joints_and_their_mirror_image(rendered_hand):

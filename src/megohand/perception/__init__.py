@@ -17,14 +17,14 @@ from megohand.perception.placement import (
     Placement,
     check_intrinsics,
     default_intrinsics,
+    place_depth,
     place_pnp,
     read_intrinsics,
-    scale_to_depth,
 )
 from megohand.perception.sequence import HandTrack, fit_track, smooth_joints, track_hand
 
 __all__ = [
     "HandDetection", "HandEstimator", "HandTrack", "Placement", "check_intrinsics", "default_intrinsics",
-    "fit_track", "load_estimator", "pick_side", "place_pnp", "read_intrinsics", "scale_to_depth",
+    "fit_track", "load_estimator", "pick_side", "place_depth", "place_pnp", "read_intrinsics",
     "side_from_geometry", "smooth_joints", "track_hand",
 ]

@@ -2,9 +2,9 @@
 
 * :func:`place_pnp`: the rigid pose ``(R, t)`` that projects the estimator's metric hand-centred landmarks
   onto its 2D landmarks (perspective-n-point). The distance then follows from the estimator's hand size.
-* :func:`scale_to_depth`: with a depth map, the depth at the landmarks (plus the hand's thickness: the
-  visible skin lies in front of the joint centres) fixes the scale along the camera rays, so the distance
-  no longer depends on a guessed hand size; the projections stay where they were.
+* :func:`place_depth`: with a depth map, the depth at the palm's landmarks (plus the hand's thickness: the
+  visible skin lies in front of the joint centres) places the shape instead (distance, scale and the palm's
+  orientation), so the distance no longer depends on a guessed hand size.
 * Intrinsics: :func:`read_intrinsics` (a JSON / text / .npy file), :func:`default_intrinsics`
   (f = max(W, H), principal point at the centre), :func:`check_intrinsics` (they must fit the image size).
 
@@ -184,27 +184,40 @@ def sample_depth(depth: np.ndarray, keypoints_2d: np.ndarray, max_depth: float =
     return out
 
 
-def scale_to_depth(placement: Placement, keypoints_2d: np.ndarray, depth: np.ndarray,
-                   behind_skin: float = BEHIND_SKIN, landmarks=DEPTH_LANDMARKS, min_points: int = 4,
-                   tolerance: float = 0.15) -> Placement:
-    """Fix the distance of a PnP placement with a metric depth map (H, W) [m] aligned to the image.
+def place_depth(landmarks_3d: np.ndarray, keypoints_2d: np.ndarray, depth: np.ndarray, K: np.ndarray,
+                behind_skin: float = BEHIND_SKIN, landmarks=DEPTH_LANDMARKS, min_points: int = 4,
+                tolerance: float = 0.05, scale_range: tuple[float, float] = (0.7, 1.4)) -> Placement | None:
+    """Place a metric hand shape with a depth map (H, W) [m] aligned to the image.
 
-    Each of ``landmarks`` with a valid depth proposes a scale ``(depth + behind_skin) / z`` about the camera centre
-    (which keeps every projection); the result is the median over the landmarks within ``tolerance`` (relative)
-    of the first median, so landmarks hidden behind an object or off the silhouette (background depth) do not
-    count. With fewer than ``min_points`` usable landmarks the placement is returned unchanged.
+    Each of ``landmarks`` whose pixel has a valid depth gives a 3D point, its pixel's ray at ``depth +
+    behind_skin``; those within ``tolerance`` [m] of their median depth (not an object in front, not the
+    background beside a finger) are matched by a similarity transform (Umeyama: rotation, translation, scale
+    clamped to ``scale_range``) of the same landmarks of the shape, and every landmark is snapped onto its ray.
+    The depth thus fixes the distance, the hand's scale and the palm's orientation, which a monocular 3D
+    estimate may get mirrored. Returns None with fewer than ``min_points`` usable landmarks.
     """
-    idx = list(landmarks)
-    z = placement.joints[idx, 2]
-    d = sample_depth(depth, np.asarray(keypoints_2d)[idx])
-    s = (d + behind_skin) / z
-    s = s[np.isfinite(s) & (s > 0)]
-    if s.size < min_points:
-        return placement
-    med = np.median(s)
-    s = s[np.abs(s - med) <= tolerance * med]
-    if s.size < min_points:
-        return placement
-    k = float(np.median(s))
-    return Placement(placement.joints * k, placement.R, placement.t * k, placement.reprojection_px,
-                     scale=placement.scale * k, depth_points=int(s.size))
+    import torch
+
+    from megohand.geometry.procrustes import similarity_procrustes
+
+    X = np.asarray(landmarks_3d, np.float64)
+    uv = np.asarray(keypoints_2d, np.float64)
+    idx = np.asarray(landmarks)
+    d = sample_depth(depth, uv[idx])
+    rays = np.concatenate([uv, np.ones((len(uv), 1))], 1) @ np.linalg.inv(np.asarray(K, np.float64)).T
+    P = (d + behind_skin)[:, None] * rays[idx]
+    ok = np.isfinite(d)
+    if ok.sum() < min_points:
+        return None
+    ok &= np.abs(P[:, 2] - np.median(P[ok, 2])) <= tolerance
+    if ok.sum() < min_points:
+        return None
+    s, R, t, _ = similarity_procrustes(torch.from_numpy(X[idx][ok]), torch.from_numpy(P[ok]))
+    s = float(np.clip(float(s), *scale_range))
+    R = R.numpy()
+    t = P[ok].mean(0) - s * X[idx][ok].mean(0) @ R.T
+    J = s * X @ R.T + t
+    if J[:, 2].min() <= 0:
+        return None
+    err = float(np.linalg.norm(_project(J, K) - uv, axis=-1).mean())
+    return Placement(J[:, 2:3] * rays, R, t, err, scale=s, depth_points=int(ok.sum()))

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from megohand.perception.estimator import HandEstimator, pick_side
-from megohand.perception.placement import place_pnp, scale_to_depth
+from megohand.perception.placement import place_depth, place_pnp
 
 
 @dataclass
@@ -80,7 +80,7 @@ def track_hand(estimator: HandEstimator, frames: Iterable[np.ndarray], K: np.nda
             spread = np.sqrt(((det.keypoints_2d - det.keypoints_2d.mean(0)) ** 2).sum(-1).mean())
             if p.reprojection_px <= max_reprojection * spread:
                 if d is not None:
-                    p = scale_to_depth(p, det.keypoints_2d, d)
+                    p = place_depth(det.landmarks_3d, det.keypoints_2d, d, K) or p
                 row = (p.joints, det.keypoints_2d, det.score, p.reprojection_px, p.depth_points, True)
             else:
                 row = (row[0], row[1], det.score, p.reprojection_px, 0, True)
