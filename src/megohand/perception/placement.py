@@ -152,15 +152,15 @@ def place_pnp(landmarks_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray,
     R0 = U @ np.diag([1, 1, np.sign(np.linalg.det(U @ Vt))]) @ Vt
     starts.append(np.concatenate([Rotation.from_matrix(R0).as_rotvec(), P0.mean(0) - R0 @ X.mean(0)]))
     best = None
-    for x0 in starts:
-        sol = least_squares(residuals, x0, loss="soft_l1", f_scale=3.0, max_nfev=200)
+    for x0 in starts:  # the second start only when the first one leaves more than 15 % of the hand's 2D size
+        sol = least_squares(residuals, x0, loss="soft_l1", f_scale=3.0, max_nfev=100)
         R = Rotation.from_rotvec(sol.x[:3]).as_matrix()
         if (X @ R.T + sol.x[3:])[:, 2].min() <= 0:
             continue
         if best is None or sol.cost < best.cost:
             best = sol
-    if best is None:
-        raise ValueError("PnP found no placement in front of the camera")
+        if best is not None and np.sqrt(np.mean(best.fun**2)) < 0.15 * spread_2d:
+            break
     R, t = Rotation.from_rotvec(best.x[:3]).as_matrix(), best.x[3:]
     J = X @ R.T + t
     err = float(np.linalg.norm(_project(J, K) - uv, axis=-1).mean())
