@@ -89,7 +89,7 @@ def accuracy(episodes: int, seed: int, retargeter, hand) -> dict:
         res = {}
         for cond, depth in (("pnp", None), ("depth", fr["depth"])):
             track = track_hand(Replay(dets), fr["rgb"], ep.K, depth)
-            fit = fit_track(retargeter, track)
+            fit = fit_track(retargeter, track, adapt=True)  # as megohand label
             with torch.no_grad():
                 P = retargeter.joints({k: torch.as_tensor(fit[k]) for k in ("global_orient", "hand_pose", "betas",
                                                                             "transl")}).double().numpy()
@@ -105,7 +105,7 @@ def accuracy(episodes: int, seed: int, retargeter, hand) -> dict:
                 row["rr_landmarks"] = float(np.linalg.norm(rel(track.joints[t]) - rel(J_op[t]), axis=-1).mean())
                 row["rr_fit"] = float(np.linalg.norm(rel(P[t]) - rel(J_mano[t]), axis=-1).mean())
                 row["wrist_pnp"] = float(np.linalg.norm(P[t, 0] - J_mano[t, 0]))
-                row["fit_error"] = float(fit["fit_error"][t])
+                row["fit_error"] = float(fit["fit_error_mm"][t]) / 1000
             track_d, fit_d, P_d = res["depth"]
             if fit_d["valid"][t]:
                 row["wrist_depth"] = float(np.linalg.norm(P_d[t, 0] - J_mano[t, 0]))

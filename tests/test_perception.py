@@ -201,9 +201,8 @@ def test_label_builds_a_store_that_validate_train_and_eval_accept(clip, tmp_path
     h = e.hands("right")
     valid = h["valid"]
     assert len(valid) == 30 and valid.sum() >= 5  # the detector misses many frames of these renders
-    fit = e.meta.extra["fit_error_mm"]
-    assert len(fit) == 30 and all((f is None) == (not v) for f, v in zip(fit, valid))
-    assert max(f for f in fit if f is not None) <= 20.0
+    fit = e.fit_error_mm("right")
+    assert fit.shape == (30,) and (np.isfinite(fit) == valid).all() and fit[valid].max() <= 20.0
     assert e.meta.instruction == ep.instruction and e.meta.hand_source == "retargeted"
     np.testing.assert_allclose(e.K, ep.K)
     assert np.isfinite(h["transl"][valid]).all() and (h["transl"][valid, 2] > 0.1).all()

@@ -207,7 +207,7 @@ class Generate:
             raise SystemExit(f"{self.image}: no right hand in the first frame ({why}); pass --init INIT.json "
                              "(schema: docs/inference.md)")
         d = {k: fit[k][0].tolist() for k in FIELDS}
-        d.update(K=np.asarray(K).tolist(), side="right", fit_error_mm=round(float(fit["fit_error"][0]) * 1000, 2),
+        d.update(K=np.asarray(K).tolist(), side="right", fit_error_mm=round(float(fit["fit_error_mm"][0]), 2),
                  estimated_from=str(self.image), depth_points=int(track.depth_points[0]))
         return HandParams(*(torch.from_numpy(fit[k][0]) for k in FIELDS)), d
 

@@ -46,6 +46,8 @@ class Label:
     """Detections below this confidence count as no hand."""
     max_fit_error_mm: float = 20.0
     """Frames whose retargeting fit error is larger are masked."""
+    adapt: bool = True
+    """Per-video skeleton adaptation in the retargeting (the estimator's 21 points are not MANO's joints)."""
     estimator: str = "mediapipe"
     """Hand estimator: "mediapipe" or "package.module:factory" (docs/perception.md)."""
     retarget_model: Path | None = None
@@ -86,7 +88,7 @@ class Label:
             raise SystemExit(str(e)) from None
         cfg = LabelConfig(text=self.text, dataset=self.dataset, split=self.split, intrinsics=self.intrinsics,
                           depth=self.depth, fps=self.fps, smooth=self.smooth, min_score=self.min_score,
-                          max_fit_error_mm=self.max_fit_error_mm, overwrite=self.overwrite)
+                          max_fit_error_mm=self.max_fit_error_mm, adapt=self.adapt, overwrite=self.overwrite)
         writer = StoreWriter(self.out, max_short_side=self.max_short_side)
         failures, done = [], 0
         for src in tqdm(videos, desc="label", unit="video", disable=len(videos) == 1):

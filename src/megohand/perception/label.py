@@ -13,8 +13,9 @@ its suffix). Each may have a **sidecar** JSON beside it, ``clip.mp4`` -> ``clip.
      "split": "train"}
 
 Per frame the right hand is estimated, placed and retargeted (``megohand.perception.sequence``); frames
-without a credible hand are stored invalid (masked). The per-frame fit error goes to the episode's
-``extra["fit_error_mm"]`` (null where invalid), the labelling settings and counts to ``extra["label"]``.
+without a credible hand are stored invalid (masked). The per-frame fit error is stored with the hands
+(``Episode.fit_error_mm("right")``, NaN where invalid), the labelling settings, counts and the skeleton
+adaptation's offsets in ``extra["label"]``.
 Episodes are written atomically by ``megohand.data.store.StoreWriter``; those already in the store are skipped
 (resume), unless ``overwrite``.
 """
@@ -132,6 +133,7 @@ class LabelConfig:
     smooth: float = 1.0
     min_score: float = 0.5
     max_fit_error_mm: float = 20.0
+    adapt: bool = True
     overwrite: bool = False
 
 
@@ -207,11 +209,11 @@ def label_video(src: VideoSource, cfg: LabelConfig, writer, estimator, retargete
                        depth_name=str(depth_path or (depth_model and depth_model.path)))
     if len(track) != T:
         raise ValueError(f"{src.path}: decoded {len(track)} frames, the container says {T}")
-    hands = fit_track(retargeter, track, smooth=cfg.smooth, max_fit_error=cfg.max_fit_error_mm / 1000)
+    hands = fit_track(retargeter, track, smooth=cfg.smooth, max_fit_error_mm=cfg.max_fit_error_mm, adapt=cfg.adapt)
     if not hands["valid"].any():
         raise ValueError(f"{src.path}: no right hand found in any of its {T} frames (found {track.stats['found']}, "
                          "credible none); nothing written")
-    fit_error = hands.pop("fit_error")
+    offsets = hands.pop("offsets")
     if depth_path is not None:
         stored_depth, depth_source = iter_depth(depth_path, (H, W)), "sensor"
     elif depth_model is not None:
@@ -220,7 +222,6 @@ def label_video(src: VideoSource, cfg: LabelConfig, writer, estimator, retargete
         stored_depth, depth_source = None, "none"
     hand = retargeter.hands["right"]
     extra = {
-        "fit_error_mm": [round(float(e) * 1000, 3) if ok else None for e, ok in zip(fit_error, hands["valid"])],
         "label": {
             "source": str(src.path), "sidecar": None if src.sidecar_path is None else str(src.sidecar_path),
             "intrinsics": k_source, "estimator": type(estimator).__name__,
@@ -228,8 +229,9 @@ def label_video(src: VideoSource, cfg: LabelConfig, writer, estimator, retargete
             "depth_model": None if depth_model is None else str(depth_model.path),
             "frames": T, "hand_found": track.stats["found"], "placed": track.stats["valid"],
             "valid": int(hands["valid"].sum()), "smooth_frames": cfg.smooth, "min_score": cfg.min_score,
-            "max_fit_error_mm": cfg.max_fit_error_mm,
-            "mean_fit_error_mm": round(float(np.nanmean(np.where(hands["valid"], fit_error, np.nan))) * 1000, 3),
+            "max_fit_error_mm": cfg.max_fit_error_mm, "skeleton_adaptation": cfg.adapt,
+            "skeleton_offsets_mm": np.round(offsets * 1000, 2).tolist(),
+            "mean_fit_error_mm": round(float(np.nanmean(hands["fit_error_mm"])), 3),
             "depth_points_mean": float(track.depth_points[track.valid].mean()) if track.valid.any() else 0.0,
         },
     }

@@ -112,7 +112,8 @@ def smooth_joints(joints: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def fit_track(retargeter, track: HandTrack, smooth: float = 1.0, max_fit_error: float = 0.02) -> dict:
+def fit_track(retargeter, track: HandTrack, smooth: float = 1.0, max_fit_error_mm: float = 20.0,
+              adapt: bool = False) -> dict:
     """Retarget a track to hand parameters.
 
     Args:
@@ -120,20 +121,22 @@ def fit_track(retargeter, track: HandTrack, smooth: float = 1.0, max_fit_error: 
         track: :func:`track_hand`'s output.
         smooth: Gaussian std [frames] of the temporal smoothing of the joints before the fit (0: none); the
             refinement adds its own joint-acceleration term.
-        max_fit_error: frames whose mean joint error after the fit exceeds this [m] are masked (invalid).
+        max_fit_error_mm: frames whose mean joint error after the fit exceeds this [mm] are masked (invalid).
+        adapt: per-sequence skeleton adaptation of the retargeting (constant offsets of the estimator's points
+            from the hand model's joints, for a sequence; see docs/retarget.md).
     Returns:
         dict of float32 arrays in the store's layout: global_orient (T, 3), hand_pose (T, 15, 3), betas (T, 10),
-        transl (T, 3), ``valid`` (T,) bool, ``fit_error`` (T,) mean joint error of the fit [m] (NaN where
-        no hand).
+        transl (T, 3), ``valid`` (T,) bool, ``fit_error_mm`` (T,) mean joint error of the fit [mm] (NaN where
+        not valid), and ``offsets`` (21, 3) [m] of the adaptation (zeros without it).
     """
     J = smooth_joints(track.joints, smooth)
     if not np.isfinite(J).all(axis=(1, 2)).any():
         T = len(J)
         return {"global_orient": np.zeros((T, 3), np.float32), "hand_pose": np.zeros((T, 15, 3), np.float32),
                 "betas": np.zeros((T, 10), np.float32), "transl": np.zeros((T, 3), np.float32),
-                "valid": np.zeros(T, bool), "fit_error": np.full(T, np.nan, np.float32)}
-    res = retargeter.fit_sequence(J, order="openpose", side=track.side, unit="m")
-    err = res.pop("joint_error")
-    res["fit_error"] = err
-    res["valid"] = res["valid"] & (np.nan_to_num(err, nan=np.inf) <= max_fit_error)
+                "valid": np.zeros(T, bool), "fit_error_mm": np.full(T, np.nan, np.float32),
+                "offsets": np.zeros((21, 3), np.float32)}
+    res = retargeter.fit_sequence(J, order="openpose", side=track.side, unit="m", adapt=adapt)
+    res["valid"] = res["valid"] & (np.nan_to_num(res["fit_error_mm"], nan=np.inf) <= max_fit_error_mm)
+    res["fit_error_mm"] = np.where(res["valid"], res["fit_error_mm"], np.nan).astype(np.float32)
     return res
