@@ -130,26 +130,29 @@ def test_smoothing_stays_within_runs():
     np.testing.assert_array_equal(smooth_joints(J2, 1.0)[:5], S[:5])
 
 
-def test_local_depth_model_through_the_real_loading_code(tmp_path):
+def tiny_depth_anything(path, kind="metric"):
+    """A tiny random Depth Anything saved with save_pretrained (what a user's local folder holds)."""
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    from megohand.perception.depth import DepthModel
 
     backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                             patch_size=14, image_size=56, out_features=["stage1", "stage2", "stage3", "stage4"],
                             reshape_hidden_states=False)
     cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-                              fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type="metric", max_depth=20)
+                              fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type=kind, max_depth=20)
     torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(cfg).save_pretrained(tmp_path / "metric")
+    DepthAnythingForDepthEstimation(cfg).save_pretrained(path)
     DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
-                      do_pad=False).save_pretrained(tmp_path / "metric")
-    d = DepthModel(tmp_path / "metric")(np.zeros((48, 64, 3), np.uint8))
+                      do_pad=False).save_pretrained(path)
+    return path
+
+
+def test_local_depth_model_through_the_real_loading_code(tmp_path):
+    from megohand.perception.depth import DepthModel
+
+    d = DepthModel(tiny_depth_anything(tmp_path / "metric"))(np.zeros((48, 64, 3), np.uint8))
     assert d.shape == (48, 64) and d.dtype == np.float32 and np.isfinite(d).all() and (d >= 0).all()
-    cfg.depth_estimation_type = "relative"
-    DepthAnythingForDepthEstimation(cfg).save_pretrained(tmp_path / "relative")
     with pytest.raises(ValueError, match="relative-depth model"):
-        DepthModel(tmp_path / "relative")
+        DepthModel(tiny_depth_anything(tmp_path / "relative", "relative"))
     with pytest.raises(ValueError, match="no config.json"):
         DepthModel(tmp_path)
 
@@ -268,3 +271,15 @@ def test_generate_estimates_the_initial_hand(clip, tmp_path):
     main(["generate", "--image", str(tmp_path / "frame.png"), "--text", ep.instruction, "--out",
           str(tmp_path / "again"), "--frames", "2", "--init", str(out / "init.json")])  # passed back as --init
     assert (tmp_path / "again" / "overlay.mp4").is_file() and not (tmp_path / "again" / "init.json").exists()
+
+
+def test_label_with_a_depth_model_stores_the_estimated_depth(clip, tmp_path):
+    from megohand.cli.main import main
+    from megohand.data.store import Store
+
+    d, rgb, _ = clip
+    store = tmp_path / "store"
+    model = tiny_depth_anything(tmp_path / "m")  # random weights: any depth, so every fit is accepted
+    main(["label", str(d / "clip.mp4"), "--out", str(store), "--depth-model", str(model), "--max-fit-error-mm", "1e6"])
+    e = Store(store).open("labelled", "clip")
+    assert e.meta.depth_source == "estimated" and e.has_depth and e.depth(0).shape == (480, 640)
