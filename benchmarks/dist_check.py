@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from megohand import io
+
 ROOT = Path(__file__).resolve().parents[1]
 # toy-size compact policy (the CPU check): the settings of the tests' compact_cfg
 TINY = ("--model.horizon 4 --model.backbone.image-size 32 --model.backbone.width 32 --model.backbone.fusion-layers 1 "
@@ -56,16 +58,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def fsdp_config(path: Path, n: int, cuda: bool, preset: str) -> Path:
     """An accelerate config file for FSDP on n processes (docs/model.md's fsdp.yaml)."""
-    write_atomic(path, "\n".join([
+    io.write_text(path, "\n".join([
         "compute_environment: LOCAL_MACHINE",
         "distributed_type: FSDP",
         "mixed_precision: " + ("bf16" if cuda else "'no'"),  # a bare no would be YAML false
@@ -323,7 +318,7 @@ def main() -> None:
     for key, e in errors.items():
         print(f"{key}: FAILED: {e}")
     path = args.out or ROOT / "benchmarks" / "results" / f"dist_check_{args.device}.json"
-    write_atomic(path, json.dumps(out, indent=1))
+    io.write_text(path, json.dumps(out, indent=1))
     print(f"wrote {path}")
     sys.exit(0 if out["all_ok"] else 1)
 

@@ -2,8 +2,8 @@
 # The GPU measurements of benchmarks/results/, in the order they were made (one H100/H200).
 #
 #   bash benchmarks/gpu_suite.sh bench         # hand layer, renderer, paper-preset latency and training throughput
-#   bash benchmarks/gpu_suite.sh train         # synthetic benchmark (4 variants at once), TID curve, the demo checkpoint
-#   bash benchmarks/gpu_suite.sh scale         # the same world with 3x the episodes: TID vs T (window protocol)
+#   bash benchmarks/gpu_suite.sh train         # the synthetic benchmark (T, V, TI, TID x 2 seeds + A/B rows), the demo checkpoint
+#   bash benchmarks/gpu_suite.sh classic       # the first benchmark, on the 'classic' world (its published numbers)
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
@@ -15,12 +15,11 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 LOGS=runs/gpu_logs
 mkdir -p "$LOGS"
-STORE=runs/demo/store            # the demo's synthetic world: seed 0, 400 episodes, 128 px (scripts/train_demo.py)
-SYNTH_WORKERS=${SYNTH_WORKERS:-8}
-# Checkpoints every 250 steps, all kept: the TID curve, and a resume that loses little when a run is stopped. The
-# scripts add the synthetic world's own options (megohand.data.synthetic.TRAIN_OPTIONS: episode windows, per-step
-# action bounds), whose statistics synth_store computes once.
-SYNTH_TRAIN_ARGS="--save-every=250 --keep-last=40"
+SYNTH_WORKERS=${SYNTH_WORKERS:-14}
+# The recipes are named experiments (megohand.train.experiments); `megohand benchmark` draws the world, trains every
+# run (resumable: re-running continues from the checkpoints, every 250 steps) and evaluates. TRAIN_ARGS: more
+# `megohand train` overrides for every run, without their leading dashes (steps=3000 lr=1e-4).
+BENCH_TRAIN_ARGS="num-workers=2 save-every=250 ${TRAIN_ARGS:-}"
 
 step() {  # step NAME CMD...: run, log, report
   local name=$1; shift
@@ -33,47 +32,27 @@ step() {  # step NAME CMD...: run, log, report
   return 0
 }
 
-synth_store() {  # [STORE EPISODES WORKERS] + the statistics of the synthetic training options, once (not by each
-                 # of the parallel trainings)
-  local store=${1:-$STORE} episodes=${2:-400} workers=${3:-$SYNTH_WORKERS}
-  $PY -m megohand.cli.main synth --out "$store" --episodes "$episodes" --seed 0 --image-size 128 --workers "$workers" &&
-    $PY -m megohand.cli.main stats --root "$store" --window-scope episode --mode min_max_per_step
-}
-
 for phase in "$@"; do
   case $phase in
     bench)
       nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
-      (synth_store > "$LOGS/synth.log" 2>&1 &)   # CPU only: ready for `train`
       step hand_layer $PY benchmarks/hand_layer.py --device cuda
       step render $PY benchmarks/render.py --device-name gpu
       step latency $PY benchmarks/latency.py
       step train_throughput $PY benchmarks/train_throughput.py --preset paper --batch-size 16
       ;;
-    train)  # TRAIN_STEPS (default 6000); TRAIN_ARGS: the `megohand train` options (default below). Re-running
-            # resumes the four trainings from their last checkpoint (every 250 steps) and the curve from its JSON.
-      extra=(); for a in ${TRAIN_ARGS:-$SYNTH_TRAIN_ARGS}; do extra+=("--train-arg=$a"); done
-      step synth synth_store
-      $PY scripts/checkpoint_curve.py --run runs/synthetic_benchmark/train_TID --store "$STORE" --watch --poll-s 10 \
-        --device cuda --out benchmarks/results/curve_synthetic_TID.json > "$LOGS/curve.log" 2>&1 &
-      step synthetic_benchmark $PY scripts/synthetic_benchmark.py --store "$STORE" --episodes 400 --parallel \
-        --workers 3 --steps "${TRAIN_STEPS:-6000}" --work runs/synthetic_benchmark "${extra[@]}"
-      step demo_export $PY scripts/train_demo.py --work runs/demo --run runs/synthetic_benchmark/train_TID \
-        --steps "${TRAIN_STEPS:-6000}" --no-check "${extra[@]}"
-      wait  # the curve of the TID run
+    train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
+      step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 \
+        --ablations no-grounding no-dropout --parallel --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} \
+        --train-args $BENCH_TRAIN_ARGS
+      [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0 --no-check
       ;;
-    scale)  # more data: TID vs T on a SCALE_EPISODES-episode world (default 1200; its first 400 are the demo store's),
-            # SCALE_STEPS steps (default 4000), window protocol only
-      n=${SCALE_EPISODES:-1200}
-      step synth_scale synth_store "runs/synth$n/store" "$n" 14
-      step synthetic_benchmark_scale $PY scripts/synthetic_benchmark.py --store "runs/synth$n/store" --episodes "$n" \
-        --parallel --workers 6 --variants TID T --steps "${SCALE_STEPS:-4000}" --rollout-frames 0 \
-        --work "runs/synth$n" --out "runs/synth$n/results" --train-arg=--save-every=500
-      for f in json md; do cp "runs/synth$n/results/synthetic_benchmark.$f" "benchmarks/results/synthetic_benchmark_${n}ep.$f"; done
+    classic)
+      step benchmark_classic megohand benchmark --config synthetic-classic --work runs/benchmark_classic \
+        --parallel --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} --train-args $BENCH_TRAIN_ARGS
       ;;
     dist)  # 1 GPU, paper preset (random init): train 8 steps, stop at 4, resume, compare with an uninterrupted run
-      DIST_STORE=$STORE; [ -f "$STORE/store.json" ] || DIST_STORE=runs/dist_check/store   # else a 40-episode one
-      step dist $PY benchmarks/dist_check.py --store "$DIST_STORE" --make-store --preset paper --device cuda \
+      step dist $PY benchmarks/dist_check.py --store runs/dist_check/store --make-store --preset paper --device cuda \
         --processes 1 --steps 8 --stop-after 4 --keep-last 1 --batch-size 16
       ;;
     convert)

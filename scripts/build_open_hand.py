@@ -32,13 +32,13 @@ Run:  python scripts/build_open_hand.py            (writes both assets + docs/op
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import nnls
 from scipy.spatial.transform import Rotation
+
+from megohand import io
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSET_DIR = ROOT / "src" / "megohand" / "hand" / "assets"
@@ -504,10 +504,9 @@ def render_views(asset: dict, hand_pose, path: Path, title: str, betas=None, vie
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def render_shapes(asset: dict, path: Path, modes=(0, 1, 2, 3, 4, 5), value=2.5):
@@ -533,10 +532,9 @@ def render_shapes(asset: dict, path: Path, modes=(0, 1, 2, 3, 4, 5), value=2.5):
                                 fontsize=8)
     fig.suptitle("open hand shape space (rest pose)", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------- build
@@ -570,12 +568,8 @@ def save_asset(asset: dict, path: Path) -> None:
     for k, v in asset.items():
         v = np.asarray(v)
         out[k] = v.astype(np.float32) if v.dtype.kind == "f" else v
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **out)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **out)
 
 
 def build(verbose: bool = True, phenotype_samples: int = 48) -> dict:

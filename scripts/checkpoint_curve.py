@@ -13,24 +13,23 @@ Checkpoints already in the output are skipped, so ``--watch`` can follow a run w
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import tyro
+
+from megohand.data.store import Store
+from megohand.evaluate.evaluator import EvalConfig, baseline_factories, evaluate_store
+from megohand.hand import load_hand_model
+from megohand.inference.policy import load_policy
+from megohand.io import write_json
+from megohand.train.checkpoint import list_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from megohand.data.store import Store  # noqa: E402
-from megohand.evaluate.evaluator import EvalConfig, baseline_factories, evaluate_store  # noqa: E402
-from megohand.hand import load_hand_model  # noqa: E402
-from megohand.inference.policy import load_policy  # noqa: E402
-from megohand.train.checkpoint import list_checkpoints  # noqa: E402
-from results_io import write_json  # noqa: E402
 
 KEYS = ("mpjpe_cm", "mpjpe_pa_cm", "mwte_cm", "mre_rad", "jitter_m_s3")
 GROUP = "[synthetic]"
@@ -53,19 +52,27 @@ def val_losses(run: Path) -> dict[int, float]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, required=True, help="a `megohand train --out` folder")
-    ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/curve_<run name>.json")
-    ap.add_argument("--watch", action="store_true", help="poll for new checkpoints until run/model is evaluated")
-    ap.add_argument("--poll-s", type=float, default=30.0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (leave the rest to a training run)")
-    ap.add_argument("--device", default="cpu", help="where the checkpoints run (cpu, cuda)")
-    ap.add_argument("--noise-scale", type=float, default=None,
-                    help="initial-noise scale of the sampler (default: the checkpoint's, 1; 0 = deterministic)")
-    args = ap.parse_args()
+@dataclass
+class Args:
+    run: Path
+    """A `megohand train --out` folder."""
+    store: Path
+    """Store whose test split is evaluated."""
+    out: Path | None = None
+    """Result JSON (default: benchmarks/results/curve_<run name>.json)."""
+    watch: bool = False
+    """Poll for new checkpoints until run/model is evaluated."""
+    poll_s: float = 30.0
+    """Seconds between polls."""
+    threads: int = 1
+    """Torch threads (leave the rest to a training run)."""
+    device: str = "cpu"
+    """Where the checkpoints run (cpu, cuda)."""
+    noise_scale: float | None = None
+    """Initial-noise scale of the sampler (default: the checkpoint's, 1; 0 = deterministic)."""
 
+
+def main(args: Args) -> None:
     torch.set_num_threads(args.threads)
     out = args.out or REPO / "benchmarks" / "results" / f"curve_{args.run.name}.json"
     report = json.loads(out.read_text()) if out.is_file() else {"benchmark": "checkpoint_curve", "points": []}
@@ -96,7 +103,7 @@ def main() -> None:
                 policy = load_policy(path, args.device, noise_scale=args.noise_scale)
             except FileNotFoundError:  # pruned by the trainer meanwhile
                 continue
-            cfg = EvalConfig(horizon=policy.horizon, rollout_frames=0, batch_size=64, seed=0)
+            cfg = EvalConfig(horizon=policy.horizon, rollout_frames=0, batch_size=64, seed=0, reliance=())
             if "baselines" not in report:
                 report["baselines"] = window_metrics(store, baseline_factories(policy.horizon), hand, cfg)
             t = time.time()
@@ -105,7 +112,7 @@ def main() -> None:
                      "eval_s": round(time.time() - t, 1)}
             report["points"] = sorted([*report["points"], point], key=lambda p: (p["step"], p["checkpoint"]))
             done.add(path.name)
-            write_json(report, out)
+            write_json(out, report, allow_nan=True)
             static = report["baselines"]["static"]["mpjpe_cm"]
             print(f"step {step:6d}  window MPJPE {metrics['mpjpe_cm']:6.2f} cm (static {static:.2f})  "
                   f"MWTE {metrics['mwte_cm']:6.2f}  val loss {point['val_loss_fm']}", flush=True)
@@ -113,9 +120,9 @@ def main() -> None:
             break
         time.sleep(args.poll_s)
     report["val_loss_fm_curve"] = [[step, loss] for step, loss in sorted(val_losses(args.run).items())]
-    write_json(report, out)
+    write_json(out, report, allow_nan=True)
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

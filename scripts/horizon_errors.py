@@ -11,34 +11,38 @@ the static baseline. Writes benchmarks/results/horizon_errors.json (or --out).
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import tyro
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from megohand.data.windows import WindowDataset  # noqa: E402
-from megohand.inference.policy import DEMO_CHECKPOINT, load_model  # noqa: E402
-from results_io import write_json  # noqa: E402
+from megohand.data.windows import WindowDataset
+from megohand.inference.policy import DEMO_CHECKPOINT, load_model
+from megohand.io import write_json
 
 T = slice(96, 99)  # wrist offset t_{k+i} - t_k in the action vector (megohand.hand.vector)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder (default: the shipped demo)")
-    ap.add_argument("--windows", type=int, default=96, help="test windows drawn at random (window stride 16)")
-    ap.add_argument("--steps", type=int, default=None, help="Euler steps K (default: the model's)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "horizon_errors.json")
-    args = ap.parse_args()
+@dataclass
+class Args:
+    store: Path
+    """Store whose test split is evaluated."""
+    ckpt: Path | None = None
+    """Checkpoint folder (default: the shipped demo)."""
+    windows: int = 96
+    """Test windows drawn at random (window stride 16)."""
+    steps: int | None = None
+    """Euler steps K (default: the model's)."""
+    seed: int = 0
+    """Seed of the window draw and the noise."""
+    out: Path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "horizon_errors.json"
+    """Result JSON."""
 
+
+def main(args: Args) -> None:
     torch.set_num_threads(2)
     model = load_model(args.ckpt or DEMO_CHECKPOINT).eval()
     L = model.config.horizon
@@ -68,15 +72,15 @@ def main() -> None:
     print("step  model [cm]  static [cm]  model [units]")
     for i in range(L):
         print(f"{i + 1:4d}  {model_cm[i]:10.2f}  {static_cm[i]:11.2f}  {model_units[i]:13.3f}")
-    write_json({
+    write_json(args.out, {
         "benchmark": "horizon_errors", "checkpoint": str(args.ckpt or "demo (shipped)"), "store": str(args.store),
         "windows": len(items), "steps": args.steps, "unit_m": unit.tolist(),
         "model_wrist_offset_error_cm": model_cm, "static_wrist_offset_error_cm": static_cm,
         "model_error_normalised_units": model_units,
         "command": "python scripts/horizon_errors.py " + " ".join(sys.argv[1:]),
-    }, args.out)
+    }, allow_nan=True)
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

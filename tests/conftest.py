@@ -32,3 +32,21 @@ def hands(hand_dir):
     from megohand.data.sources.pipeline import HandModels
 
     return HandModels(hand_dir)
+
+
+def cli_error(capsys, argv: list[str], code: int | None = None) -> str:
+    """Run ``megohand ARGV`` in process, expecting a failure: returns its one-line stderr message after
+    checking the exit status is non-zero (``code`` if given), the message is one line and no traceback."""
+    from megohand.cli.main import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(list(map(str, argv)))
+    err = capsys.readouterr().err
+    assert e.value.code not in (0, None), err
+    if code is not None:
+        assert e.value.code == code, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and "%|" not in ln and "it/s" not in ln]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("megohand "), err
+    return lines[0]

@@ -17,6 +17,7 @@ from megohand.evaluate.evaluator import EvalConfig, baseline_factories, evaluate
 from megohand.evaluate.tables import results_markdown
 from megohand.hand.model import HandModel
 from megohand.hand.vector import HandParams
+from conftest import cli_error
 
 torch.set_num_threads(1)
 
@@ -233,7 +234,7 @@ def test_demo_smoke(tmp_path):
         pytest.skip("no bundled hand model asset")
     Demo(out=tmp_path, random_init=True, episodes=2, rollout_frames=8).run()
     rep = json.loads((tmp_path / "demo.json").read_text())
-    assert rep["methods"] == ["model", "static", "const-vel"]
+    assert rep["methods"] == ["model", "static", "const-vel"] and rep["reliance"]
     assert set(rep["results"]) == {"window", "rollout-tof", "rollout-raw"}
     assert rep["datasets"]["synthetic"]["episodes"] == 2
     assert rep["results"]["window"]["static"]["[synthetic]"]["mpjpe_cm"] > 0
@@ -241,7 +242,7 @@ def test_demo_smoke(tmp_path):
         assert (tmp_path / f).stat().st_size > 0
 
 
-def test_eval_cli_baselines_only(store, tmp_path):
+def test_eval_cli_baselines_only(store, tmp_path, capsys):
     from megohand.cli.main import main
 
     hand = tiny_hand_file(tmp_path / "hand.npz")
@@ -252,5 +253,4 @@ def test_eval_cli_baselines_only(store, tmp_path):
     assert rep["methods"] == ["static", "const-vel"] and rep["hand_model"] == "tiny-test-hand"
     assert set(rep["datasets"]) == {"synthetic", "taco", "h2o"}
     assert "## Group in-domain: h2o, taco" in (out / "eval.md").read_text()
-    with pytest.raises(SystemExit, match="not found"):
-        main(["eval", "--root", str(tmp_path / "nope"), "--baselines-only"])
+    assert "not found" in cli_error(capsys, ["eval", "--root", tmp_path / "nope", "--baselines-only"])

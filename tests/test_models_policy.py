@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from megohand.data.normalize import Normalizer
+from megohand.errors import UserError
 from megohand.models import MEgoHandPolicy, PolicyConfig
 from megohand.models.config import DiTConfig
 from megohand.models.policy import MinMax, normalizer_bounds
@@ -133,7 +134,7 @@ def test_save_and_load_roundtrip(compact_policy, tmp_path):
     p.save_pretrained(tmp_path / "ck")  # overwrite in place, atomically
     assert not [x for x in tmp_path.iterdir() if x.name.startswith(".")]
     (tmp_path / "ck" / "normalizer.json").unlink()
-    with pytest.raises(FileNotFoundError, match="normalizer.json"):
+    with pytest.raises(UserError, match="normalizer.json is missing"):
         MEgoHandPolicy.from_pretrained(tmp_path / "ck")
 
 

@@ -28,6 +28,7 @@ from megohand.hand.retarget import (
     train_inverse_mano,
     two_stage_loss,
 )
+from conftest import cli_error
 
 torch.set_num_threads(2)
 
@@ -396,7 +397,7 @@ def test_checkpoint_errors_name_the_file(tmp_path, test_hand_net):
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_cli_train_and_apply(tmp_path, hand_dir):
+def test_cli_train_and_apply(tmp_path, hand_dir, capsys):
     from megohand.cli.main import main
 
     main(["retarget", "train", "--out", str(tmp_path / "net"), "--steps", "30", "--batch-size", "32", "--hidden", "32",
@@ -421,12 +422,11 @@ def test_cli_train_and_apply(tmp_path, hand_dir):
           "--out", str(tmp_path / "p.json")])
     js = json.loads((tmp_path / "p.json").read_text())
     assert len(js["transl"]) == 6 and js["valid"][2] is False and js["fit_error_mm"][2] is None
-    with pytest.raises(SystemExit, match="megohand retarget train"):
-        main(["retarget", "apply", "--joints", str(tmp_path / "j.npy"), "--order", "openpose", "--mano-dir",
-              str(hand_dir), "--out", str(tmp_path / "q.npz")])
-    with pytest.raises(SystemExit, match="j.txt"):
-        main(["retarget", "apply", "--model", str(tmp_path / "net"), "--joints", str(tmp_path / "j.txt"),
-              "--mano-dir", str(hand_dir), "--out", str(tmp_path / "q.npz")])
+    assert "megohand retarget train" in cli_error(capsys, [
+        "retarget", "apply", "--joints", tmp_path / "j.npy", "--order", "openpose", "--mano-dir", hand_dir,
+        "--out", tmp_path / "q.npz"])
+    assert "j.txt" in cli_error(capsys, ["retarget", "apply", "--model", tmp_path / "net", "--joints",
+                                         tmp_path / "j.txt", "--mano-dir", hand_dir, "--out", tmp_path / "q.npz"])
 
 
 def test_cli_train_mixes_store_hands(tmp_path, hand_dir):

@@ -134,5 +134,5 @@ def test_train_config_weights_and_errors(tmp_path):
     assert TrainConfig(datasets=("a:2", "b")).dataset_weights() == {"a": 2.0, "b": 1.0}
     with pytest.raises(ValueError, match="weight"):
         TrainConfig(datasets=("a:x",)).dataset_weights()
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="store folder not found"):
         train(TrainConfig(store=tmp_path / "nope", out=tmp_path / "o", model=compact_cfg(), progress=False))

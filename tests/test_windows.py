@@ -187,3 +187,31 @@ def test_augment_is_seeded(tmp_path):
     a = WindowDataset(tmp_path, horizon=2, image_size=16, augment=True, seed=3)
     b = WindowDataset(tmp_path, horizon=2, image_size=16, augment=True, seed=3)
     assert torch.equal(a[1]["image"], b[1]["image"]) and torch.equal(a[1]["K"], b[1]["K"])
+
+
+def test_training_and_inference_see_the_same_picture(tmp_path):
+    """One non-square (64 x 48) frame through the training path (WindowDataset) and the inference path (the frame as
+    evaluation and generate give it to the policy): identical image and depth tensors, a crop and never a squash."""
+    from megohand.evaluate.evaluator import load_episode
+    from megohand.models import MEgoHandPolicy, PolicyConfig
+    from dataclasses import replace
+
+    write(tmp_path, "arctic", "s01/box_use_02", T=6, split="test")
+    S = 32
+    ds = WindowDataset(tmp_path, split="test", horizon=4, image_size=S)
+    c = PolicyConfig.compact()
+    policy = MEgoHandPolicy(replace(c, backbone=replace(c.backbone, image_size=S, width=32, fusion_layers=1)))
+    ep = load_episode(Store(tmp_path), "arctic", "s01/box_use_02")
+    for i in (0, 3):
+        sample = ds[i]
+        img, dep = ep.observe([sample["meta"]["k"]])
+        assert img.shape[-2:] == (48, 64)  # the full frame reaches the policy
+        x, d = policy.preprocess(img, dep)
+        assert torch.equal((x[0] * 255).round().to(torch.uint8), sample["image"])
+        assert torch.equal(d[0], sample["depth"])
+    # a crop: the 48 x 48 centre columns 8..55 of the stored (JPEG) frame, resized (oracle: numpy slicing + PIL)
+    from PIL import Image
+
+    centre = Image.fromarray(np.ascontiguousarray(ep.episode_obj.rgb(sample["meta"]["k"])[:, 8:56]))
+    expect = np.asarray(centre.resize((S, S), Image.BILINEAR)).transpose(2, 0, 1)
+    np.testing.assert_array_equal(sample["image"].numpy(), expect)

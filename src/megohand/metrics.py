@@ -249,3 +249,25 @@ def hand_metrics(pred, gt, hand, fps: float, mask=None) -> dict[str, float]:
     out = {k: float(v) for k, v in out.items()}
     out["mre_deg"] = math.degrees(out["mre_rad"])
     return out
+
+
+# ---------------------------------------------------------------------------- task metrics (scenes with objects)
+
+GRIP_JOINTS = (16, 17, 18)
+"""MANO21 indices of the thumb, index and middle fingertips: their mean is the hand's grip point."""
+
+
+def grip_point(joints: torch.Tensor) -> torch.Tensor:
+    """(..., 21, 3) joints (MANO21 order) -> (..., 3) grip point, the mean of the thumb, index and middle tips."""
+    return joints[..., list(GRIP_JOINTS), :].mean(-2)
+
+
+def closest_object(grip: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Index (...,) of the object whose centre is nearest to the grip point: grip (..., 3), centers (..., N, 3)."""
+    return (centers - grip[..., None, :]).norm(dim=-1).argmin(-1)
+
+
+def carried_to(grip_contact: torch.Tensor, grip_release: torch.Tensor, center_contact: torch.Tensor) -> torch.Tensor:
+    """Where a hand that grips an object at its contact frame and lets go at its release frame leaves the object's
+    centre, if the object moves rigidly with the grip point: ``center_contact + grip_release - grip_contact``, (..., 3)."""
+    return center_contact + grip_release - grip_contact

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from megohand.data.sources import SOURCES
+from megohand.errors import UserError, check
 
 
 def _layouts() -> str:
@@ -60,17 +61,32 @@ class Convert:
     refine_steps: int = 100
     """Per-sequence refinement steps after the retargeting network (0: network only)."""
     max_short_side: int | None = None
-    """Downscale stored frames whose short side is larger (K scaled to match)."""
+    """Downscale stored frames whose short side is larger (K scaled to match); at least 16."""
     overwrite: bool = False
-    """Rewrite episodes already in the store."""
+    """Rewrite episodes already in the store (and write into a non-empty --out that is not a store)."""
+    skip_unit_checks: bool = False
+    """Store hands farther than 5 m from the camera and sensor depth beyond 20 m (refused by default: such values
+    mean millimetres or centimetres were read as metres)."""
     keep_going: bool = False
     """Report failing episodes and continue (exit status 1 at the end) instead of stopping."""
 
     def run(self) -> None:
         import sys
 
+        from megohand import io
         from megohand.data.sources import get_source
+        from megohand.data.store import has_episodes
+        from megohand.errors import check, check_input, check_min
 
+        check_min(1, workers=self.workers)
+        check_min(0, refine_steps=self.refine_steps)
+        check_min(16, max_short_side=self.max_short_side)
+        check_input(self.src, "--src", what=f"{self.dataset} source")
+        for option, path in (("--mano-dir", self.mano_dir), ("--retarget-model", self.retarget_model)):
+            if path is not None:
+                check(path.exists(), option, str(path), "an existing path")
+        io.check_output_dir(self.out, self.overwrite, accept=lambda p: (p / "store.json").is_file())
+        i, n = parse_shard(self.shard)
         src = get_source(self.dataset)(self.src)
         if getattr(src, "joints_only", False) and self.retarget_model is None:
             from megohand.hand.retarget import Retargeter
@@ -78,19 +94,20 @@ class Convert:
             try:  # the network shipped for the bundled open hand; with MANO the user trains one
                 Retargeter.from_pretrained(None, mano_dir=self.mano_dir)
             except ValueError as e:
-                raise SystemExit(f"{self.dataset} releases hand joints only: {e}") from None
+                raise UserError(f"{self.dataset} releases hand joints only: {e}") from None
         all_tasks = src.tasks()
         if self.tasks:
             known = set(all_tasks)
             unknown = [t for t in self.tasks if t not in known]
             if unknown:
-                raise SystemExit(f"unknown {self.dataset} task ids under {self.src}: {unknown[:5]}")
+                raise UserError(f"unknown {self.dataset} task ids {unknown[:5]}", path=self.src, field="--tasks",
+                                hint=f"{len(all_tasks)} tasks found there, e.g. {all_tasks[:3]}")
             tasks = list(self.tasks)
         else:
             tasks = all_tasks
-        i, n = parse_shard(self.shard)
         tasks = tasks[i::n]
-        failures = run_tasks(self, tasks)
+        with io.cleanup_on_error(self.out, keep=has_episodes):  # no empty store left behind
+            failures = run_tasks(self, tasks)
         for task, msg in failures:
             print(f"FAILED {self.dataset}/{task}: {msg}", file=sys.stderr)
         if failures:
@@ -105,9 +122,8 @@ def parse_shard(shard: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in shard.split("/"))
     except ValueError:
-        raise SystemExit(f"--shard must look like i/n, got {shard!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise SystemExit(f"--shard i/n needs 0 <= i < n, got {shard!r}")
+        i, n = -1, 0
+    check(n >= 1 and 0 <= i < n, "--shard", shard, "i/n with 0 <= i < n, e.g. 0/4")
     return i, n
 
 
@@ -142,7 +158,8 @@ def _convert_one(task: str) -> tuple[str, str | None]:
         return task, None
     try:
         ep = src.load(task)
-        convert_episode(ep, writer, _STATE["hands"], depth=cfg.depth, retargeter=_STATE["retargeter"], overwrite=cfg.overwrite)
+        convert_episode(ep, writer, _STATE["hands"], depth=cfg.depth, retargeter=_STATE["retargeter"], overwrite=cfg.overwrite,
+                        unit_checks=not cfg.skip_unit_checks)
     except (ValueError, OSError) as e:  # SourceError, StoreError: bad input, named in the message
         if not cfg.keep_going:
             raise

@@ -44,6 +44,8 @@ class Demo:
     """Torch CPU threads (1 is fastest on a busy or 2-core machine; 0 = torch's default)."""
     mano_dir: Path | None = None
     """MANO folder or MANO-format file for the hand; default $MANO_MODEL_DIR, else the bundled open hand."""
+    overwrite: bool = False
+    """Write into a non-empty --out that holds no earlier demo (an earlier demo's files are replaced)."""
 
     def run(self) -> None:
         import numpy as np
@@ -52,13 +54,23 @@ class Demo:
         from megohand.cli.eval import write_report
         from megohand.cli.generate import overlay_frames
         from megohand.data.store import Store
-        from megohand.evaluate.evaluator import EvalConfig, baseline_factories, evaluate_store, load_episode
+        from megohand.evaluate.evaluator import (EvalConfig, baseline_factories, evaluate_store, load_episode,
+                                                 task_outcome)
         from megohand.hand import load_hand_model
         from megohand.inference.policy import DEMO_CHECKPOINT, ModelPolicy, load_policy
         from megohand.inference.rollout import rollout
         from megohand.viz.strip import pick, save_strip
         from megohand.viz.video import write_mp4
 
+        from megohand import io
+        from megohand.errors import check_input, check_min
+
+        check_min(1, episodes=self.episodes, stride=self.stride, steps=self.steps)
+        check_min(2, rollout_frames=self.rollout_frames)
+        check_min(0, threads=self.threads)
+        if self.ckpt is not None and not self.random_init:
+            check_input(self.ckpt, "--ckpt", what="checkpoint")
+        io.check_output_dir(self.out, self.overwrite, accept=lambda p: (p / "demo.json").is_file() or (p / "scenes").is_dir())
         t0 = time.perf_counter()
         if self.threads > 0:
             torch.set_num_threads(self.threads)
@@ -84,8 +96,8 @@ class Demo:
         print(f"[{time.perf_counter() - t0:5.1f} s] evaluated")
         write_report(report, self.out, "demo", "MEgoHand demo: held-out synthetic scenes (unseen combinations)")
 
-        ref = store.episodes(split="test")[0]
-        ep = load_episode(store, ref.dataset, ref.episode)
+        ep = pick_scene([load_episode(store, r.dataset, r.episode) for r in store.episodes(split="test")],
+                        self.rollout_frames)
         T = min(self.rollout_frames, ep.states.shape[0] - 2)
 
         def observe(k):
@@ -102,8 +114,30 @@ class Demo:
         video = overlay_frames(frames, verts, hand.faces.numpy(), eo.K, color=PRED_COLOR)
         write_mp4(video, self.out / "demo.mp4", ep.fps)
         save_strip([video[i] for i in pick(len(video), 6)], self.out / "demo.png")
-        print(f"scene {ref.episode}: \"{ep.instruction}\" (true hand: skin colour in the frames; model, TOF: blue)")
+        print(f"scene {ep.episode}: \"{ep.instruction}\" (true hand: skin colour in the frames; model, TOF: blue)")
+        outcome = task_outcome(hand, res.states[0], ep, first_frame=1)
+        if outcome is not None:
+            names = [f"{o['color']} {o['shape']}" for o in ep.episode_obj.meta.extra["objects"]]
+            target, got = names[ep.facts.target], names[outcome["closest"]]
+            print(f"the model's hand reaches the {got}" + (" (the instructed object)" if outcome["hit"] else
+                                                           f", not the instructed {target}")
+                  + ("" if outcome["dest_cm"] is None else f"; leaves it {outcome['dest_cm']:.1f} cm from its destination"))
         print(f"[{time.perf_counter() - t0:5.1f} s] wrote {self.out / 'demo.mp4'} and {self.out / 'demo.png'}")
+
+
+def pick_scene(eps: list, rollout_frames: int):
+    """The scene to render: the first whose instructed object is touched (and, if any, put on its destination) within
+    the rollout and that holds another object of the instructed one's shape or colour, so that only the picture
+    says which one to take; else the first."""
+    def matters(e) -> bool:
+        f = e.facts
+        if f is None or f.contact_frame is None or f.contact_frame > rollout_frames:
+            return False
+        objs = e.episode_obj.meta.extra["objects"]
+        t = objs[f.target]
+        return any(i != f.target and (o["shape"] == t["shape"] or o["color"] == t["color"]) for i, o in enumerate(objs))
+
+    return next((e for e in eps if matters(e)), eps[0])
 
 
 def tiny_random_policy():

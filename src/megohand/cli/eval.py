@@ -12,7 +12,7 @@ from megohand.evaluate.evaluator import EvalConfig
 class Eval:
     """Evaluate a checkpoint and the static / constant-velocity baselines on the test split of a store.
 
-    Protocols (paper.md §13.3): per 16-frame window from the GT state with the raw chunk (primary) and
+    Protocols (arXiv 2505.16602, section 4; docs/metrics.md): per 16-frame window from the GT state with the raw chunk (primary) and
     closed-loop rollouts with and without TOF (secondary). Writes ``eval.md`` and ``eval.json`` in --out.
     """
 
@@ -30,17 +30,25 @@ class Eval:
     """Torch device of the model (cpu, cuda, cuda:1, ...)."""
     protocol: EvalConfig = field(default_factory=EvalConfig)
     """Protocol knobs."""
+    overwrite: bool = False
+    """Replace an existing eval.md / eval.json in --out."""
 
     def run(self) -> None:
         import dataclasses
 
+        from megohand import io
         from megohand.data.store import Store
+        from megohand.errors import check_input
         from megohand.evaluate.evaluator import baseline_factories, evaluate_store
         from megohand.hand import load_hand_model
         from megohand.inference.policy import load_policy
 
-        if not self.root.is_dir():
-            raise SystemExit(f"{self.root}: store folder not found")
+        check_input(self.root, "--root", what="store")
+        check_protocol(self.protocol)
+        for name in ("eval.json", "eval.md"):
+            io.check_output_file(self.out / name, self.overwrite)
+        if self.ckpt is not None and not self.baselines_only:
+            check_input(self.ckpt, "--ckpt", what="checkpoint")
         cfg = self.protocol
         methods = {}
         if not self.baselines_only:
@@ -49,24 +57,34 @@ class Eval:
             methods["model"] = lambda prev, stride: policy
         methods.update(baseline_factories(cfg.horizon))
         hand = load_hand_model(self.mano_dir)
-        report = evaluate_store(Store(self.root), methods, hand, cfg)
+        report = evaluate_store(Store(self.root), methods, hand, cfg, progress=True)
         report["hand_model"] = hand.name
         report["checkpoint"] = None if self.baselines_only else str(self.ckpt or "demo (shipped)")
         write_report(report, self.out, "eval", f"Evaluation of {self.root}")
 
 
+def check_protocol(cfg: EvalConfig, prefix: str = "--protocol.") -> None:
+    """Protocol knobs in range (UserError naming the option otherwise)."""
+    from megohand.errors import check
+
+    opts = {"horizon": cfg.horizon, "window_stride": cfg.window_stride, "stride": cfg.stride,
+            "batch_size": cfg.batch_size, "steps": cfg.steps}
+    for name, value in opts.items():
+        if value is not None:
+            check(value >= 1, prefix + name.replace("_", "-"), value, "an integer >= 1")
+    for name in ("rollout_frames", "max_episodes", "noise_scale"):
+        value = getattr(cfg, name)
+        if value is not None:
+            check(value >= 0, prefix + name.replace("_", "-"), value, "a number >= 0")
+
+
 def write_report(report: dict, out: Path, stem: str, title: str) -> None:
     """Write ``<stem>.json`` and ``<stem>.md`` in ``out`` atomically and print the Markdown."""
-    import json
-    import os
-
+    from megohand import io
     from megohand.evaluate.tables import results_markdown
 
-    out.mkdir(parents=True, exist_ok=True)
     md = results_markdown(report, title)
-    for name, text in ((f"{stem}.json", json.dumps(report, indent=1, allow_nan=True)), (f"{stem}.md", md)):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    io.write_json(out / f"{stem}.json", report, allow_nan=True)
+    io.write_text(out / f"{stem}.md", md)
     print(md)
     print(f"wrote {out / (stem + '.md')} and {out / (stem + '.json')}")

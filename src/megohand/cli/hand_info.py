@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass
@@ -12,7 +13,7 @@ class HandInfo:
 
     mano_dir: Path | None = None
     """Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (or .npz); default: $MANO_MODEL_DIR, else the bundled open hand."""
-    side: str = "right"
+    side: Literal["right", "left"] = "right"
     """Hand side: right or left."""
 
     def run(self) -> None:

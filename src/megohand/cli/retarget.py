@@ -8,6 +8,8 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
+from megohand.errors import check_input
+
 ORDERS = Literal["mano", "openpose", "manopth", "fpha", "holoassist"]
 
 
@@ -49,6 +51,8 @@ class Train:
     """Held-out hands for the final error report (0: skip)."""
     half: bool = False
     """Store float16 weights (half the size)."""
+    overwrite: bool = False
+    """Replace the network in a non-empty --out."""
 
     def run(self) -> None:
         import json
@@ -64,6 +68,17 @@ class Train:
             train_inverse_mano,
         )
 
+        from megohand import io
+        from megohand.errors import check, check_fraction, check_min
+
+        check_min(1, steps=self.steps, batch_size=self.batch_size, hidden=self.hidden, blocks=self.blocks,
+                  threads=self.threads)
+        check_min(0, noise=self.noise, eval_hands=self.eval_hands)
+        check(self.lr > 0, "--lr", self.lr, "a learning rate > 0")
+        check_fraction(switch=self.switch)
+        if self.store is not None:
+            check_input(self.store, "--store", what="store")
+        io.check_output_dir(self.out, self.overwrite)
         if self.threads:
             torch.set_num_threads(self.threads)
         hand = load_hand_model(self.mano_dir, device=self.device)
@@ -122,12 +137,20 @@ class Apply:
     """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand)."""
     key: str | None = None
     """Array name inside an .npz input."""
+    overwrite: bool = False
+    """Replace an existing --out."""
 
     def run(self) -> None:
         from megohand.hand.retarget import Retargeter
 
-        if self.out.suffix not in (".npz", ".json"):
-            raise SystemExit(f"{self.out}: output must be .npz or .json")
+        from megohand import io
+        from megohand.errors import check, check_min
+
+        check(self.out.suffix in (".npz", ".json"), "--out", str(self.out), "a file name ending in .npz or .json")
+        check_min(0, refine_steps=self.refine_steps, smooth=self.smooth)
+        if self.model is not None:
+            check_input(self.model, "--model", what="retargeting network")
+        io.check_output_file(self.out, self.overwrite)
         J = read_joints(self.joints, self.key)
         try:
             r = Retargeter.from_pretrained(self.model, mano_dir=self.mano_dir, refine_steps=self.refine_steps,
@@ -166,8 +189,7 @@ def read_joints(path: Path, key: str | None = None):
 
     import numpy as np
 
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such file")
+    check_input(path, "--joints", kind="file", what="joints")
     try:
         if path.suffix == ".npy":
             a = np.load(path, allow_pickle=False)
@@ -199,14 +221,13 @@ def read_joints(path: Path, key: str | None = None):
 def write_params(path: Path, res: dict, meta: dict) -> None:
     """Atomic write of the fitted parameters as .npz (arrays + meta_json) or .json (lists, NaN -> null)."""
     import json
-    import os
 
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from megohand import io
+
     if path.suffix == ".npz":
-        with open(tmp, "wb") as f:
+        with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **res, meta_json=np.array(json.dumps(meta)))
     else:
         def clean(a):
@@ -215,8 +236,7 @@ def write_params(path: Path, res: dict, meta: dict) -> None:
                 return a.tolist()
             return np.where(np.isfinite(a), a, None).tolist()
 
-        tmp.write_text(json.dumps({**meta, **{k: clean(v) for k, v in res.items()}}) + "\n")
-    os.replace(tmp, path)
+        io.write_json(path, {**meta, **{k: clean(v) for k, v in res.items()}}, indent=None)
 
 
 def load_store_params(root, datasets: list[str] | None = None, split: str = "train", max_frames: int = 200_000,

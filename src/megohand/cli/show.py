@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import tyro
 
+from megohand.errors import UserError
+
 
 @dataclass
 class Show:
@@ -36,14 +38,35 @@ class Show:
     hand: Path | None = None
     """Hand model file or MANO folder; default: MANO if the episode was stored with MANO and $MANO_MODEL_DIR is
     set, else the bundled open hand."""
+    overwrite: bool = False
+    """Replace existing output files."""
 
     def run(self) -> None:
+        from megohand import io
         from megohand.data.store import Store
+        from megohand.errors import check, check_input, check_min
         from megohand.viz.show import show_episode
 
+        check_input(self.root, "--root", what="store")
+        check_min(0, scale=self.scale)
+        check(0 <= self.alpha <= 1, "--alpha", self.alpha, "an opacity in [0, 1]")
+        if self.hand is not None:
+            check(self.hand.exists(), "--hand", str(self.hand), "an existing hand model file or MANO folder")
+        out = self.out or Path(f"{self.dataset}_{self.task.replace('/', '_')}.mp4")
+        check(out.suffix.lower() == ".mp4", "--out", str(out), "a file name ending in .mp4")
+        outs = [(out, "--out"), (self.strip, "--strip"), (self.gif, "--gif")]
+        if self.viewer == "rerun":
+            outs.append((out.with_suffix(".rrd"), "--viewer rerun"))
+            try:
+                import rerun  # noqa: F401
+            except ImportError:
+                raise UserError("needs the optional rerun-sdk", field="--viewer rerun",
+                                hint="pip install 'megohand[viz]', or leave --viewer at none") from None
+        for path, option in outs:
+            if path is not None:
+                io.check_output_file(path, self.overwrite, option)
         store = Store(self.root)
         episode = store.open(self.dataset, self.task)
-        out = self.out or Path(f"{self.dataset}_{self.task.replace('/', '_')}.mp4")
         paths = show_episode(episode, out, hand_source=self.hand, scale=self.scale, alpha=self.alpha,
                              rrd=out.with_suffix(".rrd") if self.viewer == "rerun" else None,
                              strip=self.strip, gif=self.gif)

@@ -21,8 +21,8 @@ class Stats:
     """Action chunk length L."""
     split: str = "train"
     """Stored split the statistics are taken over."""
-    mode: str = "min_max"
-    """Normaliser type written with the pooled statistics: min_max or q99."""
+    normalizer: Literal["min_max", "q99", "min_max_per_step", "q99_per_step"] = "min_max"
+    """Normaliser written with the pooled statistics (the same option as ``megohand train --normalizer``)."""
     window_scope: Literal["segment", "episode"] = "segment"
     """Windows of training: "segment" (futures inside the segment) or "episode" (across segments); see
     megohand.data.windows."""
@@ -33,9 +33,13 @@ class Stats:
         import numpy as np
 
         from megohand.data.stats import compute_store_statistics, normalizer_path, stats_path
+        from megohand.errors import check_input, check_min
+
+        check_input(self.root, "--root", what="store")
+        check_min(1, horizon=self.horizon)
 
         out = compute_store_statistics(self.root, self.datasets, self.side, self.horizon, self.split,
-                                       force=self.force, mode=self.mode, window_scope=self.window_scope)
+                                       force=self.force, mode=self.normalizer, window_scope=self.window_scope)
         print(f"{'dataset':<16}{'states':>10}{'actions':>12}  transl min..max [m]")
         for ds in out["datasets"]:
             import json

@@ -33,16 +33,31 @@ class Synth:
     """Fraction of episodes from train combos kept for validation (split "val")."""
     mano_dir: Path | None = None
     """MANO folder (MANO_RIGHT.pkl); default $MANO_MODEL_DIR, else the bundled open hand."""
+    overwrite: bool = False
+    """Write into a non-empty --out that is not a megohand store (a store is resumed)."""
 
     def run(self) -> None:
+        from megohand import io
+        from megohand.data.store import has_episodes
         from megohand.data.synthetic import SynthConfig, synthesize
+        from megohand.errors import check, check_fraction, check_min
 
-        if len(self.image_size) not in (1, 2) or min(self.image_size) < 16:
-            raise SystemExit(f"--image-size takes one or two sizes >= 16 px, got {self.image_size}")
+        check_min(1, episodes=self.episodes, workers=self.workers)
+        check(self.fps > 0 and self.fps <= 1000, "--fps", self.fps, "a frame rate in (0, 1000] Hz")
+        check(len(self.image_size) in (1, 2) and min(self.image_size) >= 16 and max(self.image_size) <= 4096,
+              "--image-size", self.image_size, "one or two sizes in [16, 4096] px")
+        check_fraction(holdout_fraction=self.holdout_fraction, test_fraction=self.test_fraction,
+                       val_fraction=self.val_fraction)
+        check(self.test_fraction + self.val_fraction <= 1, "--test-fraction + --val-fraction",
+              self.test_fraction + self.val_fraction, "a sum <= 1")
+        if self.mano_dir is not None:
+            check(self.mano_dir.exists(), "--mano-dir", str(self.mano_dir), "an existing MANO folder or file")
+        io.check_output_dir(self.out, self.overwrite, accept=lambda p: (p / "store.json").is_file())
         width, height = (self.image_size * 2)[:2]
         cfg = SynthConfig(seed=self.seed, width=width, height=height, fps=self.fps, split_seed=self.split_seed,
                           holdout_fraction=self.holdout_fraction, test_fraction=self.test_fraction,
                           val_fraction=self.val_fraction)
-        done = synthesize(self.out, self.episodes, cfg, workers=self.workers,
-                          mano_dir=None if self.mano_dir is None else str(self.mano_dir))
+        with io.cleanup_on_error(self.out, keep=has_episodes):  # no empty store left behind
+            done = synthesize(self.out, self.episodes, cfg, workers=self.workers,
+                              mano_dir=None if self.mano_dir is None else str(self.mano_dir))
         print(f"wrote {len(done)} new episodes ({self.episodes} in total) of dataset 'synthetic' to {self.out}")

@@ -27,18 +27,63 @@ else:
     )
 
 
+class _Run:
+    def run(self) -> None:
+        import os
+
+        from megohand import io
+        from megohand.train.trainer import train
+
+        is_run = lambda p: (p / "checkpoints").is_dir() or (p / "train_config.json").is_file()  # noqa: E731
+        io.check_output_dir(self.out, self.overwrite, accept=is_run)
+        with io.cleanup_on_error(self.out, keep=lambda p: (p / "checkpoints").is_dir()):
+            out = train(self)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"policy written to {out}")
+
+
 @dataclass(frozen=True)
-class Train(TrainConfig):
-    """Train a MEgoHand policy (flow matching, AdamW + cosine, bf16 on GPU, exact resume from out/checkpoints)."""
+class Train(_Run, TrainConfig):
+    """Train a MEgoHand policy (flow matching, AdamW + cosine, bf16 on GPU, exact resume from out/checkpoints).
+
+    ``--config NAME`` first starts from a named recipe (megohand.train.experiments: paper, synthetic,
+    synthetic-classic, demo); every other option then overrides it field by field (``--model.modalities T``)."""
 
     model: ModelPreset = field(default_factory=compact)
     """Policy preset (model:compact or model:paper) and its overrides (--model.dit.num-layers 8, ...)."""
+    overwrite: bool = False
+    """Write into a non-empty --out that is not a megohand run folder (a run folder is resumed)."""
 
-    def run(self) -> None:
-        from megohand.train.trainer import train
+    named_default = staticmethod(lambda argv: named_default(argv))
 
-        import os
 
-        out = train(self)
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"policy written to {out}")
+@dataclass(frozen=True)
+class TrainFromConfig(_Run, TrainConfig):
+    """Train a MEgoHand policy from a named recipe (``--config NAME``, megohand.train.experiments); every option
+    overrides the recipe field by field."""
+
+    overwrite: bool = False
+    """Write into a non-empty --out that is not a megohand run folder (a run folder is resumed)."""
+
+
+def named_default(argv: list[str]):
+    """Split ``--config NAME`` (or ``--config=NAME``) off the options: (TrainFromConfig, that experiment's
+    TrainConfig as its defaults, the other options), or (Train, None, argv) without it."""
+    import dataclasses
+
+    from megohand.train.experiments import get_experiment
+
+    name, rest, i = None, [], 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv):
+            name, i = argv[i + 1], i + 2
+            continue
+        if argv[i].startswith("--config="):
+            name = argv[i].split("=", 1)[1]
+        else:
+            rest.append(argv[i])
+        i += 1
+    if name is None:
+        return Train, None, argv
+    base = dataclasses.replace(get_experiment(name).train, config=name)
+    return TrainFromConfig, TrainFromConfig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(TrainConfig)}), rest

@@ -23,7 +23,9 @@ class Validate:
 
     def run(self) -> None:
         from megohand.data.validate import validate_store
+        from megohand.errors import check_input
 
+        check_input(self.path, "PATH", what="store")
         problems = validate_store(self.path, self.datasets, deep=self.deep, progress=self.progress)
         for p in problems:
             print(p)

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from megohand.data.normalize import Normalizer
-from megohand.data.store import Store, StoreError, write_json_atomic
+from megohand import io
+from megohand.data.store import Store, StoreError
 from megohand.data.windows import episode_states, episode_windows, future_indices
 from megohand.hand.vector import encode_chunk
 
@@ -227,13 +228,13 @@ def compute_store_statistics(root: str | Path, datasets: list[str] | None = None
                 per.append(s)
                 continue
         s = dataset_statistics(store, ds, side, horizon, split, progress=progress, window_scope=window_scope)
-        write_json_atomic(p, s)
+        io.write_json(p, s)
         per.append(s)
     pooled = pool_statistics(per)
     out = {"format": STATS_FORMAT, "kind": "pooled", "side": side, "horizon": horizon, "split": split,
            "window_scope": window_scope, "datasets": names, "pooled": pooled,
            "normalizer": Normalizer.from_stats(pooled, mode).to_dict()}
-    write_json_atomic(normalizer_path(root, side, horizon, window_scope), out)
+    io.write_json(normalizer_path(root, side, horizon, window_scope), out)
     return out
 
 

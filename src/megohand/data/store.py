@@ -32,6 +32,8 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from megohand import io
+from megohand.errors import UserError
 from megohand.data.video import Pack, PackError, PackWriter, decode_depth_mm, decode_jpeg, encode_depth, encode_jpeg
 
 FORMAT = "megohand-store"
@@ -51,7 +53,7 @@ HAND_FIELDS: dict[str, tuple[int, ...]] = {
 FIT_ERROR = "fit_error_mm"
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A problem with stored data; the message names the dataset/episode, the field and the file."""
 
 
@@ -73,6 +75,11 @@ def episode_dirname(episode: str) -> str:
 def episode_from_dirname(name: str) -> str:
     """Inverse of ``episode_dirname``."""
     return unquote(name)
+
+
+def is_plain_name(name) -> bool:
+    """True for a bare file name (no folder part, not '.' or '..'): files an episode names stay inside it."""
+    return isinstance(name, str) and bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
 
 
 def check_dataset_name(name: str) -> str:
@@ -178,37 +185,6 @@ class EpisodeRef:
 # ---------------------------------------------------------------- small file helpers
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _json_default(o):
-    """numpy scalars/arrays and paths in metadata become plain JSON."""
-    if isinstance(o, (np.ndarray, np.generic)):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON-serialisable: {o!r}")
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to a temporary name in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    text = json.dumps(obj, indent=1, allow_nan=False, default=_json_default)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_json(path: Path, what: str) -> Any:
     if not path.exists():
         raise StoreError(f"{what}: file missing ({path})")
@@ -216,6 +192,11 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"{what}: not valid JSON ({path}): {e}") from None
+
+
+def has_episodes(root: str | Path) -> bool:
+    """True once the store at ``root`` holds a complete episode (a failed writer then leaves it to be resumed)."""
+    return any(p.is_file() for p in Path(root).glob("*/episodes/*/meta.json"))
 
 
 @contextlib.contextmanager
@@ -290,7 +271,7 @@ class StoreWriter:
             if info.get("format") != FORMAT:
                 raise StoreError(f"{marker}: not a megohand store (format {info.get('format')!r})")
         else:
-            write_json_atomic(marker, {"format": FORMAT, "version": VERSION})
+            io.write_json(marker, {"format": FORMAT, "version": VERSION})
 
     def episode_dir(self, dataset: str, episode: str) -> Path:
         return self.root / check_dataset_name(dataset) / "episodes" / episode_dirname(episode)
@@ -356,7 +337,7 @@ class StoreWriter:
         if pre:
             raise StoreError(f"{what}: bad metadata: " + "; ".join(f"{f}: {m}" for f, m in pre))
         try:
-            json.dumps(meta.to_dict(), allow_nan=False, default=_json_default)
+            json.dumps(meta.to_dict(), allow_nan=False, default=io.json_default)
         except (TypeError, ValueError) as e:
             raise StoreError(f"{what} [extra]: metadata is not JSON-serialisable: {e}") from None
 
@@ -431,8 +412,8 @@ class StoreWriter:
                 "original_size": [w0, h0],
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            write_json_atomic(tmp / "meta.json", d)
-            _fsync_dir(tmp)
+            io.write_json(tmp / "meta.json", d)
+            io.fsync_path(tmp)
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists():  # overwrite: move the old one aside first, then swap
                 old = tmp_root / f"{final.name}.old.{uuid.uuid4().hex[:8]}"
@@ -441,7 +422,7 @@ class StoreWriter:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            io.fsync_path(final.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -460,14 +441,14 @@ class StoreWriter:
                 index = scan_index(ds_dir)
             index["episodes"].update(entries)
             index["episodes"] = dict(sorted(index["episodes"].items()))
-            write_json_atomic(path, _with_counts(index))
+            io.write_json(path, _with_counts(index))
 
     def rebuild_index(self, dataset: str) -> dict:
         """Rescan ``dataset``'s episode folders and rewrite its index.json atomically."""
         ds_dir = self.root / check_dataset_name(dataset)
         with _locked(ds_dir / ".index.lock"):
             index = scan_index(ds_dir)
-            write_json_atomic(ds_dir / "index.json", index)
+            io.write_json(ds_dir / "index.json", index)
         return index
 
 
@@ -745,12 +726,16 @@ class Episode:
 
     # -- frames
     def _pack(self, kind: str) -> Pack:
+        name = self.store_info.get("rgb_file", "rgb.pack") if kind == "rgb" else self.store_info["depth_file"]
+        if not is_plain_name(name):
+            raise StoreError(f"{self.what} [{kind}_file]: {name!r} is not a file name inside {self.path} "
+                             f"(paths are confined to the store)")
         if kind == "rgb":
             if self._rgb is None:
-                self._rgb = Pack(self.path / self.store_info.get("rgb_file", "rgb.pack"))
+                self._rgb = Pack(self.path / name)
             return self._rgb
         if self._depth is None:
-            self._depth = Pack(self.path / self.store_info["depth_file"])
+            self._depth = Pack(self.path / name)
         return self._depth
 
     def _read(self, kind: str, k: int) -> bytes:

@@ -5,7 +5,8 @@ folders. Per episode: meta.json (readable, every EpisodeMeta field valid, ids ma
 (present, columns, row count = num_frames, frame_index 0..T-1, timestamps finite and non-decreasing, hand
 parameters finite, plausible rotations (|axis-angle| <= 10 rad: larger usually means degrees) and translations
 (<= 10 m: larger usually means millimetres), T_cam_from_world rigid, the optional per-frame fit error of
-retargeted hands (finite, >= 0 mm in valid frames)), rgb.pack and depth.pack (present, not
+retargeted hands (finite, >= 0 mm in valid frames)), frame size (>= 16 px), the frame files
+(plain names inside the episode folder), rgb.pack and depth.pack (present, not
 truncated, frame count = num_frames, no empty frame, every payload's header, and full decodes of the first,
 middle and last frame, or of every frame with ``deep=True``).
 """
@@ -28,12 +29,14 @@ from megohand.data.store import (
     EpisodeMeta,
     episode_dirname,
     episode_from_dirname,
+    is_plain_name,
     rigid_problems,
 )
 from megohand.data.video import Pack, PackError, decode_depth_mm, decode_jpeg
 
 MAX_ANGLE_RAD = 10.0
 MAX_TRANSL_M = 10.0
+MIN_SIDE_PX = 16
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,16 @@ def validate_episode(path: Path, dataset: str, episode: str, deep: bool = False)
     # ---- frames
     W = meta.width if meta is not None else None
     H = meta.height if meta is not None else None
+    if W is not None and H is not None and 0 < min(W, H) < MIN_SIDE_PX:
+        out.append(P("width/height", f"frames are {W}x{H} px, smaller than {MIN_SIDE_PX} px (a bad --max-short-side?)"))
     rgb = store.get("rgb_file", "rgb.pack")
-    out += _check_pack(path / rgb, "rgb", T, (H, W), deep, P)
     dfile = store.get("depth_file")
+    for name, value in (("rgb_file", rgb), ("depth_file", dfile)):
+        if value is not None and not is_plain_name(value):
+            out.append(P(name, f"{value!r} is not a file name inside the episode folder (paths are confined to the store)"))
+            rgb, dfile = (None, dfile) if name == "rgb_file" else (rgb, None)
+    if rgb is not None:
+        out += _check_pack(path / rgb, "rgb", T, (H, W), deep, P)
     dsrc = meta.depth_source if meta is not None else None
     if dfile:
         if dsrc == "none":

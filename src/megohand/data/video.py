@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from megohand.errors import UserError
+
 MAGIC = b"MGHPACK\x01"
 END_MAGIC = b"MGHPEND\x01"
 FOOTER = struct.Struct("<QQ8s8s")
@@ -37,7 +39,7 @@ DEPTH_SCALE = 1000.0  # stored units per metre (millimetres)
 DEPTH_MAX_M = 65.535
 
 
-class PackError(ValueError):
+class PackError(UserError):
     """A frame pack is unreadable: truncated, a frame is missing, or a payload does not decode."""
 
 

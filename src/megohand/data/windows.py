@@ -1,8 +1,8 @@
 """Training samples: windows of one episode (and of one instruction segment), as the model sees them.
 
-A sample at frame k of an episode (DESIGN.md, "A training sample")::
+A sample at frame k of an episode (docs/data_format.md, docs/model.md)::
 
-    image        uint8 (3, S, S)      frame k, centre-cropped to a square and resized to S = image_size
+    image        uint8 (3, S, S)      frame k through megohand.data.observation (centred square, S = image_size)
     depth        float32 (1, S, S)    metres (0 = no measurement); zeros when has_depth is False
     has_depth    bool
     K            float32 (3, 3)       intrinsics of the cropped, resized image
@@ -11,6 +11,8 @@ A sample at frame k of an episode (DESIGN.md, "A training sample")::
     action       float32 (L, 99)      encode_chunk(h_k, h_{k+1..k+L})
     action_mask  float32 (L,)         1 for real future frames; 0 beyond the segment end (padded with its last
                                       frame) or where the hand is not valid
+    ground_uv    float32 (2, 2)       where the instructed object and its destination are in the image, [0, 1]
+    ground_valid bool (2,)            whether each is known and in the picture (synthetic scene facts)
     meta         dict                 dataset, episode, k
 
 Values are not normalised (megohand.data.normalize does that). Windows start at every ``stride``-th frame
@@ -28,15 +30,34 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TypedDict
 
 import numpy as np
 import torch
 
-from megohand.data.store import Episode, EpisodeRef, Store, StoreError, resize_nearest
+from megohand.data.observation import crop_box, crop_K, square_depth, square_pil, to_tensor
+from megohand.data.store import Episode, EpisodeRef, Store, StoreError
 from megohand.hand.vector import HandParams, encode_chunk, params_to_state
 
 DEPTH_SOURCES = ("auto", "store", "none")
+
+
+class Sample(TypedDict):
+    """One training window (module docstring); a batch (``megohand.train.trainer.collate``) stacks each tensor
+    along a new first axis, keeps ``instruction`` as a list of B strings and ``meta`` as a list of B dicts. The
+    policy's ``forward`` reads a batch, ``predict_chunk`` its image / depth / instruction / state."""
+
+    image: torch.Tensor
+    depth: torch.Tensor
+    has_depth: bool
+    K: torch.Tensor
+    ground_uv: torch.Tensor
+    ground_valid: torch.Tensor
+    instruction: str
+    state: torch.Tensor
+    action: torch.Tensor
+    action_mask: torch.Tensor
+    meta: dict
 
 
 WINDOW_SCOPES = ("segment", "episode")
@@ -84,28 +105,6 @@ def episode_states(ep: Episode, side: str) -> torch.Tensor:
     p = HandParams(*(torch.from_numpy(np.array(h[n], dtype=np.float32))
                      for n in ("global_orient", "hand_pose", "betas", "transl")))
     return params_to_state(p).float()
-
-
-def crop_resize_params(w: int, h: int, size: int, crop_scale: float = 1.0, rng: np.random.Generator | None = None):
-    """Square crop box (x0, y0, side) of ``crop_scale`` times the short side, centred (or random with rng)."""
-    side = max(1, int(round(min(w, h) * crop_scale)))
-    if rng is None:
-        return (w - side) // 2, (h - side) // 2, side
-    return int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)), side
-
-
-def crop_K(K: np.ndarray, x0: float, y0: float, side: float, size: int) -> np.ndarray:
-    """Intrinsics after cropping the square [x0, x0+side) x [y0, y0+side) and resizing it to size x size."""
-    s = size / side
-    K = np.array(K, dtype=np.float64)
-    K[0, 2] -= x0
-    K[1, 2] -= y0
-    K[0, 0] *= s
-    K[0, 1] *= s
-    K[1, 1] *= s
-    K[0, 2] = (K[0, 2] + 0.5) * s - 0.5
-    K[1, 2] = (K[1, 2] + 0.5) * s - 0.5
-    return K
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -171,6 +170,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 raise StoreError(f"depth_source='store' but {len(missing)} episodes have no depth, e.g. {missing[:3]}")
         self._build_index(progress)
         self._states: OrderedDict = OrderedDict()
+        self._facts: OrderedDict = OrderedDict()
 
     def _build_index(self, progress: bool) -> None:
         import pyarrow.parquet as pq
@@ -213,6 +213,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getstate__(self):
         s = self.__dict__.copy()
         s["_states"] = OrderedDict()
+        s["_facts"] = OrderedDict()
         return s
 
     def window(self, i: int) -> tuple[EpisodeRef, int, int, str]:
@@ -231,7 +232,18 @@ class WindowDataset(torch.utils.data.Dataset):
             self._states.move_to_end(ep_index)
         return st
 
-    def __getitem__(self, i: int) -> dict:
+    def facts(self, ep_index: int):
+        """Scene facts (``megohand.data.synthetic.facts``) of episode ``ep_index`` or None (cached per process)."""
+        if ep_index not in self._facts:
+            from megohand.data.synthetic.facts import scene_facts
+
+            ep = self.store.open(self.refs[ep_index])
+            self._facts[ep_index] = scene_facts(ep.meta.extra, ep.T_cam_from_world)
+            while len(self._facts) > 256:
+                self._facts.popitem(last=False)
+        return self._facts[ep_index]
+
+    def __getitem__(self, i: int) -> Sample:
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range ({len(self)} windows)")
         i = i % len(self)
@@ -246,38 +258,32 @@ class WindowDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng((self.seed, i)) if self.augment else None
         S = self.image_size
         W, H = ep.meta.width, ep.meta.height
-        x0, y0, side = crop_resize_params(W, H, S, 0.95 if self.augment else 1.0, rng)
+        box = crop_box(W, H, 0.95 if self.augment else 1.0, rng)
+        side = box[2]
         # a reduced JPEG decode is fine while the crop keeps >= S pixels: ask for >= S * (W, H) / side
         img = ep.rgb_image(k, min_size=(-(-S * W // side), -(-S * H // side)) if side >= 2 * S else None)
-        if img.size != (W, H):  # reduced-size JPEG decode: crop box in the decoded image's pixels
-            f = img.size[0] / W
-            box = (x0 * f, y0 * f, (x0 + side) * f, (y0 + side) * f)
-        else:
-            box = (x0, y0, x0 + side, y0 + side)
-        from PIL import Image
-
-        img = img.resize((S, S), Image.BILINEAR, box=box)
-        if rng is not None:
-            img = _color_jitter(img, rng)
-        image = torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy())
+        img = square_pil(img, box, S, img.size[0] / W)
+        image = to_tensor(img if rng is None else _color_jitter(img, rng))
 
         has_depth = self.depth_source != "none" and ep.has_depth
-        if has_depth:
-            d = ep.depth_mm(k)[y0:y0 + side, x0:x0 + side]
-            depth = torch.from_numpy(resize_nearest(d, (S, S)).astype(np.float32) / np.float32(1000.0))[None]
-        else:
-            depth = torch.zeros(1, S, S)
-        return {
-            "image": image,
-            "depth": depth,
-            "has_depth": has_depth,
-            "K": torch.from_numpy(crop_K(ep.K, x0, y0, side, S).astype(np.float32)),
-            "instruction": text,
-            "state": state.clone(),
-            "action": action.float(),
-            "action_mask": torch.from_numpy(mask),
-            "meta": {"dataset": ref.dataset, "episode": ref.episode, "k": k},
-        }
+        depth = square_depth(ep.depth_mm(k), box, S) if has_depth else torch.zeros(1, S, S)
+        from megohand.data.synthetic.facts import image_targets
+
+        K = crop_K(ep.K, *box, S)
+        ground_uv, ground_valid = image_targets(self.facts(e), k, K, S)
+        return Sample(
+            image=image,
+            depth=depth,
+            has_depth=has_depth,
+            K=torch.from_numpy(K.astype(np.float32)),
+            ground_uv=torch.from_numpy(ground_uv),
+            ground_valid=torch.from_numpy(ground_valid),
+            instruction=text,
+            state=state.clone(),
+            action=action.float(),
+            action_mask=torch.from_numpy(mask),
+            meta={"dataset": ref.dataset, "episode": ref.episode, "k": k},
+        )
 
 
 def _color_jitter(img, rng: np.random.Generator, brightness=0.3, contrast=0.4, saturation=0.5):

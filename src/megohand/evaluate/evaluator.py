@@ -1,4 +1,4 @@
-"""Evaluation of chunk policies on a store's test split (protocol of paper.md §13.3).
+"""Evaluation of chunk policies on a store's test split (protocols: docs/metrics.md, docs/inference.md).
 
 Two protocols, both on the right hand in the camera frame:
 
@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from megohand.hand.vector import HandParams, decode_chunk, params_to_state, state_to_params
+from megohand.hand.vector import decode_chunk, state_to_params
 from megohand.inference.baselines import ConstantVelocityPolicy, StaticPolicy
 from megohand.inference.rollout import Policy, rollout
 
@@ -95,12 +95,17 @@ class EvalConfig:
     max_episodes: int = 0
     """Episodes per dataset (0 = all)."""
     seed: int = 0
-    """Seed of the policy noise."""
+    """Seed of the policy noise (each query batch draws from its own seeded generator, so every input condition of
+    one batch gets the same noise)."""
+    reliance: tuple[str, ...] = ("rgb", "depth", "text")
+    """Input-reliance rows: the model again with its RGB, depth or text taken from another test episode (a fixed
+    derangement), windows and TOF rollouts; () = none."""
 
 
 @dataclass
 class EpisodeData:
-    """One test episode, right hand: states (T, 109) float32, valid (T,) bool, frames on demand."""
+    """One test episode, right hand: states (T, 109) float32, valid (T,) bool, frames on demand; ``facts`` the
+    scene facts of a synthetic episode (``megohand.data.synthetic.facts``) or None."""
 
     dataset: str
     episode: str
@@ -110,6 +115,11 @@ class EpisodeData:
     episode_obj: object  # megohand.data.store.Episode (rgb(k), depth(k))
     instruction: str = ""
     segments: tuple = ()  # ((start, end, text), ...)
+    facts: object = None
+
+    @property
+    def num_frames(self) -> int:
+        return self.states.shape[0]
 
     def text_at(self, k: int) -> str:
         """The segment text covering frame k, else the episode instruction."""
@@ -119,8 +129,9 @@ class EpisodeData:
         return self.instruction
 
     def observe(self, ks: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Frames ks -> image uint8 (N,3,H,W), depth (N,1,H,W) [m] or None."""
+        """Frames ks (clamped to the episode) -> image uint8 (N,3,H,W), depth (N,1,H,W) [m] or None."""
         ep = self.episode_obj
+        ks = [min(max(int(k), 0), self.num_frames - 1) for k in ks]
         img = torch.from_numpy(np.stack([np.asarray(ep.rgb(k)) for k in ks])).permute(0, 3, 1, 2).contiguous()
         depths = [ep.depth(k) for k in ks]
         if any(d is None for d in depths):
@@ -130,28 +141,108 @@ class EpisodeData:
 
 def load_episode(store, dataset: str, episode: str, side: str = "right") -> EpisodeData:
     """Read one episode's hand states from a :class:`megohand.data.store.Store`."""
+    from megohand.data.synthetic.facts import scene_facts
+    from megohand.data.windows import episode_states
+
     ep = store.open(dataset, episode)
-    h = ep.hands(side)
-    p = HandParams(*(torch.tensor(np.asarray(h[k], dtype=np.float32)) for k in ("global_orient", "hand_pose", "betas", "transl")))
-    valid = torch.as_tensor(np.asarray(h["valid"]), dtype=torch.bool)
-    states = params_to_state(p)
+    states = episode_states(ep, side)
     finite = torch.isfinite(states).all(-1)
     states = torch.where(finite[:, None], states, torch.zeros_like(states))
+    valid = torch.as_tensor(np.asarray(ep.hands(side)["valid"]), dtype=torch.bool) & finite
     m = ep.meta
     segs = tuple((int(a), int(b), str(t)) for a, b, t in (m.segments or ()))
-    return EpisodeData(dataset, episode, float(m.fps), states, valid & finite, ep, m.instruction, segs)
+    facts = scene_facts(m.extra, ep.T_cam_from_world)
+    return EpisodeData(dataset, episode, float(m.fps), states, valid, ep, m.instruction, segs, facts)
+
+
+# ---------------------------------------------------------------- input reliance
+
+RELIANCE = {
+    "rgb": "RGB from another episode",
+    "depth": "depth from another episode",
+    "text": "text from another episode",
+}
+"""Input-reliance conditions: the model's input of that kind comes from another test episode (same frame index,
+clamped; a fixed derangement of the dataset's episodes of equal image size), everything else and the noise unchanged."""
+
+
+def reliance_name(method: str, swap: str) -> str:
+    """Result key of ``method`` under the input swap ``swap`` (a key of RELIANCE)."""
+    return f"{method} · {RELIANCE[swap]}"
+
+
+def derangement(eps: list[EpisodeData]) -> list[int | None]:
+    """Partner index of every episode: the next episode of equal image size (cyclic), None when it has none."""
+    groups: dict = defaultdict(list)
+    for i, e in enumerate(eps):
+        m = e.episode_obj.meta
+        groups[(m.width, m.height)].append(i)
+    partner: list[int | None] = [None] * len(eps)
+    for members in groups.values():
+        if len(members) > 1:
+            for j, i in enumerate(members):
+                partner[i] = members[(j + 1) % len(members)]
+    return partner
+
+
+class _View:
+    """What a policy sees of an episode under an input swap: frames and texts, some taken from ``other``."""
+
+    def __init__(self, ep: EpisodeData, other: EpisodeData | None = None, swap: str | None = None):
+        self.ep, self.other, self.swap = ep, other, swap
+
+    def observe(self, ks: list[int]):
+        img, dep = self.ep.observe(ks)
+        if self.swap in ("rgb", "depth"):
+            o_img, o_dep = self.other.observe(ks)
+            img, dep = (o_img, dep) if self.swap == "rgb" else (img, o_dep)
+        return img, dep
+
+    def text_at(self, k: int) -> str:
+        return (self.other if self.swap == "text" else self.ep).text_at(k)
 
 
 def _uses_obs(policy) -> bool:
     return not isinstance(policy, (StaticPolicy, ConstantVelocityPolicy))
 
 
+def _generator(seed: int, *key: int) -> torch.Generator:
+    """A generator seeded by (seed, key...): every condition of one query batch draws the same noise."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *key]).generate_state(1)[0]))
+
+
+def task_outcome(hand, states: torch.Tensor, ep: EpisodeData, first_frame: int) -> dict | None:
+    """What a generated motion does to the instructed object: states (T, 109), frame j = episode frame
+    ``first_frame + j``. None without scene facts or when the contact frame is outside the motion; else
+    ``{"hit": the grip point's closest object at the contact frame is the instructed one, "closest": its index,
+    "dest_cm": distance from where the hand leaves the object to its destination (None without one in range)}``
+    (``megohand.metrics``: grip_point, closest_object, carried_to)."""
+    from megohand.metrics import carried_to, closest_object, grip_point
+
+    f, T = ep.facts, states.shape[0]
+    if f is None or f.contact_frame is None or not 0 <= f.contact_frame - first_frame < T:
+        return None
+    rows = [f.contact_frame - first_frame]
+    if f.destination is not None and f.release_frame is not None and 0 <= f.release_frame - first_frame < T:
+        rows.append(f.release_frame - first_frame)
+    grip = grip_point(hand.forward_params(state_to_params(states[rows].double())).joints)  # (len(rows), 3)
+    centers = torch.as_tensor(f.centers[f.contact_frame])
+    closest = int(closest_object(grip[0], centers))
+    dest = None
+    if len(rows) == 2:
+        left = carried_to(grip[0], grip[1], centers[f.target])
+        dest = float((left - torch.as_tensor(f.destination[f.release_frame])).norm()) * 100
+    return {"hit": closest == f.target, "closest": closest, "dest_cm": dest}
+
+
 class _Pool:
-    """Collects (pred, gt, mask) per (protocol, method, dataset) and reduces with hand_metrics."""
+    """Collects (pred, gt, mask) per (protocol, method, dataset) and reduces with hand_metrics; task outcomes
+    (target hits, destination distances) likewise."""
 
     def __init__(self, hand):
         self.hand = hand
         self.parts: dict[tuple, list] = defaultdict(list)
+        self.task: dict[tuple, dict] = defaultdict(lambda: {"hits": [], "dest": []})
 
     def add(self, key: tuple, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, fps: float) -> None:
         """pred, gt: (N, T, 109) states; mask (N, T) bool."""
@@ -161,6 +252,16 @@ class _Pool:
             return
         m = hand_metrics(state_to_params(pred.double()), state_to_params(gt.double()), self.hand, fps, mask)
         self.parts[key].append((m, int(mask.sum())))
+
+    def add_task(self, key: tuple, states: torch.Tensor, eps: list[EpisodeData], first_frame: int) -> None:
+        """Task outcomes (``task_outcome``) of rollout states (B, T, 109) whose frame j is episode frame
+        ``first_frame + j``."""
+        for b, ep in enumerate(eps):
+            out = task_outcome(self.hand, states[b], ep, first_frame)
+            if out is not None:
+                self.task[key]["hits"].append(out["hit"])
+                if out["dest_cm"] is not None:
+                    self.task[key]["dest"].append(out["dest_cm"])
 
     def reduce(self) -> dict:
         """-> {protocol: {method: {dataset: {metric: value, 'frames': n}}}}."""
@@ -174,30 +275,42 @@ class _Pool:
                 res[k] = float((v[ok] * w[ok]).sum() / w[ok].sum()) if ok.any() else math.nan
             res["frames"] = int(w.sum())
             out.setdefault(proto, {}).setdefault(method, {})[dataset] = res
+        for (proto, method, dataset), t in sorted(self.task.items()):
+            res = out.setdefault(proto, {}).setdefault(method, {}).setdefault(dataset, {})
+            if t["hits"]:
+                res["target_acc"] = float(np.mean(t["hits"]))
+                res["task_episodes"] = len(t["hits"])
+            if t["dest"]:
+                res["dest_cm"] = float(np.mean(t["dest"]))
         return out
 
 
-def _window_eval(pool: _Pool, ep: EpisodeData, methods: dict[str, PolicyFactory], cfg: EvalConfig, gen) -> int:
-    L, T = cfg.horizon, ep.states.shape[0]
-    starts = [k for k in range(0, T - L, cfg.window_stride) if bool(ep.valid[k])]
+def _window_eval(pool: _Pool, ep: EpisodeData, methods: dict[str, PolicyFactory], cfg: EvalConfig, key: tuple,
+                 partner: EpisodeData | None = None) -> int:
+    """Window protocol on one episode; the observation-using methods also under each input swap of
+    ``cfg.reliance`` with ``partner``'s inputs. ``key`` seeds the noise (the same for every condition)."""
+    from megohand.data.windows import future_indices, window_starts
+
+    L, T = cfg.horizon, ep.num_frames
+    valid = ep.valid.numpy()
+    starts = window_starts(valid, 0, T - L + 1, cfg.window_stride).tolist()  # all L future frames in the episode
     for i in range(0, len(starts), cfg.batch_size):
         ks = starts[i : i + cfg.batch_size]
-        idx = torch.tensor(ks)
-        state = ep.states[idx]
-        fut = torch.stack([ep.states[k + 1 : k + 1 + L] for k in ks])
-        mask = torch.stack([ep.valid[k + 1 : k + 1 + L] for k in ks])
+        idx, mask = future_indices(np.asarray(ks), T, L, valid)
+        state = ep.states[torch.as_tensor(ks)]
+        fut, mask = ep.states[torch.from_numpy(idx)], torch.from_numpy(mask).bool()
         prev = torch.stack([ep.states[k - 1] if k > 0 and ep.valid[k - 1] else torch.full_like(ep.states[0], math.nan) for k in ks])
-        obs = None
         for name, make in methods.items():
             policy = make(prev, 1)
-            if _uses_obs(policy):
-                obs = obs or ep.observe(ks)
-                image, depth = obs
-            else:
-                image, depth = None, None
-            a = policy.predict_chunk(image, [ep.text_at(k) for k in ks], state, depth, **_kw(cfg, gen))
-            pred = decode_chunk(state, a.to(state.dtype)[:, :L])
-            pool.add(("window", name, ep.dataset), pred, fut, mask, ep.fps)
+            swaps = [None] + ([s for s in cfg.reliance if partner is not None] if _uses_obs(policy) else [])
+            for swap in swaps:
+                view = _View(ep, partner, swap)
+                image, depth = view.observe(ks) if _uses_obs(policy) else (None, None)
+                gen = _generator(cfg.seed, *key, i)
+                a = policy.predict_chunk(image, [view.text_at(k) for k in ks], state, depth, **_kw(cfg, gen))
+                pred = decode_chunk(state, a.to(state.dtype)[:, :L])
+                pool.add(("window", name if swap is None else reliance_name(name, swap), ep.dataset), pred, fut, mask,
+                         ep.fps)
     return len(starts)
 
 
@@ -205,13 +318,16 @@ def _kw(cfg: EvalConfig, gen) -> dict:
     return {"generator": gen} if cfg.steps is None else {"steps": cfg.steps, "generator": gen}
 
 
-def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, PolicyFactory], cfg: EvalConfig, gen) -> None:
-    """Closed-loop rollouts of a batch of episodes with equal image size (cropped to a common length).
+def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, PolicyFactory], cfg: EvalConfig, key: tuple,
+                  partners: list[EpisodeData] | None = None) -> None:
+    """Closed-loop rollouts of a batch of episodes with equal image size (cropped to a common length), with and
+    without TOF; the observation-using methods also with TOF under each input swap of ``cfg.reliance`` (when every
+    episode has a partner).
 
     The rollout starts at the episode's frame 1 from its GT state; frame 0 serves only as the
     one-frame history of the constant-velocity baseline (NaN where invalid).
     """
-    T = min(cfg.rollout_frames, *(e.states.shape[0] - 2 for e in eps))
+    T = min(cfg.rollout_frames, *(e.num_frames - 2 for e in eps))
     if T < 1:
         return
     init = torch.stack([e.states[1] for e in eps])
@@ -219,12 +335,16 @@ def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, Policy
     mask = torch.stack([e.valid[1 : T + 2] for e in eps])[:, 1:]
     prev = torch.stack([e.states[0] if e.valid[0] else torch.full_like(e.states[0], math.nan) for e in eps])
     for name, make in methods.items():
-        for tof in (True, False):
+        conditions = [(True, None), (False, None)]
+        if partners is not None and _uses_obs(make(prev, cfg.stride)):
+            conditions += [(True, s) for s in cfg.reliance]
+        for tof, swap in conditions:
             policy = make(prev, cfg.stride)
+            views = [_View(e, p, swap) for e, p in zip(eps, partners or [None] * len(eps))]
             if _uses_obs(policy):
 
                 def observe(k):
-                    obs = [e.observe([k + 1]) for e in eps]
+                    obs = [v.observe([k + 1]) for v in views]
                     img = torch.cat([o[0] for o in obs])
                     dep = None if any(o[1] is None for o in obs) else torch.cat([o[1] for o in obs])
                     return img, dep
@@ -235,18 +355,26 @@ def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, Policy
                     return None, None
 
             kw = {} if cfg.steps is None else {"steps": cfg.steps}
-            res = rollout(policy, observe, lambda k: [e.text_at(k + 1) for e in eps], init, T, stride=cfg.stride, tof=tof, generator=gen, **kw)
+            res = rollout(policy, observe, lambda k: [v.text_at(k + 1) for v in views], init, T, stride=cfg.stride,
+                          tof=tof, generator=_generator(cfg.seed, *key), **kw)
             proto = "rollout-tof" if tof else "rollout-raw"
-            pool.add((proto, name, eps[0].dataset), res.states[:, 1:], gt[:, 1:], mask, eps[0].fps)
+            pkey = (proto, name if swap is None else reliance_name(name, swap), eps[0].dataset)
+            pool.add(pkey, res.states[:, 1:], gt[:, 1:], mask, eps[0].fps)
+            pool.add_task(pkey, res.states, eps, first_frame=1)
 
 
-def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConfig, log=print) -> dict:
-    """Evaluate every method on the test split of ``store`` (a :class:`megohand.data.store.Store`).
+def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConfig, log=print,
+                   progress: bool = False) -> dict:
+    """Evaluate every method on the test split of ``store`` (a :class:`megohand.data.store.Store`);
+    ``progress``: a progress bar over episodes (each counted once for its windows, once for its rollout).
 
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
-    ``results[protocol][method][dataset or group] = {metric: value}``.
+    ``results[protocol][method][dataset or group] = {metric: value}``; methods that look at the observation also
+    appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``).
     """
-    gen = torch.Generator().manual_seed(cfg.seed)
+    unknown = set(cfg.reliance) - set(RELIANCE)
+    if unknown:
+        raise ValueError(f"unknown reliance conditions {sorted(unknown)}; expected some of {list(RELIANCE)}")
     pool = _Pool(hand)
     info: dict = {}
     by_ds: dict[str, list] = defaultdict(list)
@@ -254,24 +382,36 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
         by_ds[ref.dataset].append(ref)
     if not by_ds:
         raise ValueError(f"{getattr(store, 'root', store)}: no test episodes (split='test') in this store")
-    for dataset, refs in sorted(by_ds.items()):
+    from tqdm import tqdm
+
+    n_eps = sum(min(len(r), cfg.max_episodes or len(r)) for r in by_ds.values())
+    bar = tqdm(total=n_eps * (2 if cfg.rollout_frames > 0 else 1), desc="eval", unit="ep", disable=not progress)
+    for d_i, (dataset, refs) in enumerate(sorted(by_ds.items())):
         refs = refs[: cfg.max_episodes] if cfg.max_episodes else refs
-        eps, windows = [], 0
-        for ref in refs:
-            ep = load_episode(store, dataset, ref.episode)
-            windows += _window_eval(pool, ep, methods, cfg, gen)
-            eps.append(ep)
+        eps = [load_episode(store, dataset, ref.episode) for ref in refs]
+        partner = derangement(eps) if cfg.reliance else [None] * len(eps)
+        windows = 0
+        for e_i, ep in enumerate(eps):
+            windows += _window_eval(pool, ep, methods, cfg, (d_i, e_i),
+                                    None if partner[e_i] is None else eps[partner[e_i]])
+            bar.update(1)
         if cfg.rollout_frames > 0:
             by_size = defaultdict(list)
-            for ep in eps:
+            for e_i, ep in enumerate(eps):
                 if bool(ep.valid[1]):
                     m = ep.episode_obj.meta
-                    by_size[(m.width, m.height, round(ep.fps, 3))].append(ep)
-            for batch in by_size.values():
-                for i in range(0, len(batch), cfg.batch_size):
-                    _rollout_eval(pool, batch[i : i + cfg.batch_size], methods, cfg, gen)
+                    by_size[(m.width, m.height, round(ep.fps, 3))].append(e_i)
+            batches = [ids[i : i + cfg.batch_size] for ids in by_size.values() for i in range(0, len(ids), cfg.batch_size)]
+            for b_i, ids in enumerate(batches):
+                partners = None
+                if cfg.reliance and all(partner[i] is not None for i in ids):
+                    partners = [eps[partner[i]] for i in ids]
+                _rollout_eval(pool, [eps[i] for i in ids], methods, cfg, (d_i, 1_000_000 + b_i), partners)
+                bar.update(len(ids))
+            bar.update(len(eps) - sum(len(b) for b in by_size.values()))  # episodes too short to roll out
         info[dataset] = {"group": group_of(dataset), "episodes": len(eps), "windows": windows}
         log(f"{dataset}: {len(eps)} episodes, {windows} windows")
+    bar.close()
     results = pool.reduce()
     for proto in results.values():
         for per_ds in proto.values():
@@ -279,8 +419,12 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
             for ds, res in list(per_ds.items()):
                 groups[group_of(ds)].append(res)
             for g, rs in groups.items():
+                keys = sorted({k for r in rs for k in r})
                 per_ds[f"[{g}]"] = {
-                    k: float(np.nanmean([r[k] for r in rs])) if k != "frames" else int(sum(r[k] for r in rs))
-                    for k in rs[0]
+                    k: int(sum(r.get(k, 0) for r in rs)) if k in ("frames", "task_episodes")
+                    else float(np.nanmean([r.get(k, math.nan) for r in rs]))
+                    for k in keys
                 }
-    return {"config": asdict(cfg), "methods": list(methods), "datasets": info, "results": results}
+    present = {m for proto in results.values() for m in proto}
+    reliance = [n for m in methods for n in (reliance_name(m, s) for s in cfg.reliance) if n in present]
+    return {"config": asdict(cfg), "methods": list(methods), "reliance": reliance, "datasets": info, "results": results}

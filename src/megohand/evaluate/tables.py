@@ -14,6 +14,8 @@ COLUMNS = (
     ("accel_error_m_s2", "Accel (m/s²)"),
     ("jitter_m_s3", "Jitter (m/s³)"),
     ("jitter_gt_m_s3", "GT jitter (m/s³)"),
+    ("target_acc", "Target acc."),
+    ("dest_cm", "Dest. (cm)"),
 )
 
 PROTOCOLS = {
@@ -79,4 +81,34 @@ def results_markdown(report: dict, title: str = "Evaluation") -> str:
             name = f"Dataset {subset}"
             extra = f" ({info[subset]['episodes']} episodes, {info[subset]['windows']} windows)" if subset in info else ""
         lines += [f"## {name}{extra}", "", metrics_table(rows), ""]
+        rel = reliance_table(res, report.get("reliance", []), subset)
+        if rel:
+            lines += ["Input reliance (the same windows, rollouts and noise; one input taken from another test episode):",
+                      "", rel, ""]
+    if any(k in res.get(p, {}).get(m, {}).get(s, {}) for p in res for m in res[p] for s in res[p][m]
+           for k in ("target_acc",)):
+        lines.append("Target acc. = share of episodes whose closest object to the grip point (mean of thumb, index and "
+                     "middle tips) at the contact frame is the instructed one; Dest. = distance from where the hand "
+                     "leaves the instructed object to its destination.")
     return "\n".join(lines)
+
+
+def reliance_table(res: dict, reliance: list[str], subset: str) -> str:
+    """Rows per input-reliance result ("<method> · <swap>"): window MPJPE and TOF target accuracy, normal vs swap,
+    with the change; "" when there are none."""
+    rows = []
+    for method in reliance:
+        base = method.split(" · ")[0]
+        w0 = res.get("window", {}).get(base, {}).get(subset, {}).get("mpjpe_cm")
+        w1 = res.get("window", {}).get(method, {}).get(subset, {}).get("mpjpe_cm")
+        a0 = res.get("rollout-tof", {}).get(base, {}).get(subset, {}).get("target_acc")
+        a1 = res.get("rollout-tof", {}).get(method, {}).get(subset, {}).get("target_acc")
+        if w1 is None and a1 is None:
+            continue
+        rel = "–" if w0 in (None, 0) or w1 is None else f"{100 * (w1 - w0) / w0:+.1f} %"
+        rows.append(f"| {method} | {_fmt(w1)} | {rel} | {_fmt(a1)} | "
+                    f"{'–' if a0 is None or a1 is None else f'{a1 - a0:+.3f}'} |")
+    if not rows:
+        return ""
+    head = "| Method · input | window MPJPE (cm) | vs normal | TOF target acc. | vs normal |\n|---|---|---|---|---|"
+    return "\n".join([head, *rows])

@@ -419,9 +419,10 @@ def save_npz(path: str | os.PathLike, asset: dict) -> None:
     for k in ("tip_vertex_ids", "name", "is_mano", "license"):
         if asset.get(k) is not None:
             keys[k] = np.asarray(asset[k])
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **keys)
-    os.replace(tmp, path)
+    from megohand import io
+
+    with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **keys)
 
 
 
@@ -464,8 +465,7 @@ def write_synthetic_mano(folder: str | os.PathLike, side: str = "right", seed: i
     """Write :func:`synthetic_mano` as ``folder/MANO_{RIGHT,LEFT}.pkl`` (atomically); returns the dict."""
     data = synthetic_mano(seed)
     path = Path(folder) / f"MANO_{_check_side(side).upper()}.pkl"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(data, f, protocol=2)
-    os.replace(tmp, path)
+    from megohand import io
+
+    io.write_bytes(path, pickle.dumps(data, protocol=2))
     return data

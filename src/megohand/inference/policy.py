@@ -11,13 +11,12 @@ Two checkpoint forms load here:
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from megohand import io
+from megohand.errors import UserError
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo"
 SLIM = "slim.json"
@@ -57,32 +56,22 @@ class ModelPolicy:
 def load_model(path: str | Path):
     """A full or slim checkpoint folder -> MEgoHandPolicy on the CPU (float32)."""
     from megohand.models import MEgoHandPolicy
+    from megohand.models.policy import checkpoint_config
 
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint here (config.json missing)")
     if not (path / SLIM).is_file():
         return MEgoHandPolicy.from_pretrained(path)
-    from safetensors.torch import load_file
-
-    from megohand.models import PolicyConfig
-    from megohand.models.policy import load_normalizer
-
-    config = PolicyConfig.from_dict(json.loads((path / "config.json").read_text()))
-    model = MEgoHandPolicy(config, load_normalizer(path / "normalizer.json"), aux_dir=None)  # bundled text weights
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path / "model.safetensors").items()}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.startswith(REBUILT_PREFIXES)]
-    if missing or unexpected:
-        raise ValueError(f"{path / 'model.safetensors'}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    model = MEgoHandPolicy(*checkpoint_config(path), aux_dir=None)  # bundled text weights
+    model.load_weights(path / io.WEIGHTS, ignore=REBUILT_PREFIXES)
     return model
 
 
 def load_policy(ckpt: str | Path | None = None, device: str = "cpu", noise_scale: float | None = None) -> ModelPolicy:
     """Checkpoint folder (None = the demo checkpoint shipped in the package) -> :class:`ModelPolicy`
     (``noise_scale``: the sampler's initial-noise scale, None = the checkpoint's)."""
-    if ckpt is None and not (DEMO_CHECKPOINT / "config.json").is_file():
-        raise FileNotFoundError(f"{DEMO_CHECKPOINT}: the demo checkpoint is missing (build it with scripts/train_demo.py)")
+    if ckpt is None and not (DEMO_CHECKPOINT / io.CONFIG).is_file():
+        raise UserError("the demo checkpoint is missing from the package", path=DEMO_CHECKPOINT,
+                        hint="reinstall megohand, or pass --ckpt")
     return ModelPolicy(load_model(DEMO_CHECKPOINT if ckpt is None else ckpt), device, noise_scale)
 
 
@@ -92,34 +81,14 @@ def save_slim(model, directory: str | Path, dtype: torch.dtype = torch.float16) 
     Only possible when the dropped weights really are rebuilt identically: the compact backbone with
     the bundled MiniLM (``text_path`` None) kept frozen (``tune_text`` False).
     """
-    from safetensors.torch import save_file
-
     cfg = model.config
     if cfg.backbone.kind != "compact" or cfg.backbone.text_path is not None or cfg.backbone.tune_text:
         raise ValueError("save_slim needs the compact backbone with the bundled, frozen MiniLM text encoder")
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        sd = {
-            k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()
-            for k, v in model.state_dict().items()
-            if not k.startswith(REBUILT_PREFIXES)
-        }
-        save_file(sd, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        norm = None if model.normalizer is None else model.normalizer.to_dict()
-        (tmp / "normalizer.json").write_text(json.dumps(norm, indent=2))
-        (tmp / SLIM).write_text(json.dumps({"dtype": str(dtype), "rebuilt": list(REBUILT_PREFIXES)}, indent=2))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    sd = {
+        k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if not k.startswith(REBUILT_PREFIXES)
+    }
+    norm = None if model.normalizer is None else model.normalizer.to_dict()
+    return io.write_checkpoint(directory, sd, cfg.to_dict(), norm,
+                               extra_json={SLIM: {"dtype": str(dtype), "rebuilt": list(REBUILT_PREFIXES)}})

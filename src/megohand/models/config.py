@@ -137,6 +137,32 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class GroundingConfig:
+    """Auxiliary grounding supervision: from the vision-language tokens at the image positions, predict where the
+    instructed object and its destination are in the picture (a distribution over the image-token grid, soft
+    cross-entropy to a Gaussian around each projected centre; targets from the store's scene facts). Like the
+    paper's depth supervision, it shapes the cerebrum only; inference ignores the head."""
+
+    weight: float = 0.0
+    """Loss weight (0 = off, no head is built)."""
+    sigma: float = 0.75
+    """Standard deviation of the target Gaussian [image-token cells]."""
+
+
+@dataclass(frozen=True)
+class ModalityDropoutConfig:
+    """Training-time modality dropout (per sample): the instruction becomes empty text, the image black, the depth
+    missing. Saved in the checkpoint's config; inference never drops."""
+
+    text: float = 0.0
+    """Probability of dropping the instruction."""
+    image: float = 0.0
+    """Probability of dropping the image (and with it depth)."""
+    depth: float = 0.0
+    """Probability of dropping the depth map."""
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """The whole MEgoHand policy."""
 
@@ -158,6 +184,10 @@ class PolicyConfig:
     """Cerebellum."""
     flow: FlowConfig = FlowConfig()
     """Flow matching."""
+    grounding: GroundingConfig = GroundingConfig()
+    """Auxiliary grounding supervision (off by default)."""
+    dropout: ModalityDropoutConfig = ModalityDropoutConfig()
+    """Training-time modality dropout (off by default)."""
 
     @property
     def uses_text(self) -> bool:

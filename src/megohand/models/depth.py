@@ -1,5 +1,6 @@
 """Depth for the cerebrum: estimators (where depth comes from), encoders (depth -> tokens added to the
-image tokens) and the auxiliary depth-supervision head (paper.md §2, §13.5, §13.6).
+image tokens) and the auxiliary depth-supervision head (arXiv 2505.16602, the cerebrum; what the paper leaves open and the
+choice made here: docs/model.md).
 
 Depth maps are (B, 1, H, W) float metres; ``valid`` (B,) bool says which samples have depth.
 """
@@ -112,7 +113,7 @@ class DepthEncoder(nn.Module):
     """Depth (B, 1, H, W) m -> (features (B, C, h, w), tokens (B, grid^2, out_dim)).
 
     The token projection is zero-initialised, so adding the tokens to the image tokens starts from RGB-only
-    behaviour (paper.md §13.6). ``kind``: ``resnet`` (transformers ResNetModel, 1 channel repeated to 3; ResNet-50
+    behaviour (docs/model.md). ``kind``: ``resnet`` (transformers ResNetModel, 1 channel repeated to 3; ResNet-50
     random unless ``path`` names a local checkpoint) or ``cnn`` (small CNN).
     """
 

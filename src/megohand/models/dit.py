@@ -1,4 +1,4 @@
-"""Cerebellum: the GR00T-N1 diffusion transformer and its state/action encoders (paper.md §3).
+"""Cerebellum: the GR00T-N1 diffusion transformer and its state/action encoders (arXiv 2505.16602; docs/model.md).
 
 Query tokens: ``[state token (1) | action tokens (L)]``; the last L outputs are the velocity.
 Even blocks cross-attend to the vision-language tokens, odd blocks self-attend (no causal mask);

@@ -1,4 +1,4 @@
-"""Flow matching in the GR00T-N1 convention (paper.md §3): tau = 0 is noise, tau = 1 is data.
+"""Flow matching in the GR00T-N1 convention (docs/model.md): tau = 0 is noise, tau = 1 is data.
 
     x_tau = (1 - tau) * eps + tau * a,        target velocity u = a - eps,
     tau = (s - u) / s,  u ~ Beta(alpha, beta)  (alpha = 1.5, beta = 1, s = 0.999: denser near noise),

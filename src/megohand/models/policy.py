@@ -8,23 +8,22 @@ metres with ``has_depth`` (B,) bool, ``instruction`` list[str], ``state`` (B, 10
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from megohand import io
+from megohand.data.observation import ObservationProcessor
+from megohand.errors import UserError
 from megohand.models import flow_matching as fm
 from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
 from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, depth_supervision_loss
 from megohand.models.dit import ActionHead
+from megohand.models.grounding import GroundingHead, grounding_loss
 
-WEIGHTS, CONFIG, NORMALIZER, AUX = "model.safetensors", "config.json", "normalizer.json", "aux"
 
 
 class MinMax(nn.Module):
@@ -108,6 +107,9 @@ class MEgoHandPolicy(nn.Module):
             )
             if dc.supervision:
                 self.depth_head = DepthHead(self.depth_encoder.out_channels, dc.supervision_size)
+        self.grounding_head = None
+        if config.grounding.weight > 0 and config.uses_text and config.uses_image:
+            self.grounding_head = GroundingHead(D)
         self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
         self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim, config.horizon))
         self.__dict__["_head_fn"] = self.head  # plain attribute (not a submodule): the compiled head or the head
@@ -152,13 +154,15 @@ class MEgoHandPolicy(nn.Module):
     def preprocess(self, image: torch.Tensor, depth: torch.Tensor | None):
         """uint8 (B, 3, H, W) [+ depth (B, 1, H, W) m] -> float [0, 1] (B, 3, S, S) [+ depth (B, 1, S, S)], S = image_size.
 
-        Plain resize (bilinear for RGB, nearest for depth). With ``backbone.augment`` and in training mode,
-        a random 0.95 crop (same for depth) and colour jitter (RGB only) come first.
+        Frames not yet at S x S go through ``megohand.data.observation.ObservationProcessor`` (centred square crop,
+        the same resampling as training). With ``backbone.augment`` and in training mode, a random 0.95 crop (same
+        for depth) and colour jitter (RGB only) follow.
         """
         B = image.shape[0]
         size = self.backbone.image_size
-        x = image.to(self.device, non_blocking=True).float() / 255.0
-        d = None if depth is None else depth.to(self.device, non_blocking=True).float()
+        proc = ObservationProcessor(size)
+        x = proc.images(image).to(self.device, non_blocking=True).float() / 255.0
+        d = None if depth is None else proc.depths(depth).to(self.device, non_blocking=True).float()
         if self.training and self.config.backbone.augment:
             scale = 0.95
             theta = torch.zeros(B, 2, 3, device=x.device)
@@ -168,11 +172,6 @@ class MEgoHandPolicy(nn.Module):
             x = color_jitter(F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False))
             if d is not None:
                 d = F.grid_sample(d, grid, mode="nearest", align_corners=False)
-            return x, d
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        if d is not None and d.shape[-2:] != (size, size):
-            d = F.interpolate(d, size=(size, size), mode="nearest")
         return x, d
 
     def prepare_text(self, instructions, batch: int) -> dict:
@@ -207,11 +206,27 @@ class MEgoHandPolicy(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Flow-matching loss (+ lambda * depth loss). Returns (loss, info of detached scalars)."""
+        """Flow-matching loss (+ lambda * depth loss + the grounding loss). Returns (loss, info of detached scalars).
+
+        In training mode, ``config.dropout`` drops each sample's text, image or depth with its probability. With the
+        grounding head, ``batch`` may carry ``ground_uv`` (B, 2, 2) in [0, 1] and ``ground_valid`` (B, 2) bool
+        (``megohand.data.windows``); samples without text or image are not grounded."""
         cfg = self.config
         dev = self.device
+        image, instructions, has_depth = batch["image"], list(batch["instruction"]), batch.get("has_depth")
+        B = len(instructions)
+        keep_t = keep_i = torch.ones(B, dtype=torch.bool)
+        p = cfg.dropout
+        if self.training and (p.text > 0 or p.image > 0 or p.depth > 0):
+            keep_t, keep_i, keep_d = (torch.rand(B) >= p.text), (torch.rand(B) >= p.image), (torch.rand(B) >= p.depth)
+            instructions = [s if k else "" for s, k in zip(instructions, keep_t.tolist())]
+            if image is not None and not bool(keep_i.all()):
+                image = image * keep_i.to(image.device, image.dtype).view(-1, *([1] * (image.dim() - 1)))
+            has = torch.ones(B, dtype=torch.bool) if has_depth is None else has_depth.bool().cpu()
+            has_depth = has & keep_d & keep_i
         depth = batch.get("depth") if self.depth_encoder is not None else None
-        vl, mask, feats, valid, d_store = self.encode(batch["image"], batch["instruction"], depth, batch.get("has_depth"))
+        text = self.prepare_text(instructions, B)
+        vl, mask, feats, valid, d_store = self.encode_tokens(image, text, depth, has_depth)
         state = self.norm.state(batch["state"].to(dev).float())
         action = self.norm.action(batch["action"].to(dev).float())
         B = action.shape[0]
@@ -227,11 +242,16 @@ class MEgoHandPolicy(nn.Module):
         info = {"loss_fm": loss_fm.detach()}
         loss = loss_fm
         if self.depth_head is not None and feats is not None and d_store is not None:
-            has = batch.get("has_depth")
-            has = torch.ones(B, dtype=torch.bool, device=dev) if has is None else has.to(dev).bool()
+            has = torch.ones(B, dtype=torch.bool, device=dev) if has_depth is None else has_depth.to(dev).bool()
             loss_d = depth_supervision_loss(self.depth_head(feats), d_store, has, cfg.depth.max_depth)
             loss = loss + cfg.depth.supervision_weight * loss_d
             info["loss_depth"] = loss_d.detach()
+        if self.grounding_head is not None and "ground_uv" in batch:
+            logits = self.grounding_head(self.backbone.image_tokens(vl, text))
+            ok = batch["ground_valid"].bool().cpu() & (keep_t & keep_i)[:, None]
+            loss_g = grounding_loss(logits, batch["ground_uv"].to(dev), ok.to(dev), cfg.grounding.sigma)
+            loss = loss + cfg.grounding.weight * loss_g
+            info["loss_ground"] = loss_g.detach()
         info["loss"] = loss.detach()
         return loss, info
 
@@ -329,58 +349,53 @@ class MEgoHandPolicy(nn.Module):
         """State dict without the frozen external depth estimator (it loads from its own folder)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("depth_estimator.")}
 
-    def write_files(self, folder: str | Path, state_dict: dict | None = None) -> None:
-        """Write model.safetensors, config.json, normalizer.json and aux/ into an existing folder."""
-        folder = Path(folder)
-        save_safetensors(state_dict if state_dict is not None else self.weights_state_dict(), folder / WEIGHTS)
-        (folder / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2))
-        norm = None if self.normalizer is None else self.normalizer.to_dict()
-        (folder / NORMALIZER).write_text(json.dumps(norm, indent=2))
-        aux = folder / AUX
-        aux.mkdir(exist_ok=True)
+    def export_aux(self, aux: Path) -> None:
+        """Let the backbone and the depth encoder put their auxiliary files (tokenizer, configs) into ``aux``."""
         if hasattr(self.backbone, "export"):
             self.backbone.export(aux)
         if self.depth_encoder is not None:
             self.depth_encoder.export(aux)
 
+    def write_files(self, folder: str | Path, state_dict: dict | None = None) -> None:
+        """Write the checkpoint files (``megohand.io``'s format) into an existing folder."""
+        io.write_checkpoint_files(folder, state_dict if state_dict is not None else self.weights_state_dict(),
+                                  self.config.to_dict(), None if self.normalizer is None else self.normalizer.to_dict(),
+                                  self.export_aux)
+
     def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> Path:
-        """Write model.safetensors + config.json + normalizer.json + aux/ atomically (temp folder, then rename)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
-            self.write_files(tmp, state_dict)
-            replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+        """Write model.safetensors + config.json + normalizer.json + aux/ atomically (``megohand.io.write_checkpoint``)."""
+        return io.write_checkpoint(directory, state_dict if state_dict is not None else self.weights_state_dict(),
+                                   self.config.to_dict(), None if self.normalizer is None else self.normalizer.to_dict(),
+                                   self.export_aux)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MEgoHandPolicy":
         """Rebuild from a save_pretrained folder (no user weight folders needed, except a Depth Anything estimator)."""
         directory = Path(directory)
-        for name in (WEIGHTS, CONFIG, NORMALIZER):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a MEgoHand checkpoint: {name} is missing")
-        try:
-            config = PolicyConfig.from_dict(json.loads((directory / CONFIG).read_text()))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{directory / CONFIG}: {e}") from e
-        norm = load_normalizer(directory / NORMALIZER)
-        policy = cls(config, norm, aux_dir=directory / AUX)
-        policy.load_weights(directory / WEIGHTS)
+        policy = cls(*checkpoint_config(directory), aux_dir=directory / io.AUX)
+        policy.load_weights(directory / io.WEIGHTS)
         return policy.to(map_location)
 
-    def load_weights(self, path: str | Path) -> None:
-        """Load a model.safetensors written by save_pretrained (all keys but the external depth estimator)."""
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-        missing, unexpected = self.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith("depth_estimator.")]
+    def load_weights(self, path: str | Path, ignore: tuple[str, ...] = ("depth_estimator.",)) -> None:
+        """Load a model.safetensors written by save_pretrained (cast to this model's dtypes); keys starting with
+        ``ignore`` may be absent (the external depth estimator; the weights a slim checkpoint rebuilds)."""
+        missing, unexpected = self.load_state_dict(io.load_safetensors(path), strict=False)
+        missing = [k for k in missing if not k.startswith(ignore)]
         if missing or unexpected:
-            raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+            raise UserError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}", path=path,
+                            hint="the weights do not belong to this config.json")
+
+
+def checkpoint_config(directory: str | Path):
+    """``(PolicyConfig, Normalizer | None)`` of a checkpoint folder; bad files raise UserError naming them."""
+    from megohand.data.normalize import Normalizer
+
+    config, norm = io.read_checkpoint(directory)
+    try:
+        return PolicyConfig.from_dict(config), None if norm is None else Normalizer.from_dict(norm)
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"does not describe a megohand policy ({type(e).__name__}: {e})", path=directory,
+                        hint="the checkpoint was written by another version or edited") from None
 
 
 def color_jitter(x: torch.Tensor, brightness=0.3, contrast=0.4, saturation=0.5) -> torch.Tensor:
@@ -396,43 +411,3 @@ def color_jitter(x: torch.Tensor, brightness=0.3, contrast=0.4, saturation=0.5) 
     gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     x = (x - gray) * factor(saturation) + gray
     return x.clamp(0, 1)
-
-
-def load_normalizer(path: Path):
-    """normalizer.json -> megohand.data.normalize.Normalizer (or None when the file holds null)."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if d is None:
-        return None
-    from megohand.data.normalize import Normalizer
-
-    return Normalizer.from_dict(d)
-
-
-def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """Atomic safetensors write; tensors sharing storage are cloned (safetensors refuses shared memory)."""
-    from safetensors.torch import save_file
-
-    seen, out = set(), {}
-    for k, v in state_dict.items():
-        v = v.detach()
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
-        out[k] = v.clone().contiguous() if (key in seen or not v.is_contiguous()) else v
-        if key is not None:
-            seen.add(key)
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    save_file({k: v.cpu() for k, v in out.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move folder src to dst, replacing dst if it exists (the old one is removed after the swap)."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

@@ -8,13 +8,12 @@ model.safetensors, config.json, normalizer.json, aux/) plus
 - ``rng-rank{r}.safetensors`` per process (torch CPU/CUDA generator states; Python and NumPy states as JSON
   metadata).
 
-Folders are written under a temporary name and renamed when complete; the newest ``keep_last`` are kept.
+Folders are written under a temporary name, fsynced and renamed when complete (``megohand.io``); the newest ``keep_last`` are kept.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from megohand import io
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -56,12 +57,6 @@ def prune(root: Path, keep_last: int) -> None:
     for p in Path(root).glob(".step-*.tmp"):
         if not any(p.name == f".{q.name}.tmp" for _, q in ckpts[-1:]):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------ optimizer
@@ -126,18 +121,9 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Non
 
 
 def save_rng(path: Path) -> None:
-    from safetensors.torch import save_file
-
     tensors, meta = rng_state()
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    io.save_safetensors(tensors, path, metadata=meta)
 
 
 def load_rng(path: Path) -> None:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    set_rng_state(tensors, meta)
+    set_rng_state(*io.load_safetensors(path, with_metadata=True))

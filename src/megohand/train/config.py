@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from megohand.errors import check, check_fraction, check_min
 from megohand.models.config import PolicyConfig, compact
+
+
+def default_workers() -> int:
+    """DataLoader workers per device: up to 4, leaving a core to the main process (0 on one core)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,8 @@ class TrainConfig:
     """Gradient clipping (global L2 norm); 0 disables."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """auto = bf16 autocast on a GPU that supports it, else fp32."""
-    num_workers: int = 4
-    """DataLoader worker processes per device."""
+    num_workers: int = field(default_factory=default_workers)
+    """DataLoader worker processes per device (default: up to 4, one fewer than the CPU cores)."""
     augment: bool = True
     """GR00T-style image augmentation in WindowDataset (random crop 0.95, colour jitter)."""
     stride: int = 1
@@ -82,6 +91,21 @@ class TrainConfig:
     """Show a progress bar."""
     tf32: bool = True
     """Allow TF32 matmuls on NVIDIA GPUs."""
+    config: str | None = None
+    """Named recipe (megohand.train.experiments: paper, synthetic, synthetic-classic, demo) the other options
+    override; ``--config NAME`` comes first on the command line."""
+
+    def __post_init__(self):
+        check_min(1, steps=self.steps, batch_size=self.batch_size, grad_accum=self.grad_accum, stride=self.stride,
+                  log_every=self.log_every, eval_batches=self.eval_batches, save_every=self.save_every,
+                  keep_last=self.keep_last, stop_after=self.stop_after)
+        check_min(0, num_workers=self.num_workers, eval_every=self.eval_every, weight_decay=self.weight_decay,
+                  max_grad_norm=self.max_grad_norm, adam_eps=self.adam_eps)
+        check(self.lr > 0, "--lr", self.lr, "a learning rate > 0")
+        check(0 < self.split_portion <= 1, "--split-portion", self.split_portion, "a share in (0, 1]")
+        check_fraction(warmup_ratio=self.warmup_ratio)
+        check(all(0 <= b < 1 for b in self.adam_betas), "--adam-betas", self.adam_betas, "two numbers in [0, 1)")
+        self.dataset_weights()
 
     def dataset_weights(self) -> dict[str, float] | None:
         """``datasets`` as {name: weight} (None when empty)."""
@@ -93,7 +117,8 @@ class TrainConfig:
             try:
                 out[name] = float(w) if w else 1.0
             except ValueError:
-                raise ValueError(f"dataset {d!r}: weight after ':' must be a number") from None
+                out[name] = -1.0
+            check(bool(name) and out[name] > 0, "--datasets", d, "NAME or NAME:WEIGHT with a weight > 0")
         return out
 
     def to_dict(self) -> dict:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from megohand import io
+from megohand.errors import UserError, check_input
 from megohand.train import checkpoint as ck
 from megohand.train.config import TrainConfig
 
@@ -76,7 +78,8 @@ def build_datasets(cfg: TrainConfig, image_size: int):
         if cfg.depth_source == "none" or not cfg.model.uses_depth:
             ds.depth_source = "none"  # do not read depth the model does not use
     if len(train) == 0:
-        raise ValueError(f"store {cfg.store}: no training windows for datasets {sorted(weights)}")
+        raise UserError(f"no training windows for datasets {sorted(weights)}", path=cfg.store,
+                        hint="check --datasets, and that the store has train-split episodes longer than the horizon")
     return train, (evald if len(evald) else None)
 
 
@@ -106,14 +109,13 @@ class Trainer:
         from accelerate.utils import DistributedType
 
         from megohand.models import MEgoHandPolicy
-        from megohand.models.policy import load_normalizer
+        from megohand.models.policy import checkpoint_config
 
         self.cfg = cfg
         if train_dataset is None:
             if cfg.store is None:
-                raise ValueError("no training data: pass --store (a unified store folder)")
-            if not Path(cfg.store).is_dir():
-                raise FileNotFoundError(f"store {cfg.store} does not exist")
+                raise UserError("no training data", field="--store", expected="a store folder (megohand synth / convert)")
+            check_input(cfg.store, "--store", what="store")
         mp = cfg.mixed_precision
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -134,7 +136,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # same initial weights on every process
 
         if self.resume_dir is not None:
-            normalizer = load_normalizer(self.resume_dir / "normalizer.json")
+            normalizer = checkpoint_config(self.resume_dir)[1]
         elif normalizer is None and train_dataset is None:
             normalizer = store_normalizer(cfg, acc)
         policy = MEgoHandPolicy(cfg.model, normalizer)
@@ -170,16 +172,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _load_training_state(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        state = json.loads((folder / "trainer_state.json").read_text())
-        meta = json.loads((folder / "optimizer.json").read_text())
-        osd = ck.optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")), meta)
+        state = io.read_json(folder / "trainer_state.json", "training state")
+        meta = io.read_json(folder / "optimizer.json", "optimizer state")
+        osd = ck.optimizer_from_flat(io.load_safetensors(folder / "optimizer.safetensors"), meta)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         # parameter-name keyed, full (unsharded) state: the same file serves 1 GPU, DDP and FSDP
         set_optimizer_state_dict(self.model, self.opt.optimizer, osd, options=StateDictOptions(full_state_dict=True))
-        self.sched.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
+        self.sched.load_state_dict(io.read_json(folder / "scheduler.json", "scheduler state"))
         self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_in_epoch"]
         same_shape = (state["world_size"], state["batch_size"], state["grad_accum"]) == (
             self.acc.num_processes, self.cfg.batch_size, self.cfg.grad_accum)
@@ -197,12 +197,11 @@ class Trainer:
             print(f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batch_pos})")
 
     def _truncate_metrics(self, step: int) -> None:
+        """Drop log lines after ``step`` (and lines torn by a crash) from metrics.jsonl."""
         path = self.out / "metrics.jsonl"
         if path.is_file():
-            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-            tmp.replace(path)
+            keep = [r for r in io.read_jsonl(path) if isinstance(r.get("step"), int) and r["step"] <= step]
+            io.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def save_checkpoint(self) -> Path:
         """Write out/checkpoints/step-N atomically (all processes must call it)."""
@@ -223,21 +222,18 @@ class Trainer:
         if acc.is_main_process:
             sd = {k: v for k, v in sd.items() if not k.startswith("depth_estimator.")}
             self.policy.write_files(tmp, sd)
-            from megohand.models.policy import save_safetensors
-
             tensors, meta = ck.optimizer_to_flat(osd)
-            save_safetensors(tensors, tmp / "optimizer.safetensors")
-            ck.write_json(tmp / "optimizer.json", meta)
-            ck.write_json(tmp / "scheduler.json", json.loads(json.dumps(self.sched.state_dict())))
-            ck.write_json(tmp / "trainer_state.json", {
+            io.save_safetensors(tensors, tmp / "optimizer.safetensors")
+            io.write_json(tmp / "optimizer.json", meta, indent=2)
+            io.write_json(tmp / "scheduler.json", json.loads(json.dumps(self.sched.state_dict())), indent=2)
+            io.write_json(tmp / "trainer_state.json", {
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_pos,
                 "world_size": acc.num_processes, "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
                 "seed": self.cfg.seed, "distributed_type": acc.distributed_type.value,
                 "train_config": self.cfg.to_dict(),
             })
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.replace(final)
+            io.fsync_tree(tmp)
+            io.replace_dir(tmp, final)
             ck.prune(self.ckdir, self.cfg.keep_last)
         acc.wait_for_everyone()
         return final
@@ -274,9 +270,16 @@ class Trainer:
         acc, cfg = self.acc, self.cfg
         stop_at = min(cfg.steps, cfg.stop_after) if cfg.stop_after is not None else cfg.steps
         writer = None
+        if len(self.train_ds) // acc.num_processes < cfg.batch_size:
+            raise UserError(f"{len(self.train_ds)} training windows cannot fill one batch on each of "
+                            f"{acc.num_processes} process(es)", field="--batch-size", expected=f"at most "
+                            f"{len(self.train_ds) // acc.num_processes}", hint="lower --batch-size or add data")
+        if self.eval_ds is None and cfg.eval_every and acc.is_main_process:
+            print(f"note: no evaluation windows (no val split in the store; --split-portion below 1 holds out part of "
+                  f"the train split), so --eval-every {cfg.eval_every} evaluates nothing")
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            io.write_json(self.out / "train_config.json", cfg.to_dict(), indent=2)
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tensorboard"))
@@ -369,8 +372,7 @@ class Trainer:
             return
         for k, v in logs.items():
             writer.add_scalar(k, v, self.step)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.step, **logs}) + "\n")
+        io.append_jsonl(self.out / "metrics.jsonl", {"step": self.step, **logs})
 
 
 def train(cfg: TrainConfig, train_dataset=None, eval_dataset=None, normalizer=None) -> Path:

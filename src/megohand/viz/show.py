@@ -19,10 +19,9 @@ def load_hands(episode: Episode, source=None) -> dict:
 
     hands = {}
     for side in ("right", "left"):
-        try:
-            valid = np.asarray(episode.hands(side)["valid"], dtype=bool)
-        except (KeyError, ValueError):
+        if side not in episode.store_info.get("sides", ("right", "left")):
             continue
+        valid = np.asarray(episode.hands(side)["valid"], dtype=bool)  # a damaged frames.parquet fails here, loudly
         if valid.any():
             hands[side] = load_hand_model(source, side=side)
     stored = episode.meta.hand_model

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from megohand import io
+
 
 def _atomic_save(img: Image.Image | list, path: Path, **kw) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    if isinstance(img, list):
-        img[0].save(tmp, save_all=True, append_images=img[1:], **kw)
-    else:
-        img.save(tmp, **kw)
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp:
+        if isinstance(img, list):
+            img[0].save(tmp, save_all=True, append_images=img[1:], **kw)
+        else:
+            img.save(tmp, **kw)
 
 
 def pick(n_total: int, n: int) -> list[int]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from megohand import io
 
 
 def write_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.0, crf: int = 20) -> int:
@@ -15,10 +16,8 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.0,
     import av
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     n = 0
-    try:
+    with io.atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = None
             for frame in frames:
@@ -37,10 +36,6 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.0,
                 raise ValueError(f"{path}: no frames to write")
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return n
 
 

@@ -24,8 +24,10 @@ from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
+from megohand.errors import UserError
 
-class SourceError(ValueError):
+
+class SourceError(UserError):
     """Bad or missing dataset input; the message names the file and the problem."""
 
 
@@ -170,7 +172,14 @@ def canonical_hands(raw: RawHand, conv: Convention, hand, T_cam_from_world: np.n
             torch.as_tensor(np.asarray(T_cam_from_world, np.float64)),
         )
         go, transl = matrix_to_axis_angle(R).numpy(), t.numpy()
+    bad_betas = raw.valid & ~np.isfinite(betas).all(1)
+    if bad_betas.any():
+        raise SourceError(f"betas (shape parameters): NaN/inf in {bad_betas.sum()} frame(s) the source marks valid, "
+                          f"first {np.flatnonzero(bad_betas)[:5].tolist()}; expected finite numbers")
     valid = raw.valid & np.isfinite(go).all(1) & np.isfinite(transl).all(1) & np.isfinite(pose).all(1)
+    if raw.valid.any() and not valid.any():
+        raise SourceError(f"every one of the {raw.valid.sum()} annotated frames holds NaN/inf in its pose or "
+                          "translation; expected finite numbers")
     out = {
         "global_orient": go,
         "hand_pose": pose.reshape(-1, 15, 3),

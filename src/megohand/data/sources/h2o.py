@@ -78,14 +78,28 @@ class H2OSource(Source):
         cam = self.root / task
         if not task.endswith("/cam4") or not (cam / "rgb").is_dir():
             raise SourceError(f"h2o: unknown task id {task!r} (no {cam / 'rgb'})")
-        frames = sorted(p.stem for p in (cam / "rgb").glob("*.png"))
+        # the frame list comes from the annotations; a frame missing anywhere else is an error naming it
+        frames = sorted(p.stem for p in (cam / "hand_pose_MANO").glob("*.txt"))
         T = len(frames)
         if T == 0:
-            raise SourceError(f"{cam / 'rgb'}: no frames")
-        for sub in ("hand_pose_MANO", "cam_pose"):
-            missing = [f for f in frames if not (cam / sub / f"{f}.txt").exists()]
+            raise SourceError(f"{cam / 'hand_pose_MANO'}: no annotated frames (<frame:06d>.txt)")
+        try:
+            numbers = [int(f) for f in frames]
+        except ValueError:
+            raise SourceError(f"{cam / 'hand_pose_MANO'}: file names must be frame numbers, got {frames[:3]}") from None
+        gaps = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+        if gaps:
+            raise SourceError(f"missing {cam / 'hand_pose_MANO' / f'{gaps[0]:06d}.txt'} ({len(gaps)} frame(s) between "
+                              f"{frames[0]} and {frames[-1]} lack an annotation)")
+        extra = sorted({p.stem for p in (cam / "rgb").glob("*.png")} - set(frames))
+        if extra:
+            raise SourceError(f"missing {cam / 'hand_pose_MANO' / (extra[0] + '.txt')} (rgb/{extra[0]}.png has no "
+                              f"annotation; {len(extra)} images lack one)")
+        for sub, ext in (("rgb", "png"), ("cam_pose", "txt")):
+            missing = [f for f in frames if not (cam / sub / f"{f}.{ext}").exists()]
             if missing:
-                raise SourceError(f"missing {cam / sub / (missing[0] + '.txt')} ({len(missing)} of {T} frames lack {sub})")
+                raise SourceError(f"missing {cam / sub / f'{missing[0]}.{ext}'} ({len(missing)} of {T} annotated "
+                                  f"frames lack {sub})")
         mano = np.stack([read_numbers(cam / "hand_pose_MANO" / f"{f}.txt", 124) for f in frames])
         hands = {}
         for side, off in (("left", 0), ("right", 62)):

@@ -9,6 +9,10 @@ import numpy as np
 from .common import NativeEpisode, SourceError, canonical_hands
 
 DepthMode = Literal["auto", "sensor", "render", "none"]
+# unit sanity at conversion time: an egocentric camera sees hands within arm's reach and depth within a room;
+# values far beyond mean the source's units are off (millimetres or centimetres stored as metres)
+MAX_HAND_DISTANCE_M = 5.0
+MAX_DEPTH_M = 20.0
 
 
 class HandModels:
@@ -63,12 +67,50 @@ def stored_size(ep: NativeEpisode, max_short_side: int | None) -> tuple[int, int
 def episode_hands(ep: NativeEpisode, hands: HandModels, retargeter=None) -> dict[str, dict]:
     """Canonical camera-frame hand params per side (see common.canonical_hands)."""
     if ep.hands:
-        return {side: canonical_hands(raw, ep.convention, hands[side], ep.T_cam_from_world) for side, raw in ep.hands.items()}
+        out = {}
+        for side, raw in ep.hands.items():
+            try:
+                out[side] = canonical_hands(raw, ep.convention, hands[side], ep.T_cam_from_world)
+            except SourceError as e:
+                raise SourceError(f"{ep.dataset}/{ep.episode}: {side} hand: {e}") from None
+        return out
     if ep.joints:
         if retargeter is None:
             raise SourceError(f"{ep.dataset}/{ep.episode}: joint-only hands need the retargeting network (--retarget-model)")
         return {side: retargeter.fit_sequence(J, order=ep.joint_order, side=side) for side, J in ep.joints.items()}
     raise SourceError(f"{ep.dataset}/{ep.episode}: no hands")
+
+
+def check_hand_units(ep: NativeEpisode, canon: dict[str, dict]) -> None:
+    """SourceError when a valid hand is farther than MAX_HAND_DISTANCE_M from the camera (units off)."""
+    for side, h in canon.items():
+        v = np.asarray(h["valid"], bool)
+        if not v.any():
+            continue
+        dist = np.linalg.norm(np.asarray(h["transl"], np.float64)[v], axis=1)
+        if np.median(dist) > MAX_HAND_DISTANCE_M:
+            raise SourceError(
+                f"{ep.dataset}/{ep.episode}: {side} hand translation: median {np.median(dist):.3g} m from the camera, "
+                f"expected metres within {MAX_HAND_DISTANCE_M} m (millimetres or centimetres read as metres?)",
+                hint="fix the source files or the converter's units; --skip-unit-checks stores them anyway")
+
+
+def check_depth_units(ep: NativeEpisode, frames):
+    """Peek at the first depth frame of the iterator ``frames``: SourceError when its median valid depth is
+    beyond MAX_DEPTH_M (depth in millimetres read as metres?); returns an iterator over all frames."""
+    import itertools
+
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        return iter(())
+    d = np.asarray(first, np.float64)
+    d = d[np.isfinite(d) & (d > 0)]
+    if d.size and np.median(d) > MAX_DEPTH_M:
+        raise SourceError(f"{ep.dataset}/{ep.episode}: depth frame 0: median {np.median(d):.3g} m, expected metres "
+                          f"within {MAX_DEPTH_M} m (millimetres read as metres?)",
+                          hint="fix the source's depth scale; --skip-unit-checks stores it anyway")
+    return itertools.chain([first], frames)
 
 
 def convert_episode(
@@ -79,16 +121,20 @@ def convert_episode(
     renderer=None,
     retargeter=None,
     overwrite: bool = False,
+    unit_checks: bool = True,
 ):
     """Canonicalise and write one episode (atomic). Returns the store's EpisodeRef.
 
     depth: "sensor" keeps only native depth; "render" renders hands (+ object meshes) at the RGB
     camera (virtual depth, 2 m background, see megohand.data.virtual_depth), at the size the writer
     stores; "auto" = sensor if the source has it, else render; "none" stores no depth.
+    unit_checks: refuse hands beyond MAX_HAND_DISTANCE_M and sensor depth beyond MAX_DEPTH_M (units off).
     """
     from megohand.data.store import EpisodeMeta
 
     canon = episode_hands(ep, hands, retargeter)
+    if unit_checks:
+        check_hand_units(ep, canon)
     for side, h in canon.items():
         if len(h["valid"]) != ep.num_frames:
             raise SourceError(f"{ep.dataset}/{ep.episode}: {side} hand has {len(h['valid'])} frames, episode {ep.num_frames}")
@@ -97,6 +143,8 @@ def convert_episode(
     depth_frames, depth_source, extra = None, "none", dict(ep.extra)
     if depth in ("auto", "sensor") and ep.depth is not None:
         depth_frames, depth_source = ep.depth(), ep.depth_source
+        if unit_checks:
+            depth_frames = check_depth_units(ep, depth_frames)
     elif depth == "render" or (depth == "auto" and ep.depth is None):
         from megohand.data.virtual_depth import render_episode_depth
 

@@ -86,6 +86,8 @@ class TACOSource(Source):
                 betas = np.asarray(sd["hand_shape"], np.float64).reshape(10)
             except (KeyError, TypeError, ValueError) as e:
                 raise SourceError(f"{shape_path}: bad 'hand_shape' ({e})") from None
+            if not np.isfinite(betas).all():
+                raise SourceError(f"{shape_path}: 'hand_shape' holds NaN/inf ({betas.tolist()}); expected 10 finite numbers")
         T = len(keys)
         if T_expected is not None:
             check_count(path, T, T_expected, "hand frames")

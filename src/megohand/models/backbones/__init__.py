@@ -10,6 +10,8 @@ Every backbone is an ``nn.Module`` with
   ``mask`` (B, S) bool, and ``padded``, a Python bool: whether any row is padded);
 - ``forward_tokens(image, text, depth_tokens)``: the tensor part, without host syncs (CUDA-graph capturable when
   ``padded`` is False: the language models then get ``attention_mask=None``, the same full / causal attention);
+- ``image_tokens(tokens, text) -> (B, grid^2, out_dim)``: the output tokens at the image positions (row-major),
+  for the grounding supervision (``megohand.models.grounding``);
 - ``image_size``, ``image_grid`` (visual tokens = grid^2), ``image_token_dim`` (width where depth is added);
 - ``export(folder)``: write what is needed to rebuild the architecture without the user's folders
   (configs, tokenizer), read back by ``build_backbone(..., aux_dir=folder)``.
@@ -18,12 +20,31 @@ Every backbone is an ``nn.Module`` with
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
+import torch
 from torch import nn
 
 
+class Backbone(Protocol):
+    """What the policy needs of a cerebrum backbone (the contract above, checked by ``build_backbone``)."""
+
+    image_size: int
+    image_grid: int
+    image_token_dim: int
+
+    def prepare_text(self, instructions: list[str] | None, batch: int, device) -> dict: ...
+
+    def forward_tokens(self, image: torch.Tensor | None, text: dict,
+                       depth_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def image_tokens(self, tokens: torch.Tensor, text: dict) -> torch.Tensor: ...
+
+    def export(self, folder: Path) -> None: ...
+
+
 def build_backbone(cfg, out_dim: int, use_text: bool, use_image: bool, aux_dir: Path | None = None) -> nn.Module:
-    """BackboneConfig -> backbone whose tokens have width ``out_dim``."""
+    """BackboneConfig -> backbone (a ``Backbone``) whose tokens have width ``out_dim``."""
     if cfg.kind == "compact":
         from megohand.models.backbones.compact import CompactBackbone
 

@@ -103,6 +103,10 @@ class CompactBackbone(nn.Module):
         tokens = self.fusion(tokens, src_key_padding_mask=~mask if padded else None)
         return self.out(tokens), mask
 
+    def image_tokens(self, tokens: torch.Tensor, text: dict) -> torch.Tensor:
+        """The output tokens (B, S', out_dim) at the image positions: (B, grid^2, out_dim), row-major."""
+        return tokens[:, -self.image_grid**2:]
+
     def forward(self, image=None, instructions=None, depth_tokens=None):
         B = image.shape[0] if image is not None else len(instructions)
         return self.forward_tokens(image, self.prepare_text(instructions, B, self.type_embed.weight.device), depth_tokens)

@@ -1,4 +1,4 @@
-"""The paper's Eagle-2-style backbone (GR00T-N1, paper.md §2).
+"""The paper's Eagle-2-style backbone (GR00T-N1; arXiv 2505.16602, the cerebrum; docs/model.md).
 
 image (224) -> SigLIP vision tower -> (N = g x g patches) -> pixel shuffle 0.5 -> (g/2)^2 tokens x 4C
 -> mlp1 (LayerNorm, Linear, GELU, Linear) -> visual tokens (+ depth tokens) placed at the ``<IMG_CONTEXT>``
@@ -211,6 +211,10 @@ class EagleBackbone(nn.Module):
         attn = mask.long() if text["padded"] else None
         h = self.llm(inputs_embeds=embeds, attention_mask=attn, use_cache=False).last_hidden_state
         return self.proj(h.to(self.proj.weight.dtype)), mask
+
+    def image_tokens(self, tokens: torch.Tensor, text: dict) -> torch.Tensor:
+        """The output tokens (B, S', out_dim) at the <IMG_CONTEXT> positions: (B, grid^2, out_dim), row-major."""
+        return tokens.gather(1, text["image_index"][..., None].expand(-1, -1, tokens.shape[-1]))
 
     def forward(self, image=None, instructions=None, depth_tokens=None):
         B = image.shape[0] if image is not None else len(instructions)

@@ -1,0 +1,198 @@
+"""``megohand benchmark``: the synthetic benchmark of a named experiment, end to end.
+
+For the experiment's world (``megohand.train.experiments``): draw the store, compute its statistics once, train
+every (variant, seed, ablation) with ``megohand train --config NAME`` (resumable; in parallel on one GPU with
+``--parallel``), then evaluate all models and the baselines with ``megohand eval``'s protocols, input-reliance rows
+and task metrics, and write ``<out>/<name>.json`` and ``.md`` with the mean and spread over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VARIANTS = ("TID", "TI", "T", "V")
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "no-grounding": ("--model.grounding.weight=0",),
+    "no-dropout": ("--model.dropout.text=0", "--model.dropout.image=0", "--model.dropout.depth=0"),
+}
+"""Named changes of the recipe (``megohand train`` overrides) for the A/B rows of the benchmark."""
+
+
+@dataclass
+class Benchmark:
+    """Train and evaluate the variants of a named synthetic experiment (T, V, TI, TID; several seeds; ablations)."""
+
+    config: str = "synthetic"
+    """Named experiment (megohand.train.experiments) with a synthetic world."""
+    work: Path = Path("runs/benchmark")
+    """Folder of the store (work/store) and the training runs (work/<variant>_s<seed>[_<ablation>])."""
+    out: Path = Path("benchmarks/results")
+    """Where <config>.json and <config>.md go."""
+    variants: tuple[str, ...] = VARIANTS
+    """Input modalities to train (T, V, TI, TID)."""
+    seeds: tuple[int, ...] = (0,)
+    """Training seeds of every variant."""
+    ablations: tuple[str, ...] = ()
+    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout), first seed only."""
+    episodes: int | None = None
+    """Episodes to draw (None: the experiment's)."""
+    steps: int | None = None
+    """Training steps (None: the experiment's)."""
+    train_args: tuple[str, ...] = ()
+    """More ``megohand train`` overrides for every run, without their leading dashes (tyro would read them as options
+    of this verb): --train-args num-workers=2 save-every=250."""
+    parallel: bool = False
+    """Train all runs at once (one process each; for a large GPU)."""
+    workers: int = 4
+    """Processes that draw the world."""
+    train_only: bool = False
+    """Stop after training (evaluate later)."""
+    device: str | None = None
+    """Torch device for evaluation (None: cuda if available)."""
+    protocol_rollout_frames: int = 64
+    """Closed-loop frames per rollout."""
+    max_test_episodes: int = 0
+    """Cap on test episodes (0 = all)."""
+
+    def run(self) -> None:
+        import dataclasses
+        import json
+        import subprocess
+        import sys
+        import time
+
+        import torch
+
+        from megohand.data.stats import compute_store_statistics
+        from megohand.data.store import Store
+        from megohand.data.synthetic import SynthConfig, synthesize
+        from megohand.evaluate.evaluator import EvalConfig, baseline_factories, evaluate_store
+        from megohand.hand import load_hand_model
+        from megohand.inference.policy import load_policy
+        from megohand.io import write_text
+        from megohand.train.experiments import get_experiment
+
+        exp = get_experiment(self.config)
+        if exp.world is None:
+            raise SystemExit(f"experiment {self.config!r} has no synthetic world; `megohand benchmark` needs one")
+        unknown = set(self.variants) - set(VARIANTS) or set(self.ablations) - set(ABLATIONS)
+        if unknown:
+            raise SystemExit(f"unknown variants or ablations {sorted(unknown)}; variants {VARIANTS}, ablations "
+                             f"{list(ABLATIONS)}")
+        t0 = time.time()
+        store = self.work / "store"
+        episodes = self.episodes or exp.episodes
+        synthesize(store, episodes, SynthConfig(**exp.world), workers=self.workers)
+        tc = exp.train
+        compute_store_statistics(store, ["synthetic"], tc.side, tc.model.horizon, split="train", mode=tc.normalizer,
+                                 window_scope=tc.window_scope)
+        runs = {f"{v}_s{s}": ("--model.modalities", v, "--seed", str(s)) for v in self.variants for s in self.seeds}
+        for a in self.ablations:
+            runs[f"TID_s{self.seeds[0]}_{a}"] = ("--model.modalities", "TID", "--seed", str(self.seeds[0]), *ABLATIONS[a])
+        exe = [sys.executable, "-m", "megohand.cli.main", "train", "--config", self.config]
+        minutes, jobs = {}, {}
+        for name, args in runs.items():
+            run = self.work / name
+            if (run / "model" / "config.json").is_file():
+                continue
+            cmd = [*exe, "--store", str(store), "--out", str(run), *(["--steps", str(self.steps)] if self.steps else []),
+                   *(a if a.startswith("-") else f"--{a}" for a in self.train_args), *args]
+            run.mkdir(parents=True, exist_ok=True)
+            print("+", " ".join(cmd), flush=True)
+            t = time.time()
+            if self.parallel:
+                jobs[name] = (subprocess.Popen(cmd, stdout=open(run / "train.log", "a"), stderr=subprocess.STDOUT), t)
+            else:
+                subprocess.run(cmd, check=True)
+                minutes[name] = (time.time() - t) / 60
+        for name, (proc, t) in jobs.items():
+            if proc.wait() != 0:
+                raise SystemExit(f"training run {name} failed: see {self.work / name / 'train.log'}")
+            minutes[name] = (time.time() - t) / 60
+        if self.train_only:
+            return
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        policies = {name: load_policy(self.work / name / "model", device) for name in runs}
+        horizon = next(iter(policies.values())).horizon
+        methods = {name: (lambda p: lambda prev, s: p)(p) for name, p in policies.items()}
+        methods.update(baseline_factories(horizon))
+        cfg = EvalConfig(horizon=horizon, window_stride=16, rollout_frames=self.protocol_rollout_frames,
+                         batch_size=64, max_episodes=self.max_test_episodes)
+        hand = load_hand_model()
+        report = evaluate_store(Store(store), methods, hand, cfg)
+        report.update(
+            experiment=self.config, hand_model=hand.name, runs={k: list(v) for k, v in runs.items()},
+            train=dataclasses.replace(tc, steps=self.steps or tc.steps).to_dict(), episodes=episodes,
+            train_minutes=minutes, minutes=(time.time() - t0) / 60,
+            device=torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+            command="megohand benchmark " + " ".join(sys.argv[2:]),
+        )
+        self.out.mkdir(parents=True, exist_ok=True)
+        md = summary_markdown(report)
+        write_text(self.out / f"{self.config}.json", json.dumps(report, indent=1, allow_nan=True))
+        write_text(self.out / f"{self.config}.md", md)
+        print(md)
+        print(f"wrote {self.out / (self.config + '.md')} and .json")
+
+
+SUMMARY = (("window", "mpjpe_cm", "window MPJPE (cm)"), ("window", "mwte_cm", "window MWTE (cm)"),
+           ("window", "mre_rad", "window MRE (rad)"), ("rollout-tof", "mpjpe_cm", "TOF MPJPE (cm)"),
+           ("rollout-tof", "target_acc", "TOF target acc."), ("rollout-tof", "dest_cm", "TOF dest. (cm)"),
+           ("rollout-tof", "jitter_m_s3", "TOF jitter (m/s³)"), ("rollout-raw", "mpjpe_cm", "no-TOF MPJPE (cm)"),
+           ("rollout-raw", "target_acc", "no-TOF target acc."))
+
+
+def group_runs(methods: list[str]) -> dict[str, list[str]]:
+    """Run names "<variant>_s<seed>[_<ablation>]" grouped by "<variant>[ <ablation>]" (baselines alone)."""
+    groups: dict[str, list[str]] = {}
+    for m in methods:
+        parts = m.split("_")
+        key = m if len(parts) < 2 or not parts[1].startswith("s") else " ".join([parts[0], *parts[2:]])
+        groups.setdefault(key, []).append(m)
+    return groups
+
+
+def mean_spread(values: list[float]) -> tuple[float, float]:
+    """(mean, max - min) of the finite values (NaN, NaN when none)."""
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return math.nan, math.nan
+    return sum(v) / len(v), max(v) - min(v)
+
+
+def summary_markdown(report: dict) -> str:
+    """The benchmark table: one row per variant (mean over seeds, ± the max-min spread when several), and the
+    input-reliance table (window MPJPE change and TOF target accuracy with each input from another episode)."""
+    from megohand.evaluate.evaluator import RELIANCE, reliance_name
+
+    res, key = report["results"], "[synthetic]"
+    info = report["datasets"]["synthetic"]
+    lines = [f"# Benchmark `{report['experiment']}`", "",
+             f"{info['episodes']} test episodes, {info['windows']} windows; {report['train']['steps']} steps at batch "
+             f"{report['train']['batch_size']}; hand model {report['hand_model']}; {report['device']}.", "",
+             "| method | seeds | " + " | ".join(c[2] for c in SUMMARY) + " |", "|---|---|" + "---|" * len(SUMMARY)]
+
+    def cell(names, proto, metric):
+        m, s = mean_spread([res.get(proto, {}).get(n, {}).get(key, {}).get(metric, math.nan) for n in names])
+        if math.isnan(m):
+            return "–"
+        return f"{m:.3f}" + (f" ± {s:.3f}" if len(names) > 1 else "") if abs(m) < 100 else f"{m:.0f}"
+
+    groups = group_runs(report["methods"])
+    for g, names in groups.items():
+        lines.append(f"| {g} | {len(names)} | " + " | ".join(cell(names, p, k) for p, k, _ in SUMMARY) + " |")
+    lines += ["", "Input reliance (mean over seeds; the same windows, rollouts and noise, one input from another test "
+              "episode):", "", "| method | input | window MPJPE change | TOF target acc. |", "|---|---|---|---|"]
+    for g, names in groups.items():
+        for swap in RELIANCE:
+            rel = [reliance_name(n, swap) for n in names]
+            if not any(r in report.get("reliance", []) for r in rel):
+                continue
+            ch = [100 * (res["window"][r][key]["mpjpe_cm"] / res["window"][n][key]["mpjpe_cm"] - 1)
+                  for n, r in zip(names, rel) if r in res.get("window", {})]
+            m, s = mean_spread(ch)
+            lines.append(f"| {g} | {RELIANCE[swap]} | {m:+.1f} %" + (f" ± {s:.1f}" if len(ch) > 1 else "")
+                         + f" | {cell(rel, 'rollout-tof', 'target_acc')} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,116 @@
+"""Scene facts of a stored synthetic episode, read from its ``EpisodeMeta.extra``: where the instructed object and
+its destination are in every frame's camera frame, and when the hand touches and releases the object.
+
+These are the facts that only the picture shows (the text names *what*, never *where*). They serve the task
+metrics of ``megohand eval`` (target accuracy, distance to the destination) and the grounding supervision of
+training (``megohand.data.windows``: the instructed object and the destination projected into the model's
+image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SceneFacts:
+    """Per frame t = 0..T-1, camera frame [m].
+
+    ``centers`` (T, N, 3): centre of each object (its base centre raised by half its height); ``target``: index
+    of the instructed object; ``destination`` (T, 3) where the instructed object's centre should end up (the
+    meta's destination, a base centre on the table, raised by half the object's height), or None (tasks without
+    one); ``contact_frame``: first frame at which the hand touches the instructed object
+    (None: never); ``release_frame``: last frame the object is carried (None: never carried).
+    """
+
+    centers: np.ndarray
+    target: int
+    destination: np.ndarray | None
+    contact_frame: int | None
+    release_frame: int | None
+
+    @property
+    def num_objects(self) -> int:
+        return self.centers.shape[1]
+
+
+def object_heights(objects: list[dict]) -> np.ndarray:
+    """(N,) height above the table [m] of the stored objects (``SceneObject.to_dict`` entries)."""
+    from megohand.data.synthetic.scene import SceneObject
+
+    return np.array([SceneObject(o["shape"], o["color"], tuple(o["dims"]), tuple(o["xy"]), o["yaw"]).height
+                     for o in objects], dtype=np.float64)
+
+
+def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts | None:
+    """The facts of one episode from its meta ``extra`` and (T, 4, 4) world->camera transforms; None when the
+    episode does not describe its objects (not a synthetic episode, or no camera poses)."""
+    if not extra or not extra.get("objects") or "object_poses" not in extra or T_cam_from_world is None:
+        return None
+    from megohand.geometry.rotations import axis_angle_to_matrix
+
+    import torch
+
+    poses = np.asarray(extra["object_poses"], dtype=np.float64)  # (T, N, 6) world-from-object xyz + rotvec
+    T = len(T_cam_from_world)
+    if poses.ndim != 3 or poses.shape[0] != T:
+        return None
+    R = axis_angle_to_matrix(torch.as_tensor(poses[..., 3:])).numpy()  # (T, N, 3, 3)
+    up = np.zeros((len(extra["objects"]), 3))
+    up[:, 2] = object_heights(extra["objects"]) / 2
+    centers_w = poses[..., :3] + np.einsum("tnij,nj->tni", R, up)
+    centers = to_camera(T_cam_from_world, centers_w)
+    target = int(extra.get("target", 0))
+    dest = extra.get("destination")
+    destination = None
+    if dest is not None:  # the base centre on the table -> the object's centre there
+        dest_center = np.asarray(dest, np.float64) + up[target]
+        destination = to_camera(T_cam_from_world, np.tile(dest_center, (T, 1, 1)))[:, 0]
+    attach = np.asarray(extra.get("attach", []), dtype=np.int64)
+    carried = np.flatnonzero(attach == target) if len(attach) == T else np.zeros(0, np.int64)
+    contact = extra.get("contact_frame")
+    if contact is None and len(carried):
+        contact = int(carried[0])
+    return SceneFacts(centers=centers, target=target, destination=destination,
+                      contact_frame=None if contact is None else int(contact),
+                      release_frame=int(carried[-1]) if len(carried) else None)
+
+
+def to_camera(T_cam_from_world: np.ndarray, X_world: np.ndarray) -> np.ndarray:
+    """Points (T, N, 3) in the world -> camera frame with the per-frame (T, 4, 4) transforms."""
+    import torch
+
+    from megohand.geometry.camera import transform_points
+
+    return transform_points(torch.tensor(np.asarray(T_cam_from_world), dtype=torch.float64),
+                            torch.tensor(np.asarray(X_world), dtype=torch.float64)).numpy()
+
+
+def project(K: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Camera-frame points (N, 3) [m] -> pixels (N, 2) with (3, 3) K; NaN for points behind the camera."""
+    import torch
+
+    from megohand.geometry.camera import project_points
+
+    X = np.asarray(X, dtype=np.float64)
+    uv = project_points(torch.as_tensor(X), torch.as_tensor(np.asarray(K, dtype=np.float64))).numpy()
+    return np.where(X[..., 2:3] > 1e-6, uv, np.nan)
+
+
+def image_targets(facts: SceneFacts | None, k: int, K: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the instructed object and its destination are in frame ``k``'s model image (``size`` x ``size``, pinhole
+    ``K``): uv (2, 2) float32 in [0, 1] (pixel-edge coordinates divided by ``size``) and valid (2,) bool (inside
+    the picture and in front of the camera; False without facts or without a destination)."""
+    uv = np.zeros((2, 2), np.float32)
+    valid = np.zeros(2, bool)
+    if facts is None:
+        return uv, valid
+    points = [facts.centers[k, facts.target]] + ([facts.destination[k]] if facts.destination is not None else [])
+    px = project(K, np.stack(points))  # (n, 2), pixel centres at integers
+    for i, p in enumerate(px):
+        q = (p + 0.5) / size
+        if np.all(np.isfinite(q)) and np.all((q >= 0) & (q <= 1)):
+            uv[i], valid[i] = q, True
+    return uv, valid

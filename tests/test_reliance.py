@@ -1,0 +1,116 @@
+"""Input reliance and task metrics of ``megohand eval`` on a few synthetic scenes.
+
+Controls: a policy that ignores the image must give bit-identical numbers when the RGB comes from another episode
+(same windows, same noise), while one that reads the image must not; the derangement never pairs an episode with
+itself; target accuracy and the destination distance against hand-computed cases.
+"""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from megohand.evaluate.evaluator import EvalConfig, _Pool, derangement, evaluate_store, reliance_name
+from megohand.inference.baselines import StaticPolicy
+from megohand.metrics import carried_to, closest_object, grip_point
+
+torch.set_num_threads(1)
+
+
+class NoisyStatic:
+    """Static pose plus a small noise draw on the wrist translation; ``gain`` > 0 adds the image's mean brightness."""
+
+    def __init__(self, gain: float = 0.0, horizon: int = 16):
+        self.gain, self.static = gain, StaticPolicy(horizon)
+
+    def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None):
+        a = self.static.predict_chunk(image, instructions, state).clone()
+        noise = torch.randn(a.shape[:-1] + (3,), generator=generator, dtype=a.dtype) * 0.01
+        a[..., -3:] += noise
+        if self.gain:
+            a[..., -3:] += self.gain * image.float().mean(dim=(1, 2, 3))[:, None, None] / 255
+        return a
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from megohand.cli.demo import make_scenes
+    from megohand.data.store import Store
+    from megohand.data.synthetic import SynthConfig
+    from megohand.hand import load_hand_model
+
+    hand = load_hand_model()
+    root = tmp_path_factory.mktemp("scenes")
+    make_scenes(root, SynthConfig(seed=5, width=32, height=32), 3, hand)
+    return Store(root), hand
+
+
+def test_derangement_has_no_fixed_point():
+    def ep(w, h):
+        return SimpleNamespace(episode_obj=SimpleNamespace(meta=SimpleNamespace(width=w, height=h)))
+
+    eps = [ep(32, 32), ep(64, 48), ep(32, 32), ep(32, 32), ep(10, 10)]
+    p = derangement(eps)
+    assert p[4] is None and p[1] is None  # nobody of its size
+    same = [0, 2, 3]
+    assert sorted(p[i] for i in same) == same and all(p[i] != i for i in same)
+
+
+def test_reliance_control_blind_vs_looking(scenes):
+    store, hand = scenes
+    cfg = EvalConfig(window_stride=8, rollout_frames=64, batch_size=8, reliance=("rgb", "text"))
+    methods = {"blind": lambda prev, s: NoisyStatic(0.0), "looks": lambda prev, s: NoisyStatic(0.5)}
+    rep = evaluate_store(store, methods, hand, cfg, log=lambda *a: None)
+    res = rep["results"]
+    for proto in ("window", "rollout-tof"):
+        blind, swapped = res[proto]["blind"]["synthetic"], res[proto][reliance_name("blind", "rgb")]["synthetic"]
+        assert blind["mpjpe_cm"] == swapped["mpjpe_cm"]  # same noise, image unused: bit-identical
+        looks, lswap = res[proto]["looks"]["synthetic"], res[proto][reliance_name("looks", "rgb")]["synthetic"]
+        assert abs(looks["mpjpe_cm"] - lswap["mpjpe_cm"]) > 1e-4
+    assert reliance_name("blind", "text") in rep["reliance"]
+    assert "Input reliance" in __import__("megohand.evaluate.tables", fromlist=["x"]).results_markdown(rep)
+    # the static hand never reaches: its target accuracy is a share in [0, 1] over the episodes with a contact
+    acc = res["rollout-tof"]["blind"]["synthetic"]["target_acc"]
+    assert 0.0 <= acc <= 1.0 and res["rollout-tof"]["blind"]["synthetic"]["task_episodes"] >= 1
+
+
+def test_task_metric_hand_computed(scenes):
+    """Rollout states equal to the ground truth reach the instructed object (its grip point is where the scripted
+    grasp puts it); the static hand from frame 1 is compared with the hand-computed closest object."""
+    from megohand.evaluate.evaluator import load_episode
+    from megohand.hand.vector import state_to_params
+
+    store, hand = scenes
+    eps = [load_episode(store, r.dataset, r.episode) for r in store.episodes(split="test")]
+    eps = [e for e in eps if e.facts is not None and e.facts.contact_frame is not None]
+    assert eps
+    pool = _Pool(hand)
+    gt = torch.stack([e.states[: min(x.num_frames for x in eps)] for e in eps])
+    pool.add_task(("p", "gt", "d"), gt, eps, first_frame=0)
+    static = gt[:, :1].expand_as(gt)
+    pool.add_task(("p", "static", "d"), static, eps, first_frame=0)
+    out = pool.reduce()
+    n = len(pool.task[("p", "gt", "d")]["hits"])
+    assert n >= 1 and out["p"]["gt"]["d"]["target_acc"] == 1.0
+    expect = []
+    for e in eps:
+        f = e.facts
+        if f.contact_frame >= gt.shape[1]:
+            continue
+        j = hand.forward_params(state_to_params(e.states[:1].double())).joints[0].numpy()
+        g = j[[16, 17, 18]].mean(0)
+        expect.append(int(np.argmin(np.linalg.norm(f.centers[f.contact_frame] - g, axis=-1))) == f.target)
+    assert math.isclose(out["p"]["static"]["d"]["target_acc"], float(np.mean(expect)))
+
+
+def test_task_metric_primitives():
+    joints = torch.zeros(2, 21, 3)
+    joints[:, 16:19] = torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.3, 0.0]])
+    g = grip_point(joints)
+    assert torch.allclose(g, torch.tensor([0.1, 0.1, 0.0]).expand(2, 3))
+    centers = torch.tensor([[0.5, 0.5, 0.0], [0.12, 0.1, 0.0], [0.1, 0.2, 0.0]])
+    assert closest_object(g[0], centers) == 1
+    left = carried_to(torch.tensor([0.0, 0.0, 0.0]), torch.tensor([0.1, -0.2, 0.05]), torch.tensor([1.0, 1.0, 1.0]))
+    assert torch.allclose(left, torch.tensor([1.1, 0.8, 1.05]))
