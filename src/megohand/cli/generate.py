@@ -6,18 +6,24 @@ INIT.json schema (right hand, camera frame of the image, OpenCV axes, metres and
       "global_orient": [rx, ry, rz],          # wrist rotation, axis-angle (3)
       "hand_pose": [[...], ... 15 x 3] or 45, # absolute local finger rotations, axis-angle, MANO order
       "betas": [10 numbers],                  # optional, default zeros
-      "transl": [x, y, z],                    # smplx transl: the wrist joint is at J0(betas) + transl
+      "transl": [x, y, z],                    # smplx transl [m]: the wrist joint is at J0(betas) + transl
       "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]   # optional intrinsics [px]; default f = max(W, H), centre
     }
 
+Without --init the first frame's right hand is estimated (``megohand.perception``, the extra
+``pip install -e ".[perception]"``) and written as ``init.json`` in --out, to edit and pass back with --init.
+
 Outputs in --out: ``hands.json`` and ``hands.npz`` (frames 0..N, frame 0 = INIT), ``overlay.mp4``
-(the hand mesh drawn over the input frames) and ``overlay.png`` (a strip of frames).
+(the hand mesh drawn over the input frames) and ``overlay.png`` (a strip of frames); all written to a temporary
+folder first and moved into --out only when everything succeeded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +31,37 @@ import numpy as np
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 FIELDS = {"global_orient": (3,), "hand_pose": (15, 3), "betas": (10,), "transl": (3,)}
+MAX_TRANSL_M = 5.0  # a hand farther than this from the camera is a unit mistake (millimetres)
 
 
 @dataclass
 class Generate:
-    """Generate a right-hand motion in closed loop (TOF on by default) and render it over the input."""
+    """Generate a right-hand motion in closed loop (TOF on by default) and render it over the input.
+
+    The initial hand comes from --init, or, without it, is estimated from the first frame (needs
+    `pip install -e ".[perception]"`) and saved as init.json in --out."""
 
     image: Path
     """An RGB image (PNG/JPEG) or a video; with a video, frame k is the observation at step k."""
     text: str
     """Task instruction, e.g. "pick up the red cylinder"."""
-    init: Path
-    """INIT.json with the initial hand (schema in the module docstring / docs/inference.md)."""
     out: Path
     """Output folder."""
+    init: Path | None = None
+    """INIT.json with the initial hand (schema in docs/inference.md); default: estimated from the first frame."""
+    intrinsics: Path | None = None
+    """Intrinsics file (JSON {"K"} or {"fx","fy","cx","cy"}, .npy, text); default: INIT.json's K, else
+    f = max(W, H) px with the principal point at the centre. Checked against the image size."""
+    depth: Path | None = None
+    """Metric depth aligned to the frames: a 16-bit depth video or folder of PNG (mm) / .npy (m) frames, or one
+    such file for an image. Places the estimated hand and is given to the policy."""
+    depth_model: Path | None = None
+    """Local transformers depth-estimation folder (a metric model, e.g. Depth Anything V2 metric) run on the
+    frames instead of --depth."""
+    estimator: str = "mediapipe"
+    """Hand estimator for the first frame without --init: "mediapipe" or "package.module:factory"."""
+    retarget_model: Path | None = None
+    """Retargeting network for the estimated hand (default: the one shipped for the open hand)."""
     ckpt: Path | None = None
     """Checkpoint folder; None = the demo checkpoint shipped in the package."""
     steps: int | None = None
@@ -69,23 +92,32 @@ class Generate:
         from megohand.viz.strip import pick, save_strip
         from megohand.viz.video import write_mp4
 
+        self.check_args()
         frames, video_fps = read_frames(self.image, None if self.frames is None else self.frames + 1)
         is_video = len(frames) > 1
         N = self.frames if self.frames is not None else (len(frames) - 1 if is_video else 63)
         if is_video and N > len(frames) - 1:
             raise SystemExit(f"{self.image}: {len(frames)} frames, cannot generate {N} frames after the first")
-        if N < 1:
-            raise SystemExit(f"--frames must be >= 1 (got {N})")
         H, W = frames[0].shape[:2]
-        params, K = read_init(self.init, W, H)
+        depth = self.read_depth(frames)
+        if self.init is not None:
+            params, K = read_init(self.init, W, H)
+            init_json = None
+        else:
+            K = None
+        if self.intrinsics is not None or K is None:
+            K = intrinsics_for(self.intrinsics, W, H)
+        if self.init is None:
+            params, init_json = self.estimate_init(frames[0], K, None if depth is None else depth[0])
         fps = self.fps or video_fps or 30.0
 
         policy = load_policy(self.ckpt, self.device)
         init = params_to_state(params)[None]  # (1, 109)
 
         def observe(k):
-            f = frames[k] if is_video else frames[0]
-            return torch.from_numpy(np.array(f, dtype=np.uint8)).permute(2, 0, 1)[None], None
+            i = k if is_video else 0
+            image = torch.from_numpy(np.array(frames[i], dtype=np.uint8)).permute(2, 0, 1)[None]
+            return image, None if depth is None else torch.from_numpy(depth[i])[None, None]
 
         gen = torch.Generator().manual_seed(self.seed)
         bar = tqdm(total=N, desc="generate", unit="frame")
@@ -94,19 +126,102 @@ class Generate:
         bar.close()
         p = res.params()
         seq = {k: getattr(p, k)[0].numpy().astype(np.float32) for k in FIELDS}
-        self.out.mkdir(parents=True, exist_ok=True)
         meta = {"text": self.text, "fps": fps, "K": K.tolist(), "stride": self.stride, "steps": self.steps,
-                "tof": self.tof, "queries": res.queries, "source": str(self.image), "frames": N + 1}
-        write_sequence(self.out, seq, meta)
+                "tof": self.tof, "queries": res.queries, "source": str(self.image), "frames": N + 1,
+                "init": str(self.init) if self.init is not None else "estimated (init.json)",
+                "depth": str(self.depth or self.depth_model) if depth is not None else None}
         hand = load_hand_model(self.mano_dir)
         with torch.no_grad():
             verts = hand(*(torch.from_numpy(seq[k]) for k in FIELDS)).vertices.numpy()
         images = [frames[k] if is_video else frames[0] for k in range(N + 1)]
         video = overlay_frames(images, verts, hand.faces.numpy(), K)
-        write_mp4(video, self.out / "overlay.mp4", fps)
-        save_strip([video[i] for i in pick(len(video), 6)], self.out / "overlay.png")
-        print(f"wrote {N + 1} frames ({res.queries} queries) to {self.out}: hands.json, hands.npz, overlay.mp4, "
-              f"overlay.png (hand model: {hand.name})")
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".generate-", dir=self.out))
+        try:  # everything into a temporary folder, moved into --out only once all is written
+            write_sequence(tmp, seq, meta)
+            if init_json is not None:
+                (tmp / "init.json").write_text(json.dumps(init_json, indent=1) + "\n")
+            write_mp4(video, tmp / "overlay.mp4", fps)
+            save_strip([video[i] for i in pick(len(video), 6)], tmp / "overlay.png")
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, self.out / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        written = "init.json, " if init_json is not None else ""
+        print(f"wrote {N + 1} frames ({res.queries} queries) to {self.out}: {written}hands.json, hands.npz, "
+              f"overlay.mp4, overlay.png (hand model: {hand.name})")
+
+    def check_args(self) -> None:
+        """Refuse bad option values before any work (one line each)."""
+        if self.steps is not None and self.steps < 1:
+            raise SystemExit(f"--steps must be >= 1 (got {self.steps})")
+        if self.fps is not None and not self.fps > 0:
+            raise SystemExit(f"--fps must be > 0 (got {self.fps})")
+        if self.frames is not None and self.frames < 1:
+            raise SystemExit(f"--frames must be >= 1 (got {self.frames})")
+        if self.stride < 1:
+            raise SystemExit(f"--stride must be >= 1 (got {self.stride})")
+        if self.depth is not None and self.depth_model is not None:
+            raise SystemExit("--depth and --depth-model: give one of them")
+
+    def read_depth(self, frames: list[np.ndarray]) -> list[np.ndarray] | None:
+        """Depth (H, W) [m] per frame from --depth or --depth-model, else None; errors name the file."""
+        if self.depth is None and self.depth_model is None:
+            return None
+        from megohand.perception.depth import DepthModel, iter_depth
+
+        H, W = frames[0].shape[:2]
+        try:
+            if self.depth is not None:
+                depth = []
+                for d in iter_depth(self.depth, (H, W)):
+                    depth.append(d)
+                    if len(depth) == len(frames):
+                        break
+                if len(depth) < len(frames):
+                    raise ValueError(f"{self.depth}: {len(depth)} depth frames for {len(frames)} images")
+                return depth
+            model = DepthModel(self.depth_model, self.device)
+            return [model(f) for f in frames]
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+
+    def estimate_init(self, image: np.ndarray, K: np.ndarray, depth: np.ndarray | None):
+        """The first frame's right hand (HandParams) and its INIT.json dict; SystemExit when none is found."""
+        import torch
+
+        from megohand.hand.retarget import Retargeter
+        from megohand.hand.vector import HandParams
+        from megohand.perception.estimator import load_estimator
+        from megohand.perception.sequence import fit_track, track_hand
+
+        try:
+            estimator = load_estimator(self.estimator, tracking=False)
+            retargeter = Retargeter.from_pretrained(self.retarget_model, mano_dir=self.mano_dir)
+        except (ImportError, ValueError) as e:
+            raise SystemExit(f"no --init given, and the hand cannot be estimated: {e}") from None
+        track = track_hand(estimator, [image], K, None if depth is None else [depth])
+        fit = fit_track(retargeter, track, smooth=0.0)
+        if not fit["valid"][0]:
+            why = "none found" if not track.found[0] else "no credible fit"
+            raise SystemExit(f"{self.image}: no right hand in the first frame ({why}); pass --init INIT.json "
+                             "(schema: docs/inference.md)")
+        d = {k: fit[k][0].tolist() for k in FIELDS}
+        d.update(K=np.asarray(K).tolist(), side="right", fit_error_mm=round(float(fit["fit_error_mm"][0]), 2),
+                 estimated_from=str(self.image), depth_points=int(track.depth_points[0]))
+        return HandParams(*(torch.from_numpy(fit[k][0]) for k in FIELDS)), d
+
+
+def intrinsics_for(path: Path | None, width: int, height: int) -> np.ndarray:
+    """K from --intrinsics (checked against the image size), else the default; SystemExit naming the file."""
+    from megohand.perception.placement import check_intrinsics, default_intrinsics, read_intrinsics
+
+    if path is None:
+        return default_intrinsics(width, height)
+    try:
+        return check_intrinsics(read_intrinsics(path), width, height, str(path))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def read_frames(path: Path, max_frames: int | None = None) -> tuple[list[np.ndarray], float | None]:
@@ -136,12 +251,6 @@ def read_frames(path: Path, max_frames: int | None = None) -> tuple[list[np.ndar
         return [np.asarray(Image.open(path).convert("RGB"))], None
     except (UnidentifiedImageError, OSError) as e:
         raise SystemExit(f"{path}: not a readable image ({e})") from None
-
-
-def default_K(width: int, height: int) -> np.ndarray:
-    """Pinhole intrinsics when none are given: f = max(W, H) px, principal point at the centre."""
-    f = float(max(width, height))
-    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], dtype=np.float64)
 
 
 def read_init(path: Path, width: int, height: int):
@@ -174,14 +283,18 @@ def read_init(path: Path, width: int, height: int):
         if not np.isfinite(a).all():
             raise SystemExit(f"{path}: field {name!r} has NaN/inf")
         vals[name] = a
-    K = default_K(width, height)
+    dist = float(np.linalg.norm(vals["transl"]))
+    if dist > MAX_TRANSL_M:
+        raise SystemExit(f"{path}: field 'transl' is {dist:g} from the camera; INIT.json is in metres (millimetres? "
+                         "divide by 1000)")
+    from megohand.perception.placement import check_intrinsics, default_intrinsics
+
+    K = default_intrinsics(width, height)
     if d.get("K") is not None:
         try:
-            K = np.asarray(d["K"], dtype=np.float64).reshape(3, 3)
-        except (ValueError, TypeError):
-            raise SystemExit(f"{path}: field 'K' must be a 3x3 matrix") from None
-        if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
-            raise SystemExit(f"{path}: field 'K' must be finite with positive focal lengths")
+            K = check_intrinsics(d["K"], width, height, f"{path}: field 'K'")
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     return HandParams(*(torch.from_numpy(vals[k]) for k in FIELDS)), K
 
 

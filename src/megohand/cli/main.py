@@ -30,6 +30,7 @@ VERBS: dict[str, str] = {
     "eval": "megohand.cli.eval:Eval",
     "generate": "megohand.cli.generate:Generate",
     "hand-info": "megohand.cli.hand_info:HandInfo",
+    "label": "megohand.cli.label:Label",
     "retarget": "megohand.cli.retarget:Retarget",
     "show": "megohand.cli.show:Show",
     "stats": "megohand.cli.stats:Stats",

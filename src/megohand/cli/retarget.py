@@ -105,9 +105,11 @@ class Train:
 
 @dataclass
 class Apply:
-    """Fit hand parameters to a joint sequence: network + per-sequence refinement. Writes
-    global_orient (T,3), hand_pose (T,15,3) [rad], betas (T,10), transl (T,3) [m], valid (T,) and
-    joint_error_mm (T,) (mean joint error of the fit; NaN / null where the frame is not valid)."""
+    """Fit hand parameters to a joint sequence: network + per-sequence refinement (optionally with
+    skeleton adaptation, --adapt). Writes global_orient (T,3), hand_pose (T,15,3) [rad], betas (T,10),
+    transl (T,3) [m], valid (T,), fit_error_mm (T,) (mean joint error of the fit; NaN / null where
+    the frame is not valid) and offsets (21,3) [m] (the adaptation's per-point offsets in bone frames,
+    MANO21 order; zeros without --adapt)."""
 
     joints: Path
     """(T,J,3) joints: .npy, .npz (the array named --key, 'joints', or the only one) or .json (nested
@@ -126,6 +128,11 @@ class Apply:
     """Refinement steps (0: network only)."""
     smooth: float = 1.0
     """Weight of the refinement's joint-acceleration term."""
+    adapt: bool = False
+    """Per-sequence skeleton adaptation: one offset per joint in its bone's frame, fitted with the
+    shape over the sequence, for joints of another skeleton (sensors, trackers, image landmarks:
+    knuckles and thumb base elsewhere, other bone lengths). Keeps betas plausible; fit_error_mm is
+    then against the adapted skeleton (docs/retarget.md)."""
     mano_dir: Path | None = None
     """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand)."""
     key: str | None = None
@@ -147,14 +154,13 @@ class Apply:
         J = read_joints(self.joints, self.key)
         try:
             r = Retargeter.from_pretrained(self.model, mano_dir=self.mano_dir, refine_steps=self.refine_steps,
-                                           smooth=self.smooth)
+                                           smooth=self.smooth, adapt=self.adapt)
             res = r.fit_sequence(J, order=self.order, side=self.side, unit=self.unit)
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(str(e)) from None
-        err_mm = res.pop("joint_error") * 1000
-        res["joint_error_mm"] = err_mm
+        err_mm = res["fit_error_mm"]
         meta = {"hand_model": r.hands[self.side].name, "side": self.side, "order": self.order,
-                "input": str(self.joints), "refine_steps": self.refine_steps}
+                "input": str(self.joints), "refine_steps": self.refine_steps, "adapt": self.adapt}
         write_params(self.out, res, meta)
         v = res["valid"]
         msg = f"{v.sum()}/{len(v)} valid frames"

@@ -49,6 +49,8 @@ HAND_FIELDS: dict[str, tuple[int, ...]] = {
     "betas": (10,),
     "transl": (3,),
 }
+# optional per-frame hand field: mean joint error [mm] of retargeted hands (NaN where not valid)
+FIT_ERROR = "fit_error_mm"
 
 
 class StoreError(UserError):
@@ -293,8 +295,10 @@ class StoreWriter:
         Args:
             meta: EpisodeMeta (width/height 0 -> taken from the frames; K required).
             hands: {"right"|"left": {"global_orient" (T,3), "hand_pose" (T,15,3) or (T,45), "betas" (T,10) or (10,),
-                "transl" (T,3), "valid" (T,) bool (optional, default all True)}}; a missing side is stored as zeros
-                with valid False. Valid frames must be finite; non-finite values of invalid frames are stored as 0.
+                "transl" (T,3), "valid" (T,) bool (optional, default all True), "fit_error_mm" (T,) (optional: the
+                retargeting's mean joint error, >= 0 in valid frames, stored as NaN in the others)}}; a missing side
+                is stored as zeros with valid False. Valid frames must be finite; non-finite values of invalid
+                frames are stored as 0.
             rgb: (T,H,W,3) uint8 array or an iterable of T (H,W,3) uint8 frames (streamed, never all in memory).
             depth: (T,H,W) metres (float) or uint16 mm, an iterable of frames, or None. Same H, W as rgb.
             T_cam_from_world: (T,4,4) rigid transforms or None.
@@ -510,6 +514,15 @@ def _hand_columns(hands: dict, what: str):
                                  f"{frames[:10].tolist()}{' ...' if len(frames) > 10 else ''}")
             a = np.where(np.isfinite(a), a, 0.0)
             arrays[side][name] = a.reshape(T, -1).astype(np.float32)
+        if h.get(FIT_ERROR) is not None:
+            e = np.asarray(h[FIT_ERROR], dtype=np.float64)
+            if e.shape != (T,):
+                raise StoreError(f"{what} [{side}.{FIT_ERROR}]: need ({T},), got {e.shape}")
+            bad = np.flatnonzero(valid & ~(np.isfinite(e) & (e >= 0)))
+            if len(bad):
+                raise StoreError(f"{what} [{side}.{FIT_ERROR}]: not a finite error >= 0 in valid frames "
+                                 f"{bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}")
+            arrays[side][FIT_ERROR] = np.where(valid, e, np.nan).astype(np.float32)
     if T == 0:
         raise StoreError(f"{what}: episode has no frames")
     import pyarrow as pa
@@ -520,6 +533,8 @@ def _hand_columns(hands: dict, what: str):
             a = arrays[side][name] if side in arrays else np.zeros((T, int(np.prod(shp))), np.float32)
             cols[f"{side}_{name}"] = _fixed_list(a)
         cols[f"{side}_valid"] = pa.array(arrays[side]["valid"] if side in arrays else np.zeros(T, bool))
+        if FIT_ERROR in arrays.get(side, {}):
+            cols[f"{side}_{FIT_ERROR}"] = pa.array(arrays[side][FIT_ERROR])
     return cols, [s for s in SIDES if s in arrays], T
 
 
@@ -682,6 +697,17 @@ class Episode:
                 out[name] = a.reshape(T, *shp)
             self._hands[side] = out
         return self._hands[side]
+
+    def fit_error_mm(self, side: str = "right") -> np.ndarray | None:
+        """(T,) float32 mean joint error [mm] of a retargeted hand's fit (NaN where not valid), or None
+        when the episode stores none for ``side`` (ground-truth hands, older stores)."""
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        t = self._frames()
+        name = f"{side}_{FIT_ERROR}"
+        if name not in t.column_names:
+            return None
+        return t.column(name).combine_chunks().to_numpy(zero_copy_only=False).astype(np.float32)
 
     @property
     def T_cam_from_world(self) -> np.ndarray | None:

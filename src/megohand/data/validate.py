@@ -4,7 +4,8 @@ Checked per dataset: store.json, index.json (readable; entries match the episode
 folders. Per episode: meta.json (readable, every EpisodeMeta field valid, ids match the folder), frames.parquet
 (present, columns, row count = num_frames, frame_index 0..T-1, timestamps finite and non-decreasing, hand
 parameters finite, plausible rotations (|axis-angle| <= 10 rad: larger usually means degrees) and translations
-(<= 10 m: larger usually means millimetres), T_cam_from_world rigid), frame size (>= 16 px), the frame files
+(<= 10 m: larger usually means millimetres), T_cam_from_world rigid, the optional per-frame fit error of
+retargeted hands (finite, >= 0 mm in valid frames)), frame size (>= 16 px), the frame files
 (plain names inside the episode folder), rgb.pack and depth.pack (present, not
 truncated, frame count = num_frames, no empty frame, every payload's header, and full decodes of the first,
 middle and last frame, or of every frame with ``deep=True``); hands the converter recorded as approximate
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from megohand.data.store import (
+    FIT_ERROR,
     FORMAT,
     HAND_FIELDS,
     SIDES,
@@ -250,6 +252,9 @@ def _check_frames(p: Path, T, P) -> list[Problem]:
                                                    f"{_frames_str(np.flatnonzero(far))}"))
         if valid is not None and valid.dtype != bool:
             out.append(P(f"{side}_valid", f"must be bool, got {valid.dtype}"))
+        if f"{side}_{FIT_ERROR}" in t.column_names:  # optional: retargeted hands' fit error [mm]
+            out += _check_fit_error(t.column(f"{side}_{FIT_ERROR}").combine_chunks(), f"{side}_{FIT_ERROR}",
+                                    valid if valid is not None and valid.dtype == bool else None, P)
     if "T_cam_from_world" in t.column_names:
         M = col("T_cam_from_world", 16)
         if M is not None:
@@ -257,6 +262,21 @@ def _check_frames(p: Path, T, P) -> list[Problem]:
             if msg:
                 out.append(P("T_cam_from_world", f"invalid rotation: {msg}"))
     return out
+
+
+def _check_fit_error(c, name: str, valid, P) -> list[Problem]:
+    """The optional per-frame fit error [mm]: floats, finite and >= 0 in valid frames (NaN elsewhere)."""
+    import pyarrow as pa
+
+    if not pa.types.is_floating(c.type):
+        return [P(name, f"must be float (mm), got {c.type}")]
+    e = c.to_numpy(zero_copy_only=False).astype(np.float64)
+    if valid is None:
+        return []
+    bad = valid & ~(np.isfinite(e) & (e >= 0))
+    if bad.any():
+        return [P(name, f"not a finite error >= 0 mm in valid frames at {_frames_str(np.flatnonzero(bad))}")]
+    return []
 
 
 def _check_pack(p: Path, kind: str, T, hw, deep: bool, P) -> list[Problem]:

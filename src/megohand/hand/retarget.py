@@ -140,8 +140,11 @@ class JointsOnly:
             raise ValueError(f"{hand.source}: blend matrix has {hand.blend.shape[1]} columns, expected 3 x {V}")
         self.hand = hand
 
-    def __call__(self, rot, hand_pose, betas, transl, fmt: str = "rot6d") -> torch.Tensor:
-        """rot (B,6|3,3|3), hand_pose (B,15,6|3,3|3), betas (B,10), transl (B,3) [m] -> joints (B,21,3) [m]."""
+    def __call__(self, rot, hand_pose, betas, transl, fmt: str = "rot6d", offsets=None) -> torch.Tensor:
+        """rot (B,6|3,3|3), hand_pose (B,15,6|3,3|3), betas (B,10), transl (B,3) [m] -> joints (B,21,3) [m].
+
+        ``offsets`` (21,3) or (B,21,3) [m]: skeleton adaptation, each point moved by its offset expressed
+        in its bone's frame (:func:`bone_frames`; the posed global rotation of that joint)."""
         h = self.hand
         dt = h.J_template.dtype
         R = torch.cat([_to_matrix(rot.to(dt).unsqueeze(-2 if fmt != "matrix" else -3), fmt, h),
@@ -159,7 +162,23 @@ class JointsOnly:
         local = v[:, :, None, :] - J[:, None, :, :]  # (B,5,16,3)
         posed = (G_R[:, None] @ local.unsqueeze(-1)).squeeze(-1) + G_t[:, None]
         tip_pos = (h.weights[tips][None, :, :, None] * posed).sum(-2)
-        return torch.cat([G_t, tip_pos], dim=1) + transl.to(dt)[:, None]
+        out = torch.cat([G_t, tip_pos], dim=1) + transl.to(dt)[:, None]
+        if offsets is not None:
+            frames = G_R[:, bone_frames(h)]  # (B,21,3,3)
+            out = out + (frames @ offsets.to(dt).expand(B, 21, 3).unsqueeze(-1)).squeeze(-1)
+        return out
+
+
+# the last joint of each fingertip's finger (tips in MANO21 order: thumb, index, middle, ring, pinky)
+_TIP_PARENTS = (15, 3, 6, 12, 9)
+
+
+def bone_frames(hand) -> list[int]:
+    """For each MANO21 point, the joint whose posed global rotation carries the bone that ends at the
+    point (the parent joint; the wrist: itself; a fingertip: its finger's last joint): the frame of
+    the point's skeleton-adaptation offset (21 ints)."""
+    parents = hand.chain.parents
+    return [0] + [int(parents[j]) for j in range(1, 16)] + list(_TIP_PARENTS)
 
 
 def _to_matrix(rot: torch.Tensor, fmt: str, hand) -> torch.Tensor:
@@ -396,13 +415,24 @@ class Retargeter:
         lr: Adam learning rate of the refinement (6D components; translation in dm).
         beta_prior: weight of mean(beta^2) in the refinement (the data term is in dm^2 per joint:
             1e-5 weighs like a 0.3 mm joint error at |beta| = 1).
+        adapt: per-sequence skeleton adaptation in :meth:`refine` / :meth:`fit_sequence` (for joints
+            of other skeletons: sensors, trackers, image landmarks).
+        offset_prior: weight of mean(|offset|^2) [dm^2] of the adaptation (1e-3: a 10 mm offset
+            weighs like a 1 mm joint error).
+        adapt_beta_prior: weight of mean(beta^2) with adaptation (1e-3: |beta| = 1 weighs like a
+            3 mm joint error... of one point in ten).
+        guard: once smoothing joins, a frame whose mean squared joint error exceeds the network's
+            weighs ``1 + guard`` times more in the data term (holds each frame's fit near or below the
+            network's; the sequence's mean is guaranteed by a final check). 0: neither, the smoothing
+            alone decides (stronger denoising, a fit error that may exceed the network's).
     Raises:
         ValueError: the network was trained for another hand model (names both).
     """
 
     def __init__(self, net: InverseMANO, mano_dir=None, refine_steps: int = 100, smooth: float = 1.0,
                  lr: float = 0.01, dtype=torch.float32, device=None, beta_prior: float = 1e-5,
-                 smooth_start: float = 0.5):
+                 smooth_start: float = 0.5, adapt: bool = False, offset_prior: float = 1e-3,
+                 adapt_beta_prior: float = 1e-3, guard: float = 10.0):
         from megohand.hand import load_hand_model
 
         self.mano_dir = mano_dir
@@ -422,6 +452,11 @@ class Retargeter:
         self.lr = lr
         self.beta_prior = beta_prior
         self.smooth_start = smooth_start
+        self.adapt = adapt
+        self.offset_prior = offset_prior
+        self.adapt_beta_prior = adapt_beta_prior
+        self.guard = guard
+        self.beta_lr = 1.0
 
     # -- persistence
     def save_pretrained(self, path, half: bool = False) -> None:
@@ -469,15 +504,32 @@ class Retargeter:
         }
 
     def joints(self, params: dict, side: str = "right") -> torch.Tensor:
-        """Params dict (B, ...) -> joints (B,21,3) [m] of the side's hand model."""
+        """Params dict (B, ...) -> joints (B,21,3) [m] of the side's hand model; with ``params["offsets"]``
+        (21,3) [m] (from :meth:`refine` with adaptation) the adapted skeleton's points."""
         with torch.no_grad():
+            off = params.get("offsets")
             return JointsOnly(self.hands[_check_side(side)])(
-                params["global_orient"], params["hand_pose"], params["betas"], params["transl"], fmt="axis_angle")
+                params["global_orient"], params["hand_pose"], params["betas"], params["transl"], fmt="axis_angle",
+                offsets=None if off is None else off.to(self.device, self.dtype))
 
     # -- refinement
     def refine(self, params: dict, joints: torch.Tensor, mask: torch.Tensor | None = None, side: str = "right",
-               steps: int | None = None, frame_ids=None, smooth: float | None = None) -> dict:
-        """Per-sequence refinement.
+               steps: int | None = None, frame_ids=None, smooth: float | None = None,
+               adapt: bool | None = None) -> dict:
+        """Per-sequence refinement, optionally with skeleton adaptation.
+
+        Adam on per-frame 6D rotations and translation with one betas for the sequence, minimising
+        the joint error + ``smooth`` x joint acceleration + a Gaussian betas prior, starting from the
+        network output. Smoothing lowers the fit to noisy joints (it removes jitter), so frames whose
+        error exceeds the network's are weighted up (``guard``), and the network output is returned
+        unchanged when the refined sequence still fits worse on average: the refinement never makes
+        the network's mean fit of a sequence worse.
+
+        With ``adapt``: also one offset per point (21,3) [m], constant over the sequence and expressed
+        in its bone's frame (:func:`bone_frames`; MoSh-style marker offsets), under a Gaussian prior
+        (``offset_prior``); betas then start at 0 under the stronger ``adapt_beta_prior``, so that a
+        foreign skeleton (knuckles elsewhere, other bone lengths) is absorbed by the offsets, not by
+        absurd betas.
 
         Args:
             params: dict of (T, ...) from :meth:`predict` (the start).
@@ -486,50 +538,78 @@ class Retargeter:
             frame_ids: (T,) int frame numbers (default 0..T-1): the smoothness term only couples
                 frames k-1, k, k+1 that are consecutive, so gaps (dropped frames) are not smoothed over.
             smooth: weight of the acceleration term (default ``self.smooth``).
-        Returns: params dict (T, ...); one beta for the sequence (start: median of the predictions).
+            adapt: fit the skeleton offsets (default ``self.adapt``).
+        Returns: params dict (T, ...) with one betas for the sequence (start: median of the
+            predictions; 0 with ``adapt``), plus ``offsets`` (21,3) [m] (zeros without ``adapt``).
         """
         steps = self.refine_steps if steps is None else steps
         smooth = self.smooth if smooth is None else smooth
+        adapt = self.adapt if adapt is None else adapt
+        p = {k: v.to(self.device, self.dtype) for k, v in params.items() if k != "offsets"}
+        T = p["transl"].shape[0]
+        start = {**p, "offsets": torch.zeros(21, 3, device=self.device, dtype=self.dtype)}
         if steps <= 0:
-            return params
+            return start
         fk = JointsOnly(self.hands[_check_side(side)])
         J = torch.nan_to_num(joints.to(self.device, self.dtype))
-        T = J.shape[0]
         mask = torch.ones(J.shape[:2], dtype=torch.bool) if mask is None else mask
         m = mask.to(self.device, self.dtype)[..., None]
         ids = torch.arange(T) if frame_ids is None else torch.as_tensor(np.asarray(frame_ids), dtype=torch.long)
         triple = ((ids[2:] - ids[1:-1]) == 1) & ((ids[1:-1] - ids[:-2]) == 1)  # (T-2,), empty for T <= 2
         triple = triple.to(self.device)
         use_smooth = smooth > 0 and bool(triple.any())
+        n_frame = m.sum((1, 2)).clamp(min=1)  # observed joints per frame
+
+        def frame_error(pred):  # (T,) mean squared joint error [dm^2] over observed joints
+            return (((pred - J) * 10.0).pow(2) * m).sum((1, 2)) / n_frame
+
+        with torch.no_grad():
+            err_start = frame_error(fk(p["global_orient"], p["hand_pose"], p["betas"], p["transl"], fmt="axis_angle"))
+        beta_prior = self.adapt_beta_prior if adapt else self.beta_prior
         with torch.enable_grad():
-            p = {k: v.to(self.device, self.dtype) for k, v in params.items()}
             theta = matrix_to_rot6d(axis_angle_to_matrix(p["hand_pose"])).detach().clone().requires_grad_(True)
             r6d = matrix_to_rot6d(axis_angle_to_matrix(p["global_orient"])).detach().clone().requires_grad_(True)
-            beta = p["betas"].median(dim=0).values.detach().clone().requires_grad_(True)
+            beta0 = torch.zeros(10, device=self.device, dtype=self.dtype) if adapt else p["betas"].median(0).values
+            beta = beta0.detach().clone().requires_grad_(True)
             transl_dm = (p["transl"] * 10.0).detach().clone().requires_grad_(True)
-            opt = torch.optim.Adam([theta, r6d, beta, transl_dm], lr=self.lr)
+            off_dm = torch.zeros(21, 3, device=self.device, dtype=self.dtype, requires_grad=adapt)
+            groups = [{"params": [theta, r6d, transl_dm]}, {"params": [beta], "lr": self.lr * (self.beta_lr if adapt else 1)}]
+            if adapt:
+                groups.append({"params": [off_dm]})
+            opt = torch.optim.Adam(groups, lr=self.lr)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - 0.9 * s / steps)
             n_obs = m.sum().clamp(min=1)
             for it in range(steps):
-                pred = fk(r6d, theta, beta.expand(T, -1), transl_dm * 0.1)
-                loss = (((pred - J) * 10.0).pow(2) * m).sum() / n_obs + self.beta_prior * beta.pow(2).mean()
+                pred = fk(r6d, theta, beta.expand(T, -1), transl_dm * 0.1, offsets=off_dm * 0.1 if adapt else None)
+                loss = (((pred - J) * 10.0).pow(2) * m).sum() / n_obs + beta_prior * beta.pow(2).mean()
+                if adapt:
+                    loss = loss + self.offset_prior * off_dm.pow(2).sum(-1).mean()
                 if use_smooth and it >= self.smooth_start * steps:
                     acc = (pred[2:] - 2 * pred[1:-1] + pred[:-2])[triple]
                     loss = loss + smooth * (acc * 10.0).pow(2).sum(-1).mean()
+                    # smoothing trades fit for less jitter, but not beyond the network's fit of a frame:
+                    # a frame whose squared error exceeds the network's weighs (1 + guard) times more
+                    loss = loss + self.guard * (frame_error(pred) - err_start).clamp(min=0).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
         with torch.no_grad():
+            off = off_dm.detach() * 0.1
+            pred = fk(r6d, theta, beta.expand(T, -1), transl_dm * 0.1, offsets=off if adapt else None)
+            if self.guard > 0 and frame_error(pred).sqrt().mean() > err_start.sqrt().mean():
+                return start
             return {
                 "global_orient": matrix_to_axis_angle(rot6d_to_matrix(r6d)),
                 "hand_pose": matrix_to_axis_angle(rot6d_to_matrix(theta)),
                 "betas": beta.detach().expand(T, -1).clone(),
                 "transl": transl_dm.detach() * 0.1,
+                "offsets": off.clone(),
             }
 
     # -- the converters' entry point
-    def fit_sequence(self, joints, order: str = "mano", side: str = "right", unit: str = "auto") -> dict:
+    def fit_sequence(self, joints, order: str = "mano", side: str = "right", unit: str = "auto",
+                     adapt: bool | None = None) -> dict:
         """One hand's joint sequence -> canonical hand params.
 
         Args:
@@ -539,11 +619,15 @@ class Retargeter:
             side: "right" or "left".
             unit: "m", "cm", "mm" or "auto" (from the median wrist-to-fingertip distance: a hand is
                 ~0.1-0.2 m, so m, cm and mm differ by decades).
+            adapt: per-sequence skeleton adaptation (:meth:`refine`; default ``self.adapt``) for
+                joints of another skeleton than the hand model's (sensors, trackers, landmarks).
         Returns:
             dict of float32 numpy: global_orient (T,3), hand_pose (T,15,3) [rad], betas (T,10),
             transl (T,3) [m]; ``valid`` (T,) bool = frames with all 21 joints finite (the others
-            hold zeros and the sequence's betas); ``joint_error`` (T,) mean joint error [m] of the
-            fit (NaN where not valid).
+            hold zeros and the sequence's betas); ``fit_error_mm`` (T,) mean joint error [mm] of the
+            fit over the 21 points (NaN where not valid; with adaptation, of the adapted skeleton:
+            the hand model's joints moved by the offsets); ``offsets`` (21,3) [m] of the adaptation,
+            in MANO21 order and bone frames (:func:`bone_frames`; zeros without adaptation).
         Raises:
             ValueError: unknown order/unit/side, wrong shape, or a unit that cannot be inferred.
         """
@@ -571,18 +655,19 @@ class Retargeter:
         out = {"global_orient": np.zeros((T, 3)), "hand_pose": np.zeros((T, 15, 3)), "betas": np.zeros((T, 10)),
                "transl": np.zeros((T, 3))}
         err = np.full(T, np.nan)
+        offsets = np.zeros((21, 3))
         if valid.any():
             Jt = torch.as_tensor(J[valid], dtype=self.dtype, device=self.device)
-            p = self.predict(Jt, side)
-            if self.refine_steps > 0:
-                p = self.refine(p, Jt, side=side, frame_ids=np.flatnonzero(valid))
-            err[valid] = (self.joints(p, side) - Jt).norm(dim=-1).mean(-1).double().cpu().numpy()
+            p = self.refine(self.predict(Jt, side), Jt, side=side, frame_ids=np.flatnonzero(valid), adapt=adapt)
+            err[valid] = (self.joints(p, side) - Jt).norm(dim=-1).mean(-1).double().cpu().numpy() * 1000
             for k in out:
                 out[k][valid] = p[k].double().cpu().numpy()
             out["betas"][~valid] = out["betas"][valid][0]
+            offsets = p["offsets"].double().cpu().numpy()
         res = {k: v.astype(np.float32) for k, v in out.items()}
         res["valid"] = valid
-        res["joint_error"] = err.astype(np.float32)
+        res["fit_error_mm"] = err.astype(np.float32)
+        res["offsets"] = offsets.astype(np.float32)
         return res
 
     @staticmethod
