@@ -173,7 +173,7 @@ def convert_episode(
     extra["hand_path"] = "parameters" if path == "params" else f"joints ({ep.joint_order}) -> retargeting network"
     if path == "joints":
         extra["retarget_joint_error_mm"] = {
-            s: round(float(np.nanmean(h["joint_error"])) * 1e3, 3) for s, h in canon.items() if "joint_error" in h and h["valid"].any()
+            s: round(float(np.nanmean(h["fit_error_mm"])), 3) for s, h in canon.items() if "fit_error_mm" in h and h["valid"].any()
         }
     if note:
         extra["hand_fidelity"] = note
