@@ -11,9 +11,5 @@ from megohand.data.synthetic.build import synthesize
 from megohand.data.synthetic.tasks import TASKS, all_combos, combo_split
 from megohand.data.synthetic.world import DATASET, SynthConfig, SyntheticEpisode, generate_episode, render_episode
 
-TRAIN_OPTIONS = ("--window-scope=episode", "--normalizer=min_max_per_step")
-"""``megohand train`` options for a synthetic store: its segments (motion phases, 0.15 to 0.6 s) are shorter than
-the 16-frame horizon, so windows run across them, as ``megohand eval`` compares them; action bounds per chunk frame."""
-
-__all__ = ["DATASET", "TASKS", "TRAIN_OPTIONS", "SynthConfig", "SyntheticEpisode", "all_combos", "combo_split", "generate_episode",
+__all__ = ["DATASET", "TASKS", "SynthConfig", "SyntheticEpisode", "all_combos", "combo_split", "generate_episode",
            "render_episode", "synthesize"]
