@@ -99,17 +99,18 @@ class Benchmark:
                 continue
             cmd = [*exe, "--store", str(store), "--out", str(run), *(["--steps", str(self.steps)] if self.steps else []),
                    *(a if a.startswith("-") else f"--{a}" for a in self.train_args), *args]
-            run.mkdir(parents=True, exist_ok=True)
+            log = self.work / "logs" / f"{name}.log"  # beside the run: `megohand train` wants an empty --out
+            log.parent.mkdir(parents=True, exist_ok=True)
             print("+", " ".join(cmd), flush=True)
             t = time.time()
             if self.parallel:
-                jobs[name] = (subprocess.Popen(cmd, stdout=open(run / "train.log", "a"), stderr=subprocess.STDOUT), t)
+                jobs[name] = (subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT), t)
             else:
                 subprocess.run(cmd, check=True)
                 minutes[name] = (time.time() - t) / 60
         for name, (proc, t) in jobs.items():
             if proc.wait() != 0:
-                raise SystemExit(f"training run {name} failed: see {self.work / name / 'train.log'}")
+                raise SystemExit(f"training run {name} failed: see {self.work / 'logs' / (name + '.log')}")
             minutes[name] = (time.time() - t) / 60
         if self.train_only:
             return
