@@ -44,7 +44,8 @@ class Benchmark:
     """More ``megohand train`` overrides for every run, without their leading dashes (tyro would read them as options
     of this verb): --train-args num-workers=2 save-every=250."""
     parallel: bool = False
-    """Train all runs at once (one process each; for a large GPU)."""
+    """Train all runs at once (one process each). Only pays with spare CPU cores: a compact-preset step is bound by the
+    CPU that launches its kernels (measured: one run alone 14-20 steps/s on an H200, ten at once about 2 each)."""
     workers: int = 4
     """Processes that draw the world."""
     train_only: bool = False
