@@ -173,8 +173,10 @@ def gl_context():
                 errors.append(f"{kwargs or 'default'}: {e}")
         else:
             raise RuntimeError(
-                "no headless OpenGL 3.3 context: " + "; ".join(errors) + ". On Debian install "
-                "'libegl1 libegl-mesa0 libgl1-mesa-dri' (CPU, Mesa llvmpipe) or use an NVIDIA driver with EGL."
+                "no headless OpenGL 3.3 context: " + "; ".join(errors) + ". On Debian/Ubuntu install "
+                "'libegl1 libegl-mesa0 libgl1-mesa-dri' (CPU, Mesa llvmpipe); with an NVIDIA driver whose EGL "
+                "library (libEGL_nvidia.so.0) is present but not libEGL.so/libGL.so, install the GL vendor-neutral "
+                "dispatch libraries 'libegl1 libgl1' (libglvnd), or put their .so files on LD_LIBRARY_PATH."
             )
     return _CONTEXTS[pid]
 
