@@ -114,3 +114,20 @@ def test_task_metric_primitives():
     assert closest_object(g[0], centers) == 1
     left = carried_to(torch.tensor([0.0, 0.0, 0.0]), torch.tensor([0.1, -0.2, 0.05]), torch.tensor([1.0, 1.0, 1.0]))
     assert torch.allclose(left, torch.tensor([1.1, 0.8, 1.05]))
+
+
+def test_frame_cache_changes_nothing_and_evicts_oldest(scenes):
+    from megohand.evaluate.evaluator import FrameCache
+
+    store, hand = scenes
+    methods = {"looks": lambda prev, s: NoisyStatic(0.5)}
+    reps = [evaluate_store(store, methods, hand, EvalConfig(window_stride=8, rollout_frames=32, batch_size=8,
+                                                            reliance=("rgb",), frame_cache_mb=mb), log=lambda *a: None)
+            for mb in (0, 64)]
+    assert reps[0]["results"] == reps[1]["results"]  # cached frames are the decoded frames, bit for bit
+    c = FrameCache(max_bytes=250)
+    a = lambda n: (np.zeros(n, np.uint8), None)  # noqa: E731
+    c.put("x", a(100)), c.put("y", a(100)), c.get("x"), c.put("z", a(100))  # over budget: "y" (oldest use) goes
+    assert set(c.items) == {"x", "z"} and c.bytes == 200
+    c.put("huge", a(300))  # larger than the whole budget: not kept
+    assert "huge" not in c.items

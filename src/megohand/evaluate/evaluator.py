@@ -23,7 +23,7 @@ unknown) and the query stride; the model and the static baseline ignore both.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -98,6 +98,8 @@ class EvalConfig:
     seed: int = 0
     """Seed of the policy noise (each query batch draws from its own seeded generator, so every input condition of
     one batch gets the same noise)."""
+    frame_cache_mb: int = 2048
+    """Decoded frames kept in memory across methods and conditions [MiB] (0: decode every time)."""
     reliance: tuple[str, ...] = ("rgb", "depth", "text")
     """Input-reliance rows: the model again with its RGB, depth or text taken from another test episode (a fixed
     derangement), windows and TOF rollouts; () = none."""
@@ -129,15 +131,50 @@ class EpisodeData:
                 return text
         return self.instruction
 
+    frames: "FrameCache | None" = None  # decoded frames shared by every method and condition
+
+    def frame(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frame k decoded: rgb uint8 (H, W, 3), depth float (H, W) [m] or None (through ``frames`` when set)."""
+        key = (self.dataset, self.episode, k)
+        hit = None if self.frames is None else self.frames.get(key)
+        if hit is None:
+            ep = self.episode_obj
+            hit = (np.asarray(ep.rgb(k)), ep.depth(k))
+            if self.frames is not None:
+                self.frames.put(key, hit)
+        return hit
+
     def observe(self, ks: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frames ks (clamped to the episode) -> image uint8 (N,3,H,W), depth (N,1,H,W) [m] or None."""
-        ep = self.episode_obj
-        ks = [min(max(int(k), 0), self.num_frames - 1) for k in ks]
-        img = torch.from_numpy(np.stack([np.asarray(ep.rgb(k)) for k in ks])).permute(0, 3, 1, 2).contiguous()
-        depths = [ep.depth(k) for k in ks]
-        if any(d is None for d in depths):
+        frames = [self.frame(min(max(int(k), 0), self.num_frames - 1)) for k in ks]
+        img = torch.from_numpy(np.stack([f[0] for f in frames])).permute(0, 3, 1, 2).contiguous()
+        if any(f[1] is None for f in frames):
             return img, None
-        return img, torch.from_numpy(np.stack(depths)).float().unsqueeze(1)
+        return img, torch.from_numpy(np.stack([f[1] for f in frames])).float().unsqueeze(1)
+
+
+class FrameCache:
+    """Decoded frames, least recently used first out, up to ``max_bytes``: an evaluation reads the same frames for
+    every method and every input-reliance condition, and decoding them again cost more than the models on a GPU."""
+
+    def __init__(self, max_bytes: int = 2 << 30):
+        self.max_bytes, self.bytes, self.items = int(max_bytes), 0, OrderedDict()
+
+    def get(self, key):
+        hit = self.items.get(key)
+        if hit is not None:
+            self.items.move_to_end(key)
+        return hit
+
+    def put(self, key, value) -> None:
+        size = sum(a.nbytes for a in value if a is not None)
+        if size > self.max_bytes:
+            return
+        self.items[key] = value
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.items.popitem(last=False)
+            self.bytes -= sum(a.nbytes for a in old if a is not None)
 
 
 def load_episode(store, dataset: str, episode: str, side: str = "right") -> EpisodeData:
@@ -377,6 +414,7 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     if unknown:
         raise ValueError(f"unknown reliance conditions {sorted(unknown)}; expected some of {list(RELIANCE)}")
     pool = _Pool(hand)
+    frames = FrameCache(cfg.frame_cache_mb << 20)
     info: dict = {}
     by_ds: dict[str, list] = defaultdict(list)
     for ref in store.episodes(split="test"):
@@ -391,6 +429,8 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     for d_i, (dataset, refs) in enumerate(sorted(by_ds.items())):
         refs = refs[: cfg.max_episodes] if cfg.max_episodes else refs
         eps = [load_episode(store, dataset, ref.episode) for ref in refs]
+        for ep in eps:
+            ep.frames = frames
         partner = derangement(eps) if cfg.reliance else [None] * len(eps)
         windows = 0
         for e_i, ep in enumerate(eps):
