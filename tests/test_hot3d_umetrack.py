@@ -218,7 +218,29 @@ def test_pca_without_mano_is_said_and_validated(tmp_path, hands, monkeypatch, ca
     assert "MANO's hands_mean" in e.meta.extra["hand_fidelity"]
     probs = validate_store(tmp_path / "store")
     assert sorted(p.episode for p in probs) == ["P0001_abcdef12", "P0001_bcdef123"]
-    assert all(p.field == "hand_fidelity" and "not MANO" in p.message for p in probs)
+    assert all(p.field == "hand_fidelity" and p.warning and "not MANO" in p.message for p in probs)
+
+
+def test_validate_exit_status_for_approximate_hands(tmp_path, hands, monkeypatch, capsys):
+    """The rule: approximate hands are WARNING lines and exit 0; ``--strict`` makes them exit 1; a real
+    problem exits 1 either way."""
+    from megohand.cli.main import main
+    from megohand.data.store import Store
+
+    test_pca_without_mano_is_said_and_validated(tmp_path, hands, monkeypatch, capsys)
+    capsys.readouterr()
+    store = str(tmp_path / "store")
+    main(["validate", store, "--no-progress"])  # returns: exit status 0
+    out = capsys.readouterr().out
+    assert out.count("WARNING hot3d/") == 2 and "[hand_fidelity]" in out and "OK (2 warning(s)" in out
+    with pytest.raises(SystemExit) as e:
+        main(["validate", store, "--no-progress", "--strict"])
+    assert e.value.code == 1 and "2 warning(s), listed above (--strict)" in capsys.readouterr().err
+    ep_dir = Store(tmp_path / "store").open("hot3d", "P0001_abcdef12").path
+    (ep_dir / "frames.parquet").unlink()  # a real error
+    with pytest.raises(SystemExit) as e:
+        main(["validate", store, "--no-progress"])
+    assert e.value.code == 1 and "1 problem(s) and 2 warning(s)" in capsys.readouterr().err
 
 
 def test_mano_keeps_the_exact_pca_path(tmp_path, hands):

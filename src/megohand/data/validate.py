@@ -10,6 +10,10 @@ retargeted hands (finite, >= 0 mm in valid frames)), frame size (>= 16 px), the 
 truncated, frame count = num_frames, no empty frame, every payload's header, and full decodes of the first,
 middle and last frame, or of every frame with ``deep=True``); hands the converter recorded as approximate
 (``extra.hand_fidelity``: the hand model could not represent the dataset's poses faithfully).
+
+Severity: every problem is an error (the store is malformed) except ``hand_fidelity``, a **warning**
+(``Problem.warning``): the store is sound and says what it holds, but its hands are approximate. The CLI
+exits 0 on warnings alone and 1 with ``--strict`` (``docs/data_format.md``).
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ class Problem:
     episode: str | None
     field: str
     message: str
+    warning: bool = False
+    """True for what is recorded but not wrong (approximate hands); False for a malformed store."""
 
     def __str__(self) -> str:
         where = self.dataset if self.episode is None else f"{self.dataset}/{self.episode}"
-        return f"{where} [{self.field}]: {self.message}"
+        return f"{'WARNING ' if self.warning else ''}{where} [{self.field}]: {self.message}"
 
 
 def _frames_str(idx: np.ndarray) -> str:
@@ -163,7 +169,8 @@ def validate_episode(path: Path, dataset: str, episode: str, deep: bool = False)
         out.append(P("meta.json", f"fields malformed: {e!r}"))
         meta = None
     if meta is not None and isinstance(meta.extra, dict) and meta.extra.get("hand_fidelity"):
-        out.append(P("hand_fidelity", f"hand model {meta.hand_model!r}: {meta.extra['hand_fidelity']}"))
+        out.append(Problem(dataset, episode, "hand_fidelity",
+                           f"hand model {meta.hand_model!r}: {meta.extra['hand_fidelity']}", warning=True))
     # ---- frames.parquet
     out += _check_frames(path / "frames.parquet", T, P)
     # ---- frames
