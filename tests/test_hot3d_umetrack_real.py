@@ -13,9 +13,16 @@ What is measured, per sequence and hand, over every annotated frame of the camer
   (``box2d_hands.csv``): IoU of the box of the projected UmeTrack mesh (this checks the profile reader,
   the kinematics, the mirror of right hands and the camera chain, independently of any MANO hand);
 * the converter's no-MANO path (``pipeline.episode_hands`` with the bundled open hand and the shipped
-  retargeting network + 100 refinement steps): mean fingertip distance to UmeTrack's fingertips, and the
-  IoU of the projected open-hand mesh box with the annotated box. The annotated boxes include a short
-  forearm stub that UmeTrack's mesh has and the open hand (cut at the wrist) has not.
+  retargeting network; 100 refinement steps, ``convert``'s default, and 300, ``--refine-steps 300``): mean
+  fingertip distance to UmeTrack's fingertips, the IoU of the projected open-hand mesh box with the
+  annotated box, and the fit error the retargeter reports (``extra.retarget_joint_error_mm``);
+* why the open hand stays below UmeTrack's own mesh: the annotated boxes include a short forearm stub
+  (UmeTrack's mesh reaches 16 mm behind its wrist, the open hand 6 mm). UmeTrack's mesh without the
+  vertices behind its wrist loses IoU on every hand.
+
+Issue 18's goals (fingertips <= 10 mm on average, projected-box IoU >= 0.8 on both devices, the mean over
+the device's hands and frames) are asserted at 300 refinement steps; the default 100 steps is held to
+what was measured (Aria 0.798, Quest 3 0.806).
 """
 
 import csv
@@ -86,12 +93,52 @@ def _box(X, fisheye) -> np.ndarray:
     return np.array([uv[:, 0].min(), uv[:, 0].max(), uv[:, 1].min(), uv[:, 1].max()])
 
 
+def _device_results(seq: Path, ep, hands, retargeters) -> dict:
+    """{side: {...}} of one sequence (see the module docstring); retargeters: {steps: Retargeter}."""
+    from megohand.hand import umetrack
+
+    profile = umetrack.UmeTrackProfile.from_json(seq / PROFILE)
+    rest = profile.landmark_rest_positions.numpy()
+    axis = rest[11] - rest[5]  # wrist -> middle1 (HOT3D21 order), the hand's long axis at rest
+    distal = (profile.mesh_vertices.numpy() - rest[5]) @ (axis / np.linalg.norm(axis)) >= 0  # not the forearm stub
+    ume = {}
+    with open(seq / "umetrack_hand_pose_trajectory.jsonl") as f:
+        for line in f:
+            rec = json.loads(line)
+            ume[rec["timestamp_ns"]] = rec["hand_poses"]
+    boxes, ts, fish = _boxes(seq, ep.extra["stream"]), ep.extra["timestamps_ns"], ep.extra["fisheye624"]
+    T_cw = torch.as_tensor(ep.T_cam_from_world)
+    f = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)  # noqa: E731
+    out = {}
+    for key, side in (("0", "left"), ("1", "right")):
+        recs = [ume[t][key] for t in ts]
+        W = T_cw @ umetrack.wrist_matrix([r["wrist_xform"]["q_wxyz"] for r in recs],
+                                         [r["wrist_xform"]["t_xyz"] for r in recs], side)
+        angles = [r["joint_angles"] for r in recs]
+        V_ume = umetrack.mesh(profile, angles, W).numpy()
+        tips_ume = umetrack.landmarks(profile, angles, W).numpy()[:, :5]  # thumb..pinky tips
+        ann = [boxes[(t, side)] for t in ts]
+        r = {"ume_iou": np.mean([_iou(_box(V, fish), a) for V, a in zip(V_ume, ann)]),
+             "ume_no_stub_iou": np.mean([_iou(_box(V[distal], fish), a) for V, a in zip(V_ume, ann)])}
+        for steps, retargeter in retargeters.items():
+            c = retargeter.fit_sequence(ep.joints[side], order=ep.joint_order, side=side, unobserved=ep.joints_unobserved)
+            o = hands[side](f(c["global_orient"]), f(c["hand_pose"]), f(c["betas"]), f(c["transl"]))
+            J, V = o.joints.double().numpy(), o.vertices.double().numpy()
+            r[steps] = {
+                "valid": bool(np.all(c["valid"])),
+                "iou": [_iou(_box(V[k], fish), a) for k, a in enumerate(ann)],
+                "tip_mm": float(np.linalg.norm(J[:, 16:21] - tips_ume, axis=-1).mean() * 1e3),
+                "fit_mm": float(np.nanmean(c["fit_error_mm"])),
+            }
+        out[side] = r
+    return out
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """{device: {side: dict(ume_iou, open_iou, tip_mm)}} and the converter's path per device."""
+    """{device: {"path": ..., "episode": ep, side: {ume_iou, ume_no_stub_iou, 100: {...}, 300: {...}}}}."""
     from megohand.data.sources import get_source
     from megohand.data.sources.pipeline import HandModels, episode_hands, hand_path
-    from megohand.hand import umetrack
     from megohand.hand.retarget import Retargeter
 
     mp = pytest.MonkeyPatch()
@@ -99,43 +146,24 @@ def results(tmp_path_factory):
     torch.set_num_threads(2)
     try:
         hands = HandModels(None)
-        retargeter = Retargeter.from_pretrained(None, refine_steps=100)
+        retargeters = {steps: Retargeter.from_pretrained(None, refine_steps=steps) for steps in (100, 300)}
         out = {}
         for device, task in SEQUENCES.items():
             root = _sequence_with_profile(tmp_path_factory.mktemp(device), device)
-            seq = root / device / task
             ep = get_source("hot3d")(root).load(task)
-            path = hand_path(ep, hands)
-            canon = episode_hands(ep, hands, retargeter)
-            profile = umetrack.UmeTrackProfile.from_json(seq / PROFILE)
-            ume = {}
-            with open(seq / "umetrack_hand_pose_trajectory.jsonl") as f:
-                for line in f:
-                    rec = json.loads(line)
-                    ume[rec["timestamp_ns"]] = rec["hand_poses"]
-            boxes, ts, fish = _boxes(seq, ep.extra["stream"]), ep.extra["timestamps_ns"], ep.extra["fisheye624"]
-            T_cw = torch.as_tensor(ep.T_cam_from_world)
-            out[device] = {"path": path}
-            for key, side in (("0", "left"), ("1", "right")):
-                recs = [ume[t][key] for t in ts]
-                W = T_cw @ umetrack.wrist_matrix([r["wrist_xform"]["q_wxyz"] for r in recs],
-                                                 [r["wrist_xform"]["t_xyz"] for r in recs], side)
-                angles = [r["joint_angles"] for r in recs]
-                V_ume = umetrack.mesh(profile, angles, W).numpy()
-                tips_ume = umetrack.landmarks(profile, angles, W).numpy()[:, :5]  # thumb..pinky tips
-                c = canon[side]
-                f = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)  # noqa: E731
-                o = hands[side](f(c["global_orient"]), f(c["hand_pose"]), f(c["betas"]), f(c["transl"]))
-                J, V = o.joints.double().numpy(), o.vertices.double().numpy()
-                out[device][side] = {
-                    "valid": bool(np.all(c["valid"])),
-                    "ume_iou": np.mean([_iou(_box(V_ume[k], fish), boxes[(t, side)]) for k, t in enumerate(ts)]),
-                    "open_iou": np.mean([_iou(_box(V[k], fish), boxes[(t, side)]) for k, t in enumerate(ts)]),
-                    "tip_mm": float(np.linalg.norm(J[:, 16:21] - tips_ume, axis=-1).mean() * 1e3),
-                }
+            canon = episode_hands(ep, hands, retargeters[100])  # what convert stores at its default
+            out[device] = {"path": hand_path(ep, hands), "unobserved": ep.joints_unobserved,
+                           **_device_results(root / device / task, ep, hands, retargeters)}
+            for side in ("left", "right"):
+                np.testing.assert_allclose(canon[side]["fit_error_mm"].mean(), out[device][side][100]["fit_mm"], rtol=1e-5)
         return out
     finally:
         mp.undo()
+
+
+def _device_iou(r: dict, steps: int) -> float:
+    """Mean IoU over the device's hands and frames."""
+    return float(np.mean(r["left"][steps]["iou"] + r["right"][steps]["iou"]))
 
 
 @pytest.mark.parametrize("device", list(SEQUENCES))
@@ -146,17 +174,37 @@ def test_umetrack_skinning_fits_the_annotated_boxes(results, device):
 
 
 @pytest.mark.parametrize("device", list(SEQUENCES))
-def test_open_hand_through_umetrack(results, device):
-    """No MANO: the converter takes the UmeTrack joints through the retargeting network to the open hand.
+def test_goals_of_issue_18(results, device):
+    """No MANO, ``--refine-steps 300``: fingertips within 10 mm of UmeTrack's, box IoU >= 0.8 per device.
 
-    Measured (open hand, shipped network, 100 refinement steps): fingertips 2.5-3.2 mm from UmeTrack's
-    on average; projected-box IoU with the annotated boxes Aria 0.81 / 0.77 (left / right), Quest 3
-    0.85 / 0.81: Quest 3 meets the 0.8 goal, Aria falls short by 0.01 on average, the forearm stub of
-    the annotated boxes being what the open hand lacks. Bounds below: tips < 10 mm (the goal), IoU
-    >= 0.75 per hand, no regression below what was measured."""
+    Measured: fingertips 3.4 / 3.6 (Aria), 3.7 / 3.9 mm (Quest 3); IoU Aria 0.820 / 0.819 (mean 0.820),
+    Quest 3 0.837 / 0.799 (mean 0.818); the retargeter's fit error 4.2 mm (thumb1 left out)."""
     r = results[device]
-    assert r["path"] == ("joints", "")
+    assert r["path"] == ("joints", "") and r["unobserved"] == ("thumb1",)
     for side in ("left", "right"):
-        assert r[side]["valid"]
-        assert r[side]["tip_mm"] < 10.0, (device, side, r[side])
-        assert r[side]["open_iou"] >= 0.75, (device, side, r[side])
+        assert r[side][300]["valid"]
+        assert r[side][300]["tip_mm"] <= 10.0, (device, side, r[side][300]["tip_mm"])
+    assert _device_iou(r, 300) >= 0.8, (device, _device_iou(r, 300))
+
+
+@pytest.mark.parametrize("device", list(SEQUENCES))
+def test_default_refinement_holds_what_was_measured(results, device):
+    """``convert``'s default 100 refinement steps: fingertips 3.3-3.6 mm, IoU Aria 0.805 / 0.790 (mean
+    0.798), Quest 3 0.826 / 0.786 (mean 0.806); fit error 4.1-4.8 mm. Bounds: the goal on fingertips, no
+    hand below 0.75, the device mean within 0.01 of the goal, the fit error below 6 mm."""
+    r = results[device]
+    for side in ("left", "right"):
+        s = r[side][100]
+        assert s["valid"] and s["tip_mm"] <= 10.0 and s["fit_mm"] < 6.0, (device, side, s["tip_mm"], s["fit_mm"])
+        assert np.mean(s["iou"]) >= 0.75, (device, side, np.mean(s["iou"]))
+    assert _device_iou(r, 100) >= 0.79, (device, _device_iou(r, 100))
+
+
+@pytest.mark.parametrize("device", list(SEQUENCES))
+def test_annotated_boxes_include_a_forearm_stub(results, device):
+    """Why no hand without a forearm reaches UmeTrack's 0.96-0.98: UmeTrack's own mesh without the vertices
+    behind its wrist loses IoU with the annotated boxes on every hand (measured 0.866 / 0.804 Aria,
+    0.884 / 0.879 Quest 3, from 0.965 / 0.961 / 0.972 / 0.981)."""
+    for side in ("left", "right"):
+        r = results[device][side]
+        assert r["ume_no_stub_iou"] <= r["ume_iou"] - 0.05, (device, side, r["ume_iou"], r["ume_no_stub_iou"])

@@ -333,6 +333,35 @@ def test_fit_sequence_units_orders_and_nan_frames():
         r.fit_sequence(J, side="both")
 
 
+def test_unobserved_stand_in_is_not_fitted(open_retargeter):
+    """A point given as a stand-in (here thumb1 moved 15 mm towards the wrist, as HOT3D's UmeTrack skeleton
+    places it) pulls the fit when fitted; marked ``unobserved`` the refinement ignores it: the true hand's
+    joints (oracle: the hand layer at the generating params) come back closer, thumb1 included, and
+    ``fit_error_mm`` is over the other 20 points."""
+    hand = load_hand_model(None, dtype=torch.float64)
+    J, gt = smooth_sequence(np.random.default_rng(41), hand, T=16)
+    moved = J.copy()
+    moved[:, 13] += 0.015 * (J[:, 0] - J[:, 13]) / np.linalg.norm(J[:, 0] - J[:, 13], axis=-1, keepdims=True)
+    fitted = open_retargeter.fit_sequence(moved)
+    ignored = open_retargeter.fit_sequence(moved, unobserved=("thumb1",))
+    err = {k: np.linalg.norm(fk(hand, o["global_orient"], o["hand_pose"].reshape(-1, 45), o["betas"], o["transl"])
+                             - J, axis=-1) for k, o in (("fitted", fitted), ("ignored", ignored))}
+    print({k: (e.mean() * 1000, e[:, 13].mean() * 1000) for k, e in err.items()})
+    assert err["ignored"].mean() < 0.8 * err["fitted"].mean()
+    assert err["ignored"][:, 13].mean() < 0.5 * err["fitted"][:, 13].mean()
+    mine = np.delete(joint_error_per_point(hand, ignored, moved), 13, axis=1).mean(-1) * 1000
+    np.testing.assert_allclose(ignored["fit_error_mm"], mine, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="not in joint order"):
+        open_retargeter.fit_sequence(moved, unobserved=("thumb_base",))
+
+
+def joint_error_per_point(hand, p, J) -> np.ndarray:
+    """(T,21) joint errors [m] of params ``p`` against J, full hand layer."""
+    pred = fk(hand, np.asarray(p["global_orient"], np.float64), np.asarray(p["hand_pose"], np.float64).reshape(-1, 45),
+              np.asarray(p["betas"], np.float64), np.asarray(p["transl"], np.float64))
+    return np.linalg.norm(pred - J, axis=-1)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 

@@ -78,6 +78,8 @@ MANO_TO_FPHA = np.argsort(FPHA_TO_MANO)
 # HOT3D: hot3d/data_loaders/mano_layer.py mano_joint_mapping (20 landmarks) + palm center (none in MANO)
 MANO_TO_HOT3D = np.array([16, 17, 18, 19, 20, 0, 14, 15, 1, 2, 3, 4, 5, 6, 10, 11, 12, 7, 8, 9, -1])
 HOT3D_TO_MANO = np.array([int(np.flatnonzero(MANO_TO_HOT3D == j)[0]) if j in MANO_TO_HOT3D else -1 for j in range(21)])
+# MANO21 points without a HOT3D21 landmark (thumb1): a HOT3D-derived MANO21 skeleton can only stand them in
+HOT3D_MISSING_MANO = tuple(MANO21_NAMES[j] for j in np.flatnonzero(HOT3D_TO_MANO < 0))
 HOLOASSIST_TO_OPENPOSE = np.array([1, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13, 14, 15, 17, 18, 19, 20, 22, 23, 24, 25])
 HOLOASSIST_TO_MANO = HOLOASSIST_TO_OPENPOSE[OPENPOSE_TO_MANO]
 

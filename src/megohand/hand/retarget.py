@@ -609,7 +609,7 @@ class Retargeter:
 
     # -- the converters' entry point
     def fit_sequence(self, joints, order: str = "mano", side: str = "right", unit: str = "auto",
-                     adapt: bool | None = None) -> dict:
+                     adapt: bool | None = None, unobserved=()) -> dict:
         """One hand's joint sequence -> canonical hand params.
 
         Args:
@@ -621,15 +621,18 @@ class Retargeter:
                 ~0.1-0.2 m, so m, cm and mm differ by decades).
             adapt: per-sequence skeleton adaptation (:meth:`refine`; default ``self.adapt``) for
                 joints of another skeleton than the hand model's (sensors, trackers, landmarks).
+            unobserved: names (of ``order``) of points that are stand-ins, not measurements: the
+                network reads them (it needs all 21), the refinement does not fit them, and
+                ``fit_error_mm`` leaves them out (HOT3D's UmeTrack skeleton has no thumb base).
         Returns:
             dict of float32 numpy: global_orient (T,3), hand_pose (T,15,3) [rad], betas (T,10),
             transl (T,3) [m]; ``valid`` (T,) bool = frames with all 21 joints finite (the others
             hold zeros and the sequence's betas); ``fit_error_mm`` (T,) mean joint error [mm] of the
-            fit over the 21 points (NaN where not valid; with adaptation, of the adapted skeleton:
+            fit over the observed points (NaN where not valid; with adaptation, of the adapted skeleton:
             the hand model's joints moved by the offsets); ``offsets`` (21,3) [m] of the adaptation,
             in MANO21 order and bone frames (:func:`bone_frames`; zeros without adaptation).
         Raises:
-            ValueError: unknown order/unit/side, wrong shape, or a unit that cannot be inferred.
+            ValueError: unknown order/unit/side/unobserved name, wrong shape, or a unit that cannot be inferred.
         """
         from megohand.hand.joints import JOINT_ORDERS, index_map
 
@@ -647,6 +650,15 @@ class Retargeter:
             raise ValueError(f"joint order {order!r} lacks MANO joints "
                              f"{[JOINT_ORDERS['mano'][i] for i in np.flatnonzero(idx < 0)]}")
         J = J[:, idx]
+        names = list(JOINT_ORDERS[order])
+        bad = [n for n in unobserved if n not in names]
+        if bad:
+            raise ValueError(f"unobserved points {bad} are not in joint order {order!r}")
+        observed = np.ones(21, bool)
+        for n in unobserved:
+            observed[np.flatnonzero(idx == names.index(n))] = False
+        if not observed.any():
+            raise ValueError("every point is marked unobserved; nothing to fit")
         finite = np.isfinite(J).all(-1)
         valid = finite.all(-1)
         T = len(J)
@@ -658,8 +670,10 @@ class Retargeter:
         offsets = np.zeros((21, 3))
         if valid.any():
             Jt = torch.as_tensor(J[valid], dtype=self.dtype, device=self.device)
-            p = self.refine(self.predict(Jt, side), Jt, side=side, frame_ids=np.flatnonzero(valid), adapt=adapt)
-            err[valid] = (self.joints(p, side) - Jt).norm(dim=-1).mean(-1).double().cpu().numpy() * 1000
+            mask = torch.as_tensor(observed, device=self.device).expand(len(Jt), 21)
+            p = self.refine(self.predict(Jt, side), Jt, mask=mask, side=side, frame_ids=np.flatnonzero(valid),
+                            adapt=adapt)
+            err[valid] = (self.joints(p, side) - Jt)[:, observed].norm(dim=-1).mean(-1).double().cpu().numpy() * 1000
             for k in out:
                 out[k][valid] = p[k].double().cpu().numpy()
             out["betas"][~valid] = out["betas"][valid][0]

@@ -21,8 +21,12 @@ The model, as used here:
 
 The 21 landmarks (HOT3D21 order, :data:`megohand.hand.joints.HOT3D21_NAMES`) have no thumb base; the
 MANO21 joints here take MANO's thumb1 from the thumb's first joint ``p_0`` (the pivot of the whole thumb
-chain, as thumb1 is MANO's). On HOT3D's two sample sequences this gave projected hand boxes closer to the
-annotated ones than the second base joint ``p_1`` or their midpoint (``docs/datasets.md``, HOT3D).
+chain, as thumb1 is MANO's). That point is a stand-in (22 mm from the wrist on HOT3D's sample profiles,
+where MANO-like hands put thumb1 about 37 mm away): the retargeting network reads it, the refinement does
+not fit it (:data:`UNOBSERVED`; ``Retargeter.fit_sequence(unobserved=...)``). On HOT3D's two sample
+sequences ``p_0`` gave projected hand boxes closer to the annotated ones than the second base joint
+``p_1`` or their midpoint, and leaving it out of the refinement fits the 20 real landmarks 0.8 mm better
+(``docs/datasets.md``, HOT3D).
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ import numpy as np
 import torch
 
 from megohand.geometry.rotations import axis_angle_to_matrix
-from megohand.hand.joints import HOT3D_TO_MANO
+from megohand.hand.joints import HOT3D_MISSING_MANO, HOT3D_TO_MANO
 
 NUM_FRAMES = 17
 NUM_ANGLES = 20  # finger degrees of freedom used by the skinning (HOT3D writes 22, the last two 0)
 THUMB_BASE_JOINT = 0  # the skeleton joint that stands in for MANO's thumb1 (see the module docstring)
 MANO_THUMB1 = 13
+UNOBSERVED = HOT3D_MISSING_MANO  # MANO21 points of mano21_joints that are stand-ins (thumb1), not landmarks
 
 
 @dataclass

@@ -89,7 +89,9 @@ class NativeEpisode:
     """A source episode read from native files, before canonicalisation.
 
     ``hands``: side -> RawHand (params, in ``convention``); or ``joints``: side -> (T,21,3) camera
-    frame [m] in ``joint_order`` with NaN rows for invalid frames (sources without MANO).
+    frame [m] in ``joint_order`` with NaN rows for invalid frames (sources without MANO);
+    ``joints_unobserved``: names (of ``joint_order``) of points that are stand-ins the retargeting
+    network reads but the refinement does not fit (:meth:`megohand.hand.retarget.Retargeter.fit_sequence`).
     ``T_cam_from_world`` (T,4,4) or None (camera-frame sources). ``rgb()`` yields T frames
     (H,W,3) uint8; ``depth()`` returns (T,H,W) float32 metres; either may be None.
     """
@@ -107,6 +109,7 @@ class NativeEpisode:
     hands: dict[str, RawHand] = field(default_factory=dict)
     joints: dict[str, np.ndarray] = field(default_factory=dict)
     joint_order: str = "mano21"
+    joints_unobserved: tuple[str, ...] = ()
     segments: list[tuple[int, int, str]] = field(default_factory=list)
     T_cam_from_world: np.ndarray | None = None
     rgb: Callable[[], Iterable[np.ndarray]] | None = None

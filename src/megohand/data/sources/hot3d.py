@@ -174,6 +174,16 @@ def umetrack_camera_joints(profile, poses: list, T_cam_from_world: np.ndarray, s
     return out
 
 
+def _stand_ins(joints: dict) -> tuple[str, ...]:
+    """MANO21 points of UmeTrack-derived joints that are stand-ins, not landmarks (thumb1): the retargeting
+    network reads them, the refinement does not fit them (:data:`megohand.hand.umetrack.UNOBSERVED`)."""
+    if not joints:
+        return ()
+    from megohand.hand.umetrack import UNOBSERVED
+
+    return UNOBSERVED
+
+
 def match_frames(frame_ts, wanted, tol_ns: int, what: str) -> np.ndarray:
     """Index into ``frame_ts`` of the closest frame for each wanted time (same clock, ns).
 
@@ -451,6 +461,7 @@ class Hot3DSource(Source):
             hands=hands,
             joints=joints,
             joint_order="mano",
+            joints_unobserved=_stand_ins(joints),
             T_cam_from_world=T_cam_from_world,
             rgb=rgb,
             depth=None,
@@ -639,6 +650,7 @@ class Hot3DSource(Source):
             hands=hands,
             joints=joints,
             joint_order="mano",
+            joints_unobserved=_stand_ins(joints),
             T_cam_from_world=T_cam_from_world,
             rgb=rgb,
             depth=None,

@@ -93,7 +93,8 @@ def episode_hands(ep: NativeEpisode, hands: HandModels, retargeter=None) -> dict
         return out
     if retargeter is None:
         raise SourceError(f"{ep.dataset}/{ep.episode}: hands from joints need the retargeting network (--retarget-model)")
-    return {side: retargeter.fit_sequence(J, order=ep.joint_order, side=side) for side, J in ep.joints.items()}
+    return {side: retargeter.fit_sequence(J, order=ep.joint_order, side=side, unobserved=ep.joints_unobserved)
+            for side, J in ep.joints.items()}
 
 
 def check_hand_units(ep: NativeEpisode, canon: dict[str, dict]) -> None:
