@@ -61,7 +61,8 @@ class Convert:
     """Inverse-MANO retargeting checkpoint folder (FPHA, HoloAssist; `megohand retarget train`); default: the
     network shipped for the bundled open hand (refused with MANO, which needs its own)."""
     refine_steps: int = 100
-    """Per-sequence refinement steps after the retargeting network (0: network only)."""
+    """Per-sequence refinement steps after the retargeting network (0: network only). More converge further at
+    proportional cost: HOT3D without MANO reaches its box-IoU goal at 300 (docs/datasets.md, HOT3D)."""
     max_short_side: int | None = None
     """Downscale stored frames whose short side is larger (K scaled to match); at least 16."""
     overwrite: bool = False

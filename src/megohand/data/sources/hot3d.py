@@ -12,8 +12,15 @@ Hands, two annotations of the same hands:
   (:mod:`megohand.hand.umetrack`) gives 21 joints, which the retargeting network + refinement fit with any
   hand model. Used when the loaded hand model cannot decode MANO's PCA coefficients (the bundled open
   hand); :func:`megohand.data.sources.pipeline.hand_path` decides, the store records which
-  (``extra.hand_path``; ``hand_source="retargeted"``). Without a profile the PCA path runs anyway and
-  ``convert`` / ``validate`` say that the fingers are approximate.
+  (``extra.hand_path``; ``hand_source="retargeted"``). MANO's thumb1 has no UmeTrack landmark: its
+  stand-in is read by the network but not fitted (``NativeEpisode.joints_unobserved``). Without a
+  profile the PCA path runs anyway and ``convert`` / ``validate`` say that the fingers are approximate.
+
+  Providing the profiles: HOT3D distributes one ``umetrack_hand_user_profile.json`` per sequence, in the
+  sequence folder of the per-sequence release (beside ``umetrack_hand_pose_trajectory.jsonl``, where
+  HOT3D's own ``PathProvider`` reads it); keep it there. A copy without it (such as an annotation-only
+  download) converts through the PCA path with the warning; copy each sequence's profile into its folder
+  and convert again. HOT3D-Clips carry the profile inside every clip (``__hand_shapes.json__``).
 
 Frames and clocks (per-sequence release): the annotations (hands, headset, objects, masks, boxes) are
 on the recording's TIME_CODE clock. The frames converted are the camera stream's annotated timestamps
