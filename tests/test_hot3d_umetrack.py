@@ -303,3 +303,19 @@ def test_clip_umetrack_joints(tmp_path, hands):
             world = R.apply(tips * mirror) + tr
             np.testing.assert_allclose(J[k, 16:21], world @ T_cw[k, :3, :3].T + T_cw[k, :3, 3], atol=1e-9)
     assert hand_path(ep, hands) == ("joints", "")
+
+
+def test_convert_refines_hot3d_300_steps_unless_told(tmp_path):
+    """HOT3D without MANO reaches its box-IoU goal at 300 refinement steps (docs/datasets.md): convert's default
+    for HOT3D; other datasets keep 100; --refine-steps overrides both."""
+    from megohand.cli import convert as cv
+    from megohand.data.sources.common import Source
+    from megohand.data.sources.hot3d import Hot3DSource
+
+    assert Hot3DSource.refine_steps == 300 and Source.refine_steps == 100
+    (tmp_path / "src").mkdir()
+    for given, expected in ((None, 300), (7, 7)):
+        cfg = cv.Convert(dataset="hot3d", src=tmp_path / "src", out=tmp_path / f"out{given}", refine_steps=given,
+                         depth="none")
+        cv._init_worker(cfg)
+        assert cv._STATE["retargeter"].refine_steps == expected

@@ -13,7 +13,7 @@ What is measured, per sequence and hand, over every annotated frame of the camer
   (``box2d_hands.csv``): IoU of the box of the projected UmeTrack mesh (this checks the profile reader,
   the kinematics, the mirror of right hands and the camera chain, independently of any MANO hand);
 * the converter's no-MANO path (``pipeline.episode_hands`` with the bundled open hand and the shipped
-  retargeting network; 100 refinement steps, ``convert``'s default, and 300, ``--refine-steps 300``): mean
+  retargeting network; 100 refinement steps, and 300, ``convert``'s default for HOT3D): mean
   fingertip distance to UmeTrack's fingertips, the IoU of the projected open-hand mesh box with the
   annotated box, and the fit error the retargeter reports (``extra.retarget_joint_error_mm``);
 * why the open hand stays below UmeTrack's own mesh: the annotated boxes include a short forearm stub

@@ -60,9 +60,10 @@ class Convert:
     retarget_model: Path | None = None
     """Inverse-MANO retargeting checkpoint folder (FPHA, HoloAssist; `megohand retarget train`); default: the
     network shipped for the bundled open hand (refused with MANO, which needs its own)."""
-    refine_steps: int = 100
-    """Per-sequence refinement steps after the retargeting network (0: network only). More converge further at
-    proportional cost: HOT3D without MANO reaches its box-IoU goal at 300 (docs/datasets.md, HOT3D)."""
+    refine_steps: int | None = None
+    """Per-sequence refinement steps after the retargeting network (0: network only; None: the dataset's default,
+    300 for HOT3D without MANO, where it reaches its box-IoU goal (docs/datasets.md, HOT3D), else 100). More
+    converge further at proportional cost."""
     max_short_side: int | None = None
     """Downscale stored frames whose short side is larger (K scaled to match); at least 16."""
     overwrite: bool = False
@@ -166,9 +167,10 @@ def _init_worker(cfg: Convert) -> None:
     if cfg.retarget_model is not None or joints_only or not _STATE["hands"]["right"].is_mano:
         from megohand.hand.retarget import Retargeter
 
+        steps = _STATE["src"].refine_steps if cfg.refine_steps is None else cfg.refine_steps
         try:  # not joints-only: only needed where a source offers joints for what the hand model cannot decode
             _STATE["retargeter"] = Retargeter.from_pretrained(cfg.retarget_model, mano_dir=cfg.mano_dir,
-                                                               refine_steps=cfg.refine_steps)
+                                                               refine_steps=steps)
         except ValueError:
             if joints_only or cfg.retarget_model is not None:
                 raise

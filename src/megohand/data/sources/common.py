@@ -492,6 +492,8 @@ class Source:
 
     name: str = ""
     layout: str = ""
+    refine_steps: int = 100
+    """Retargeting refinement steps ``convert`` uses for this dataset unless --refine-steps says otherwise."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
