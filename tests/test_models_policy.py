@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from megohand import io
 from megohand.data.normalize import Normalizer
 from megohand.errors import UserError
 from megohand.models import MEgoHandPolicy, PolicyConfig
@@ -178,6 +179,13 @@ def test_paper_preset_with_depth_anything(tmp_path):
     assert not any(k.startswith("depth_estimator.") for k in p.weights_state_dict())
     a = p.predict_chunk(b["image"], b["instruction"], b["state"], None)  # estimated depth needs no sensor depth
     assert a.shape == (2, 4, 99)
+    # the checkpoint holds every weight but the estimator's, and loads back (the estimator from its own folder)
+    p.save_pretrained(tmp_path / "ck")
+    saved = set(io.load_safetensors(tmp_path / "ck" / io.WEIGHTS))
+    assert saved == {k for k in p.state_dict() if not k.startswith("depth_estimator.")}
+    q = MEgoHandPolicy.from_pretrained(tmp_path / "ck")
+    for k, v in p.state_dict().items():
+        torch.testing.assert_close(q.state_dict()[k], v, msg=k)
 
 
 def test_bf16_weights_predict_without_autocast():

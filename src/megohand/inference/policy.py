@@ -17,10 +17,11 @@ import torch
 
 from megohand import io
 from megohand.errors import UserError
+from megohand.models.policy import NOT_SAVED
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo"
 SLIM = "slim.json"
-REBUILT_PREFIXES = ("backbone.text.", "_head_fn.", "depth_estimator.")
+REBUILT_PREFIXES = ("backbone.text.", "_head_fn.", *NOT_SAVED)
 
 
 class ModelPolicy:

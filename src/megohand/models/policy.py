@@ -24,6 +24,14 @@ from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, dept
 from megohand.models.dit import ActionHead
 from megohand.models.grounding import GroundingHead, grounding_loss
 
+NOT_SAVED = ("depth_estimator.",)
+"""State-dict key prefixes a checkpoint never holds: the frozen external depth estimator (Depth Anything), which
+loads from its own folder (``DepthConfig.estimator_path``)."""
+
+
+def savable(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` without the keys under ``NOT_SAVED`` (what ``model.safetensors`` holds)."""
+    return {k: v for k, v in state_dict.items() if not k.startswith(NOT_SAVED)}
 
 
 class MinMax(nn.Module):
@@ -347,7 +355,7 @@ class MEgoHandPolicy(nn.Module):
     # ------------------------------------------------------------------ persistence
     def weights_state_dict(self) -> dict[str, torch.Tensor]:
         """State dict without the frozen external depth estimator (it loads from its own folder)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("depth_estimator.")}
+        return savable(self.state_dict())
 
     def export_aux(self, aux: Path) -> None:
         """Let the backbone and the depth encoder put their auxiliary files (tokenizer, configs) into ``aux``."""
@@ -376,7 +384,7 @@ class MEgoHandPolicy(nn.Module):
         policy.load_weights(directory / io.WEIGHTS)
         return policy.to(map_location)
 
-    def load_weights(self, path: str | Path, ignore: tuple[str, ...] = ("depth_estimator.",)) -> None:
+    def load_weights(self, path: str | Path, ignore: tuple[str, ...] = NOT_SAVED) -> None:
         """Load a model.safetensors written by save_pretrained (cast to this model's dtypes); keys starting with
         ``ignore`` may be absent (the external depth estimator; the weights a slim checkpoint rebuilds)."""
         missing, unexpected = self.load_state_dict(io.load_safetensors(path), strict=False)

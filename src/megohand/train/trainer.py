@@ -21,6 +21,7 @@ import torch
 
 from megohand import io
 from megohand.errors import UserError, check_input
+from megohand.models.policy import savable
 from megohand.train import checkpoint as ck
 from megohand.train.config import TrainConfig
 
@@ -220,7 +221,7 @@ class Trainer:
         ck.save_rng(tmp / f"rng-rank{acc.process_index}.safetensors")
         acc.wait_for_everyone()
         if acc.is_main_process:
-            sd = {k: v for k, v in sd.items() if not k.startswith("depth_estimator.")}
+            sd = savable(sd)
             self.policy.write_files(tmp, sd)
             tensors, meta = ck.optimizer_to_flat(osd)
             io.save_safetensors(tensors, tmp / "optimizer.safetensors")
@@ -360,7 +361,7 @@ class Trainer:
             sd = acc.get_state_dict(self.model)
             result = self.out / "model"
             if acc.is_main_process:
-                sd = {k: v for k, v in sd.items() if not k.startswith("depth_estimator.")}
+                sd = savable(sd)
                 self.policy.save_pretrained(result, state_dict=sd)
         if writer is not None:
             writer.close()
