@@ -59,7 +59,7 @@ def tiny_config(folder: Path) -> PolicyConfig:
     p = PolicyConfig.paper()
     return dataclasses.replace(
         p,
-        backbone=dataclasses.replace(p.backbone, vision_path=folder / "vision", llm_path=folder / "llm", image_size=56,
+        backbone=p.backbone.replace(vision_path=folder / "vision", llm_path=folder / "llm", image_size=56,
                                      llm_layers=2),
         depth=dataclasses.replace(p.depth, encoder_path=folder / "resnet", supervision_size=14),
         dit=dataclasses.replace(p.dit, width=64, num_layers=4, num_heads=4, output_dim=64, head_hidden=64),
@@ -68,7 +68,7 @@ def tiny_config(folder: Path) -> PolicyConfig:
 
 def full_config() -> PolicyConfig:
     p = PolicyConfig.paper()
-    return dataclasses.replace(p, backbone=dataclasses.replace(p.backbone, random_init=True))
+    return dataclasses.replace(p, backbone=p.backbone.replace(random_init=True))
 
 
 class Timer:

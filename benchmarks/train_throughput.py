@@ -64,7 +64,7 @@ def random_samples(n: int, size: int, horizon: int) -> list[dict]:
 
 def tiny_model() -> PolicyConfig:
     c = PolicyConfig.compact()
-    return dataclasses.replace(c, horizon=8, backbone=dataclasses.replace(c.backbone, image_size=64, width=64),
+    return dataclasses.replace(c, horizon=8, backbone=c.backbone.replace(image_size=64, width=64),
                                dit=dataclasses.replace(c.dit, width=64, num_layers=2, num_heads=4, output_dim=64,
                                                        head_hidden=64))
 
@@ -88,7 +88,7 @@ def main() -> None:
     steps = args.steps or (10 if cuda else 3)
     model = tiny_model() if args.tiny else PolicyConfig.paper() if preset == "paper" else PolicyConfig.compact()
     if preset == "paper" and not args.tiny:
-        model = dataclasses.replace(model, backbone=dataclasses.replace(model.backbone, random_init=True))
+        model = dataclasses.replace(model, backbone=model.backbone.replace(random_init=True))
     model = dataclasses.replace(model, modalities=args.modalities)
 
     with tempfile.TemporaryDirectory() as tmp:

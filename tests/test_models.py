@@ -135,7 +135,7 @@ def test_config_roundtrip_and_presets():
         assert PolicyConfig.from_dict(json.loads(json.dumps(d))) == preset
     paper = PolicyConfig.paper()
     assert (paper.dit.width, paper.dit.num_layers, paper.dit.num_heads, paper.dit.output_dim) == (1536, 16, 32, 1024)
-    assert paper.backbone.llm_layers == 12 and paper.backbone.kind == "eagle" and paper.depth.encoder == "resnet"
+    assert paper.backbone.eagle.llm_layers == 12 and paper.backbone.kind == "eagle" and paper.depth.encoder == "resnet"
     assert paper.horizon == 16 and paper.flow.inference_steps == 4
     with pytest.raises(ValueError, match="unknown config keys"):
         PolicyConfig.from_dict({**paper.to_dict(), "bogus": 1})

@@ -43,7 +43,7 @@ def test_pixel_shuffle_matches_index_oracle():
 
 
 def _eagle_cfg(folders, family="llama", **kw):
-    return BackboneConfig(kind="eagle", vision_path=folders["vision"], llm_path=folders[family], llm_layers=2, **kw)
+    return BackboneConfig(kind="eagle").replace(vision_path=folders["vision"], llm_path=folders[family], llm_layers=2, **kw)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
@@ -105,7 +105,7 @@ def test_eagle_missing_folder_is_a_clear_error(tmp_path):
     from megohand.models.backbones import build_backbone
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        build_backbone(BackboneConfig(kind="eagle", vision_path=tmp_path, llm_path=tmp_path), 8, True, True)
+        build_backbone(BackboneConfig(kind="eagle").replace(vision_path=tmp_path, llm_path=tmp_path), 8, True, True)
     with pytest.raises(ValueError, match="vision-path"):
         build_backbone(BackboneConfig(kind="eagle"), 8, True, True)
 
@@ -192,7 +192,7 @@ def test_paper_random_init_full_size_architecture_on_meta_device():
 
     c = PolicyConfig.paper()
     with torch.device("meta"):
-        p = MEgoHandPolicy(replace(c, backbone=replace(c.backbone, random_init=True)))
+        p = MEgoHandPolicy(replace(c, backbone=c.backbone.replace(random_init=True)))
 
     def count(m, trainable=False):
         return sum(x.numel() for x in m.parameters() if x.requires_grad or not trainable)

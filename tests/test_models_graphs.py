@@ -32,7 +32,7 @@ def eagle_policy(folders, **kw):
     c = PolicyConfig.paper()
     cfg = replace(
         c, horizon=4, dit=SMALL_DIT,
-        backbone=replace(c.backbone, vision_path=folders["vision"], llm_path=folders["llama"], llm_layers=2),
+        backbone=c.backbone.replace(vision_path=folders["vision"], llm_path=folders["llama"], llm_layers=2),
         depth=replace(c.depth, encoder_path=folders["resnet"], supervision_size=8), **kw,
     )
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def compact_policy():
     c = PolicyConfig.compact()
     torch.manual_seed(0)
     p = MEgoHandPolicy(replace(c, horizon=4, dit=SMALL_DIT,
-                               backbone=replace(c.backbone, image_size=32, width=32, fusion_layers=1))).eval()
+                               backbone=c.backbone.replace(image_size=32, width=32, fusion_layers=1))).eval()
     torch.nn.init.normal_(p.depth_encoder.proj.weight, std=0.1)
     return p
 
@@ -54,7 +54,7 @@ def compact_policy():
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 @pytest.mark.parametrize("instr", [SAME_LENGTH, DIFFERENT])
 def test_eagle_split_path_equals_string_path_and_the_masked_scatter_reference(folders, family, instr):
-    cfg = BackboneConfig(kind="eagle", vision_path=folders["vision"], llm_path=folders[family], llm_layers=2)
+    cfg = BackboneConfig(kind="eagle").replace(vision_path=folders["vision"], llm_path=folders[family], llm_layers=2)
     bb = build_backbone(cfg, out_dim=20, use_text=True, use_image=True).eval()
     img, dt = torch.rand(2, 3, 32, 32), torch.randn(2, 4, 32)
     text = bb.prepare_text(instr, 2, "cpu")
@@ -73,7 +73,7 @@ def test_eagle_split_path_equals_string_path_and_the_masked_scatter_reference(fo
 
 @pytest.mark.parametrize("instr", [SAME_LENGTH, DIFFERENT])
 def test_compact_split_path_equals_string_path_and_the_masked_reference(instr):
-    bb = build_backbone(BackboneConfig(image_size=32, width=32), out_dim=16, use_text=True, use_image=True).eval()
+    bb = build_backbone(BackboneConfig().replace(image_size=32, width=32), out_dim=16, use_text=True, use_image=True).eval()
     img, dt = torch.rand(2, 3, 32, 32), torch.randn(2, 4, 32)
     text = bb.prepare_text(instr, 2, "cpu")
     assert text["padded"] == (instr is DIFFERENT)
@@ -93,7 +93,7 @@ def test_compact_split_path_equals_string_path_and_the_masked_reference(instr):
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_llm_attention_mask_none_equals_all_ones(folders, family):
-    cfg = BackboneConfig(kind="eagle", vision_path=folders["vision"], llm_path=folders[family], llm_layers=2)
+    cfg = BackboneConfig(kind="eagle").replace(vision_path=folders["vision"], llm_path=folders[family], llm_layers=2)
     llm = build_backbone(cfg, out_dim=8, use_text=True, use_image=True).eval().llm
     e = torch.randn(2, 7, 32)
     with torch.no_grad():

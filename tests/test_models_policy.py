@@ -22,7 +22,7 @@ SMALL_DIT = DiTConfig(width=32, num_layers=2, num_heads=4, dropout=0.1, output_d
 
 def compact_cfg(**kw):
     c = PolicyConfig.compact()
-    return replace(c, horizon=4, dit=SMALL_DIT, backbone=replace(c.backbone, image_size=32, width=32, fusion_layers=1), **kw)
+    return replace(c, horizon=4, dit=SMALL_DIT, backbone=c.backbone.replace(image_size=32, width=32, fusion_layers=1), **kw)
 
 
 def random_normalizer(seed=0):
@@ -144,7 +144,7 @@ def test_paper_preset_tiny_end_to_end(tmp_path):
     c = PolicyConfig.paper()
     cfg = replace(
         c, horizon=4, dit=SMALL_DIT,
-        backbone=replace(c.backbone, vision_path=tiny_siglip(src / "v"), llm_path=tiny_llm(src / "l"), llm_layers=2),
+        backbone=c.backbone.replace(vision_path=tiny_siglip(src / "v"), llm_path=tiny_llm(src / "l"), llm_layers=2),
         depth=replace(c.depth, encoder_path=tiny_resnet(src / "r"), supervision_size=8),
     )
     torch.manual_seed(0)
@@ -168,7 +168,7 @@ def test_paper_preset_with_depth_anything(tmp_path):
     c = PolicyConfig.paper()
     cfg = replace(
         c, horizon=4, dit=SMALL_DIT,
-        backbone=replace(c.backbone, vision_path=tiny_siglip(tmp_path / "v"), llm_path=tiny_llm(tmp_path / "l"), llm_layers=1),
+        backbone=c.backbone.replace(vision_path=tiny_siglip(tmp_path / "v"), llm_path=tiny_llm(tmp_path / "l"), llm_layers=1),
         depth=replace(c.depth, estimator="depth_anything", estimator_path=tiny_depth_anything(tmp_path / "da"),
                       encoder="cnn", supervision_size=8),
     )

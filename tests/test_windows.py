@@ -200,7 +200,7 @@ def test_training_and_inference_see_the_same_picture(tmp_path):
     S = 32
     ds = WindowDataset(tmp_path, split="test", horizon=4, image_size=S)
     c = PolicyConfig.compact()
-    policy = MEgoHandPolicy(replace(c, backbone=replace(c.backbone, image_size=S, width=32, fusion_layers=1)))
+    policy = MEgoHandPolicy(replace(c, backbone=c.backbone.replace(image_size=S, width=32, fusion_layers=1)))
     ep = load_episode(Store(tmp_path), "arctic", "s01/box_use_02")
     for i in (0, 3):
         sample = ds[i]

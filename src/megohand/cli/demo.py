@@ -156,7 +156,7 @@ def tiny_random_policy():
     c = PolicyConfig.compact()
     c = dataclasses.replace(
         c,
-        backbone=dataclasses.replace(c.backbone, width=64, fusion_layers=1, image_size=64),
+        backbone=c.backbone.replace(width=64, fusion_layers=1, image_size=64),
         dit=dataclasses.replace(c.dit, width=64, num_layers=2, num_heads=4, output_dim=64, head_hidden=64),
     )
     import torch

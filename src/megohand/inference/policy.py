@@ -83,7 +83,7 @@ def save_slim(model, directory: str | Path, dtype: torch.dtype = torch.float16) 
     the bundled MiniLM (``text_path`` None) kept frozen (``tune_text`` False).
     """
     cfg = model.config
-    if cfg.backbone.kind != "compact" or cfg.backbone.text_path is not None or cfg.backbone.tune_text:
+    if cfg.backbone.kind != "compact" or cfg.backbone.compact.text_path is not None or cfg.backbone.compact.tune_text:
         raise ValueError("save_slim needs the compact backbone with the bundled, frozen MiniLM text encoder")
     sd = {
         k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()

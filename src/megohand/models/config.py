@@ -10,7 +10,9 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 Modalities = Literal["T", "V", "TI", "TID"]
 
@@ -21,8 +23,54 @@ SYSTEM_PROMPT = (
 
 
 @dataclass(frozen=True)
+class CompactBackboneConfig:
+    """The compact backbone: MiniLM text encoder + small CNN vision encoder + fusion transformer."""
+
+    text_path: Path | None = None
+    """compact: sentence-transformers/BERT folder for the text encoder; None = the bundled MiniLM."""
+    tune_text: bool = False
+    """compact: train the text encoder (frozen by default)."""
+    max_text_tokens: int = 32
+    """compact: instruction tokens kept by the text encoder (longer instructions are truncated)."""
+    width: int = 256
+    """compact: width of the vision encoder and fusion transformer."""
+    fusion_layers: int = 2
+    """compact: layers of the fusion transformer."""
+    fusion_heads: int = 4
+    """compact: heads of the fusion transformer."""
+
+
+@dataclass(frozen=True)
+class EagleBackboneConfig:
+    """The eagle (paper) backbone: SigLIP + pixel shuffle + truncated decoder LLM (GR00T-N1's Eagle-2)."""
+
+    vision_path: Path | None = None
+    """eagle: local SigLIP/SigLIP-2 folder (SiglipVisionModel or SiglipModel checkpoint)."""
+    llm_path: Path | None = None
+    """eagle: local decoder-LLM folder (SmolLM2/Llama or Qwen2) with its tokenizer."""
+    random_init: bool = False
+    """eagle: build the full-size architecture from configs with random weights (benchmarks only)."""
+    llm_layers: int = 12
+    """eagle: keep the first N decoder layers (GR00T select_layer)."""
+    tune_llm: bool = False
+    """eagle: train the LLM (frozen in the paper)."""
+    tune_visual: bool = True
+    """eagle: train the vision tower and mlp1."""
+    lora_rank: int = 0
+    """eagle: LoRA rank on the LLM q/k/v projections (0 = off; needs peft)."""
+    lora_alpha: int = 16
+    """eagle: LoRA alpha."""
+    lora_dropout: float = 0.1
+    """eagle: LoRA dropout."""
+    system_prompt: str = SYSTEM_PROMPT
+    """eagle: system message of the ChatML prompt."""
+
+
+@dataclass(frozen=True)
 class BackboneConfig:
-    """Cerebrum (vision-language backbone)."""
+    """Cerebrum (vision-language backbone): the fields every kind uses, then one settings block per kind (only
+    the block named by ``kind`` is read). On the command line the blocks' options sit directly under
+    ``--model.backbone.`` (their names do not collide); their help says which kind reads them."""
 
     kind: Literal["compact", "eagle"] = "compact"
     """compact: MiniLM text + small CNN vision + fusion transformer; eagle: SigLIP + pixel shuffle + truncated LLM."""
@@ -31,40 +79,35 @@ class BackboneConfig:
     augment: bool = False
     """GPU-side training augmentation (random crop 0.95, colour jitter; depth only cropped). Off by default:
     WindowDataset(augment=True) already does it on the CPU."""
-    # compact
-    text_path: Path | None = None
-    """Sentence-transformers/BERT folder for the compact text encoder; None = the bundled MiniLM."""
-    tune_text: bool = False
-    """Train the compact text encoder (frozen by default)."""
-    max_text_tokens: int = 32
-    """Instruction tokens kept by the compact text encoder (longer instructions are truncated)."""
-    width: int = 256
-    """Width of the compact vision encoder and fusion transformer."""
-    fusion_layers: int = 2
-    """Layers of the compact fusion transformer."""
-    fusion_heads: int = 4
-    """Heads of the compact fusion transformer."""
-    # eagle
-    vision_path: Path | None = None
-    """Local SigLIP/SigLIP-2 folder (SiglipVisionModel or SiglipModel checkpoint)."""
-    llm_path: Path | None = None
-    """Local decoder-LLM folder (SmolLM2/Llama or Qwen2) with its tokenizer."""
-    random_init: bool = False
-    """Build the full-size eagle architecture from configs with random weights (benchmarks only)."""
-    llm_layers: int = 12
-    """Keep the first N decoder layers (GR00T select_layer)."""
-    tune_llm: bool = False
-    """Train the LLM (frozen in the paper)."""
-    tune_visual: bool = True
-    """Train the vision tower and mlp1."""
-    lora_rank: int = 0
-    """LoRA rank on the LLM q/k/v projections (0 = off; needs peft)."""
-    lora_alpha: int = 16
-    """LoRA alpha."""
-    lora_dropout: float = 0.1
-    """LoRA dropout."""
-    system_prompt: str = SYSTEM_PROMPT
-    """System message of the ChatML prompt (eagle)."""
+    compact: Annotated[CompactBackboneConfig, tyro.conf.arg(name="")] = CompactBackboneConfig()
+    """Settings of the compact backbone."""
+    eagle: Annotated[EagleBackboneConfig, tyro.conf.arg(name="")] = EagleBackboneConfig()
+    """Settings of the eagle backbone."""
+
+    def replace(self, **changes) -> "BackboneConfig":
+        """``dataclasses.replace`` that also takes the kind blocks' fields by name:
+        ``cfg.replace(image_size=64, width=64)`` sets ``image_size`` and ``compact.width``."""
+        return dataclasses.replace(self, **_route(changes, self))
+
+    @staticmethod
+    def upgrade(d: dict) -> dict:
+        """A backbone dict as the config.json of earlier versions held it (every field flat) -> the current
+        nesting (``{"kind", "image_size", "augment", "compact": {...}, "eagle": {...}}``); current dicts pass."""
+        return _route(dict(d))
+
+
+_BLOCKS = {"compact": CompactBackboneConfig, "eagle": EagleBackboneConfig}
+
+
+def _route(changes: dict, base: BackboneConfig | None = None) -> dict:
+    """Move the kind blocks' fields of ``changes`` into their blocks (replaced in ``base``'s blocks, or as dicts)."""
+    for block, cls in _BLOCKS.items():
+        own = {f.name: changes.pop(f.name) for f in dataclasses.fields(cls) if f.name in changes}
+        if own and base is not None:
+            changes[block] = dataclasses.replace(getattr(base, block), **own)
+        elif own:
+            changes[block] = {**changes.get(block, {}), **own}
+    return changes
 
 
 @dataclass(frozen=True)
@@ -207,7 +250,10 @@ class PolicyConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "PolicyConfig":
-        """Inverse of to_dict; unknown keys raise ValueError."""
+        """Inverse of to_dict (also reads the config.json of earlier versions); unknown keys raise ValueError."""
+        d = dict(d)
+        if isinstance(d.get("backbone"), dict):
+            d["backbone"] = BackboneConfig.upgrade(d["backbone"])
         return _from_dict(PolicyConfig, d)
 
     @staticmethod

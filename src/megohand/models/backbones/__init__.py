@@ -48,11 +48,11 @@ def build_backbone(cfg, out_dim: int, use_text: bool, use_image: bool, aux_dir: 
     if cfg.kind == "compact":
         from megohand.models.backbones.compact import CompactBackbone
 
-        return CompactBackbone(cfg, out_dim, use_text, use_image, aux_dir)
+        return CompactBackbone(cfg.compact, cfg.image_size, out_dim, use_text, use_image, aux_dir)
     if cfg.kind == "eagle":
         from megohand.models.backbones.eagle import EagleBackbone
 
-        return EagleBackbone(cfg, out_dim, use_text, use_image, aux_dir)
+        return EagleBackbone(cfg.eagle, out_dim, use_text, use_image, aux_dir)
     raise ValueError(f"unknown backbone kind {cfg.kind!r}")
 
 

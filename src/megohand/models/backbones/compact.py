@@ -16,15 +16,16 @@ from megohand.models.depth import SmallCNN
 
 
 class CompactBackbone(nn.Module):
-    def __init__(self, cfg, out_dim: int, use_text: bool, use_image: bool, aux_dir: Path | None = None):
+    def __init__(self, cfg, image_size: int, out_dim: int, use_text: bool, use_image: bool, aux_dir: Path | None = None):
+        """cfg: a CompactBackboneConfig; image_size: square input side [px] (a multiple of 16)."""
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        if cfg.image_size % 16:
-            raise ValueError(f"compact backbone needs image_size divisible by 16, got {cfg.image_size}")
+        if image_size % 16:
+            raise ValueError(f"compact backbone needs image_size divisible by 16, got {image_size}")
         self.cfg, self.use_text, self.use_image = cfg, use_text, use_image
-        self.image_size = cfg.image_size
-        self.image_grid = cfg.image_size // 16
+        self.image_size = image_size
+        self.image_grid = image_size // 16
         self.image_token_dim = cfg.width
         w = cfg.width
         self.text = self.tokenizer = None
