@@ -129,7 +129,7 @@ def run_one(args) -> dict:
     if args.root is None:
         print(f"building a store: {args.episodes} episodes x {args.frames} frames at {args.width}x{args.height} ...")
         write_s = build_store(root, args.episodes, args.frames, args.height, args.width)
-    ds = WindowDataset(root, split="train", horizon=16, image_size=args.image_size, depth_source="auto")
+    ds = WindowDataset(root, split="train", horizon=16, image_size=args.image_size, stored_depth="auto")
     order = np.random.default_rng(0).permutation(len(ds))
     order = np.resize(order, args.samples)
     first = ds[int(order[0])]

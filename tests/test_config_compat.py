@@ -1,7 +1,9 @@
 """Policy configs: the per-kind backbone blocks, the config.json files written before them (fixture strings saved
 from that version of the code), and the `megohand train` backbone options on both kinds."""
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,29 @@ def test_train_backbone_options_keep_their_names():
     assert t.model.grounding.weight > 0  # the recipe's other fields stay
     t = parse(["model:paper", "--model.backbone.random-init"])
     assert t.model.backbone.eagle.random_init and t.model.backbone.kind == "eagle"
+
+
+@pytest.mark.parametrize("old, new", [("store", "given"), ("depth_anything", "estimated"), ("none", "none")])
+def test_old_depth_estimator_names_map_to_the_depth_vocabulary(old, new):
+    d = json.loads(OLD_PAPER)
+    d["depth"]["estimator"] = old
+    c = PolicyConfig.from_dict(d)
+    assert c.depth.source == new and "estimator" not in c.to_dict()["depth"]
+    assert c.uses_depth == (new != "none")
+
+
+def test_depth_options_follow_the_vocabulary():
+    import tyro
+
+    from megohand.cli.convert import Convert
+    from megohand.cli.generate import Generate
+    from megohand.cli.train import named_default
+    from megohand.data.store import DEPTH_SOURCES
+
+    cls, default, rest = named_default(["--config", "synthetic", "--stored-depth", "required",
+                                        "--model.depth.source", "estimated", "--model.depth.estimator-path", "/d"])
+    t = tyro.cli(cls, args=rest, default=default)
+    assert (t.stored_depth, t.model.depth.source, t.model.depth.estimator_path) == ("required", "estimated", Path("/d"))
+    # convert stores the origins a meta.json names (plus auto)
+    assert set(typing.get_args(typing.get_type_hints(Convert)["depth"])) == {"auto", *DEPTH_SOURCES} - {"estimated"}
+    assert "depth_estimator" in {f.name for f in dataclasses.fields(Generate)}

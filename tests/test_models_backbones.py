@@ -156,7 +156,7 @@ def test_default_resnet_is_resnet50():
 def test_depth_anything_estimator_matches_direct_call(folders):
     from transformers import DepthAnythingForDepthEstimation
 
-    est = build_estimator(DepthConfig(estimator="depth_anything", estimator_path=folders["da"]))
+    est = build_estimator(DepthConfig(source="estimated", estimator_path=folders["da"]))
     img = torch.rand(2, 3, 28, 28)
     depth, valid = est(img)
     assert depth.shape == (2, 1, 28, 28) and valid.all()
@@ -171,17 +171,17 @@ def test_depth_anything_estimator_matches_direct_call(folders):
     est.train()
     assert est.model.training is False
     with pytest.raises(ValueError, match="estimator-path"):
-        build_estimator(DepthConfig(estimator="depth_anything"))
+        build_estimator(DepthConfig(source="estimated"))
 
 
 def test_store_and_none_estimators():
-    est = build_estimator(DepthConfig(estimator="store"))
+    est = build_estimator(DepthConfig(source="given"))
     d = torch.rand(2, 1, 8, 8)
     out, valid = est(torch.rand(2, 3, 8, 8), d, torch.tensor([True, False]))
     assert torch.equal(out, d) and valid.tolist() == [True, False]
     out, valid = est(torch.rand(2, 3, 8, 8))
     assert out.abs().sum() == 0 and not valid.any()
-    assert build_estimator(DepthConfig(estimator="none")) is None
+    assert build_estimator(DepthConfig(source="none")) is None
 
 
 def test_paper_random_init_full_size_architecture_on_meta_device():

@@ -169,7 +169,7 @@ def test_paper_preset_with_depth_anything(tmp_path):
     cfg = replace(
         c, horizon=4, dit=SMALL_DIT,
         backbone=c.backbone.replace(vision_path=tiny_siglip(tmp_path / "v"), llm_path=tiny_llm(tmp_path / "l"), llm_layers=1),
-        depth=replace(c.depth, estimator="depth_anything", estimator_path=tiny_depth_anything(tmp_path / "da"),
+        depth=replace(c.depth, source="estimated", estimator_path=tiny_depth_anything(tmp_path / "da"),
                       encoder="cnn", supervision_size=8),
     )
     p = MEgoHandPolicy(cfg)

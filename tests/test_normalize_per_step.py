@@ -40,7 +40,7 @@ def per_step_bounds(L=4, seed=0):
 
 def window_actions(root, ds, L, window_scope="segment"):
     """(N, L, 99) actions and (N, L) masks of every training window (stride 1), via WindowDataset."""
-    w = WindowDataset(root, ds, split="train", horizon=L, image_size=8, depth_source="none", window_scope=window_scope)
+    w = WindowDataset(root, ds, split="train", horizon=L, image_size=8, stored_depth="none", window_scope=window_scope)
     items = [w[i] for i in range(len(w))]
     return (torch.stack([x["action"] for x in items]).double().numpy(),
             torch.stack([x["action_mask"] for x in items]).numpy() > 0)

@@ -294,6 +294,6 @@ def test_label_with_a_depth_model_stores_the_estimated_depth(clip, tmp_path):
     d, rgb, _ = clip
     store = tmp_path / "store"
     model = tiny_depth_anything(tmp_path / "m")  # random weights: any depth, so every fit is accepted
-    main(["label", str(d / "clip.mp4"), "--out", str(store), "--depth-model", str(model), "--max-fit-error-mm", "1e6"])
+    main(["label", str(d / "clip.mp4"), "--out", str(store), "--depth-estimator", str(model), "--max-fit-error-mm", "1e6"])
     e = Store(store).open("labelled", "clip")
     assert e.meta.depth_source == "estimated" and e.has_depth and e.depth(0).shape == (480, 640)

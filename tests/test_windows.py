@@ -146,9 +146,9 @@ def test_depth_sources(tmp_path):
     ds = WindowDataset(tmp_path, horizon=2, image_size=16)
     flags = {ds[i]["meta"]["dataset"]: ds[i]["has_depth"] for i in range(len(ds))}
     assert flags == {"h2o": True, "hot3d": False}
-    assert not WindowDataset(tmp_path, horizon=2, image_size=16, depth_source="none")[0]["has_depth"]
+    assert not WindowDataset(tmp_path, horizon=2, image_size=16, stored_depth="none")[0]["has_depth"]
     with pytest.raises(ValueError, match="no depth"):
-        WindowDataset(tmp_path, horizon=2, image_size=16, depth_source="store")
+        WindowDataset(tmp_path, horizon=2, image_size=16, stored_depth="required")
     with pytest.raises(ValueError, match="not in store"):
         WindowDataset(tmp_path, datasets=["nope"])
 

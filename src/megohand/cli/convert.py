@@ -52,9 +52,10 @@ class Convert:
     """Parallel worker processes."""
     shard: str = "0/1"
     """i/n: convert tasks i, i+n, i+2n, ... of the sorted list."""
-    depth: Literal["auto", "sensor", "render", "none"] = "auto"
-    """auto: sensor depth where the dataset has it, else rendered virtual depth (ARCTIC, HOT3D, OakInk2,
-    HoloAssist); render: rendered depth for any dataset; sensor: sensor depth only; none: no depth."""
+    depth: Literal["auto", "sensor", "rendered", "none"] = "auto"
+    """Stored depth origin (docs/data.md, "Depth"): auto = sensor depth where the dataset has it, else rendered
+    virtual depth (ARCTIC, HOT3D, OakInk2, HoloAssist); rendered = rendered depth for any dataset; sensor =
+    sensor depth only; none = no depth."""
     mano_dir: Path | None = None
     """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand; the store records which)."""
     retarget_model: Path | None = None

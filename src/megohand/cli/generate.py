@@ -55,7 +55,7 @@ class Generate:
     depth: Path | None = None
     """Metric depth aligned to the frames: a 16-bit depth video or folder of PNG (mm) / .npy (m) frames, or one
     such file for an image. Places the estimated hand and is given to the policy."""
-    depth_model: Path | None = None
+    depth_estimator: Path | None = None
     """Local transformers depth-estimation folder (a metric model, e.g. Depth Anything V2 metric) run on the
     frames instead of --depth."""
     estimator: str = "mediapipe"
@@ -129,7 +129,7 @@ class Generate:
         meta = {"text": self.text, "fps": fps, "K": K.tolist(), "stride": self.stride, "steps": self.steps,
                 "tof": self.tof, "queries": res.queries, "source": str(self.image), "frames": N + 1,
                 "init": str(self.init) if self.init is not None else "estimated (init.json)",
-                "depth": str(self.depth or self.depth_model) if depth is not None else None}
+                "depth": str(self.depth or self.depth_estimator) if depth is not None else None}
         hand = load_hand_model(self.mano_dir)
         with torch.no_grad():
             verts = hand(*(torch.from_numpy(seq[k]) for k in FIELDS)).vertices.numpy()
@@ -161,12 +161,12 @@ class Generate:
             raise SystemExit(f"--frames must be >= 1 (got {self.frames})")
         if self.stride < 1:
             raise SystemExit(f"--stride must be >= 1 (got {self.stride})")
-        if self.depth is not None and self.depth_model is not None:
-            raise SystemExit("--depth and --depth-model: give one of them")
+        if self.depth is not None and self.depth_estimator is not None:
+            raise SystemExit("--depth and --depth-estimator: give one of them")
 
     def read_depth(self, frames: list[np.ndarray]) -> list[np.ndarray] | None:
-        """Depth (H, W) [m] per frame from --depth or --depth-model, else None; errors name the file."""
-        if self.depth is None and self.depth_model is None:
+        """Depth (H, W) [m] per frame from --depth or --depth-estimator, else None; errors name the file."""
+        if self.depth is None and self.depth_estimator is None:
             return None
         from megohand.perception.depth import DepthModel, iter_depth
 
@@ -181,7 +181,7 @@ class Generate:
                 if len(depth) < len(frames):
                     raise ValueError(f"{self.depth}: {len(depth)} depth frames for {len(frames)} images")
                 return depth
-            model = DepthModel(self.depth_model, self.device)
+            model = DepthModel(self.depth_estimator, self.device)
             return [model(f) for f in frames]
         except ValueError as e:
             raise SystemExit(str(e)) from None

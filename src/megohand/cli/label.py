@@ -36,7 +36,7 @@ class Label:
     default f = max(W, H) px, principal point at the centre."""
     depth: Path | None = None
     """Depth aligned to the frames (16-bit depth video or folder of PNG in mm, .npy in m); one input video only."""
-    depth_model: Path | None = None
+    depth_estimator: Path | None = None
     """Local transformers depth-estimation folder (a metric model, e.g. Depth Anything V2 metric) run per frame."""
     fps: float | None = None
     """Frame rate (default: the video's; 30 for frames)."""
@@ -118,5 +118,5 @@ class Label:
         estimator = load_estimator(self.estimator, tracking=True)
         retargeter = Retargeter.from_pretrained(self.retarget_model, mano_dir=self.mano_dir,
                                                 refine_steps=self.refine_steps, device=self.device)
-        depth_model = DepthModel(self.depth_model, self.device) if self.depth_model is not None else None
+        depth_model = DepthModel(self.depth_estimator, self.device) if self.depth_estimator is not None else None
         return estimator, retargeter, depth_model

@@ -39,7 +39,7 @@ from megohand.data.observation import crop_box, crop_K, square_depth, square_pil
 from megohand.data.store import Episode, EpisodeRef, Store, StoreError
 from megohand.hand.vector import HandParams, encode_chunk, params_to_state
 
-DEPTH_SOURCES = ("auto", "store", "none")
+STORED_DEPTH = ("auto", "required", "none")
 
 
 class Sample(TypedDict):
@@ -118,8 +118,8 @@ class WindowDataset(torch.utils.data.Dataset):
         side: "right" or "left".
         stride: distance between window starts.
         image_size: S, the square output size.
-        depth_source: "auto" (stored depth when the episode has it), "store" (every episode must have depth),
-            "none" (never read depth).
+        stored_depth: whether samples carry the store's depth (docs/data.md, "Depth"): "auto" (where the
+            episode has it), "required" (every episode must have depth), "none" (never read).
         episodes: explicit EpisodeRefs (overrides datasets/split).
         augment: GR00T-style train augmentation: random square crop of 0.95 of the short side and colour jitter
             (brightness 0.3, contrast 0.4, saturation 0.5); depth gets the same crop, never jitter.
@@ -136,7 +136,7 @@ class WindowDataset(torch.utils.data.Dataset):
         side: str = "right",
         stride: int = 1,
         image_size: int = 224,
-        depth_source: str = "auto",
+        stored_depth: str = "auto",
         episodes: Iterable[EpisodeRef] | None = None,
         augment: bool = False,
         seed: int = 0,
@@ -145,15 +145,15 @@ class WindowDataset(torch.utils.data.Dataset):
     ):
         if window_scope not in WINDOW_SCOPES:
             raise ValueError(f"window_scope must be one of {WINDOW_SCOPES}, got {window_scope!r}")
-        if depth_source not in DEPTH_SOURCES:
-            raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
+        if stored_depth not in STORED_DEPTH:
+            raise ValueError(f"stored_depth must be one of {STORED_DEPTH}, got {stored_depth!r}")
         if side not in ("right", "left"):
             raise ValueError(f"side must be 'right' or 'left', got {side!r}")
         if horizon < 1 or stride < 1 or image_size < 1:
             raise ValueError(f"horizon, stride and image_size must be >= 1, got {horizon}, {stride}, {image_size}")
         self.store = store_or_root if isinstance(store_or_root, Store) else Store(store_or_root)
         self.horizon, self.side, self.stride = int(horizon), side, int(stride)
-        self.image_size, self.depth_source = int(image_size), depth_source
+        self.image_size, self.stored_depth = int(image_size), stored_depth
         self.augment, self.seed, self.window_scope = augment, seed, window_scope
         if episodes is None:
             if isinstance(datasets, str):
@@ -164,10 +164,10 @@ class WindowDataset(torch.utils.data.Dataset):
                     raise StoreError(f"dataset {d!r} not in store {self.store.root} (has {known})")
             episodes = self.store.episodes(datasets if datasets is not None else None, split)
         self.refs: list[EpisodeRef] = list(episodes)
-        if depth_source == "store":
+        if stored_depth == "required":
             missing = [f"{r.dataset}/{r.episode}" for r in self.refs if not r.has_depth]
             if missing:
-                raise StoreError(f"depth_source='store' but {len(missing)} episodes have no depth, e.g. {missing[:3]}")
+                raise StoreError(f"stored_depth='required' but {len(missing)} episodes have no depth, e.g. {missing[:3]}")
         self._build_index(progress)
         self._states: OrderedDict = OrderedDict()
         self._facts: OrderedDict = OrderedDict()
@@ -265,7 +265,7 @@ class WindowDataset(torch.utils.data.Dataset):
         img = square_pil(img, box, S, img.size[0] / W)
         image = to_tensor(img if rng is None else _color_jitter(img, rng))
 
-        has_depth = self.depth_source != "none" and ep.has_depth
+        has_depth = self.stored_depth != "none" and ep.has_depth
         depth = square_depth(ep.depth_mm(k), box, S) if has_depth else torch.zeros(1, S, S)
         from megohand.data.synthetic.facts import image_targets
 
@@ -371,8 +371,8 @@ def load_cascaded_dataset(
     Args:
         dataset_list: names, (name, weight) pairs or {name: weight}; weights feed ``train.weights`` for
             ``make_sampler``.
-        is_render_depth: True -> every episode must carry stored (sensor or rendered) depth (depth_source "store");
-            False -> stored depth where present ("auto").
+        is_render_depth: True -> every episode must carry stored (sensor or rendered) depth (stored_depth
+            "required"); False -> stored depth where present ("auto"); a ``stored_depth`` keyword overrides it.
         kwargs: passed to WindowDataset.
     """
     if isinstance(dataset_list, dict):
@@ -402,7 +402,7 @@ def load_cascaded_dataset(
         train_refs += refs[:n_train]
         eval_refs += refs[n_train:]
     common = dict(horizon=window_size, side=side, stride=stride, image_size=image_size,
-                  depth_source="store" if is_render_depth else "auto", **kwargs)
+                  **{"stored_depth": "required" if is_render_depth else "auto", **kwargs})
     train = WindowDataset(store, episodes=train_refs, augment=augment, seed=seed, **common)
     evald = WindowDataset(store, episodes=eval_refs, augment=False, seed=seed, **common)
     train.weights = weights

@@ -114,10 +114,12 @@ def _route(changes: dict, base: BackboneConfig | None = None) -> dict:
 class DepthConfig:
     """Depth estimator, depth encoder and depth supervision."""
 
-    estimator: Literal["store", "depth_anything", "none"] = "store"
-    """Where depth comes from: store = sensor/rendered depth of the sample; depth_anything = estimated; none."""
+    source: Literal["given", "estimated", "none"] = "given"
+    """Where the policy's depth comes from (docs/data.md, "Depth"): given = the depth that comes with the
+    observation (the store's depth in training and eval, ``--depth`` in generate); estimated = a frozen monocular
+    estimator run on the image (--model.depth.estimator-path); none = no depth."""
     estimator_path: Path | None = None
-    """Local DepthAnythingForDepthEstimation folder (for estimator=depth_anything)."""
+    """Local DepthAnythingForDepthEstimation folder (for source=estimated)."""
     estimator_metric: bool = True
     """The estimator outputs metres (metric checkpoints); else its relative output is min-max scaled to [0, max_depth]."""
     encoder: Literal["resnet", "cnn"] = "cnn"
@@ -132,6 +134,16 @@ class DepthConfig:
     """Weight lambda of the depth-supervision loss."""
     supervision_size: int = 32
     """Side [px] of the supervised depth map."""
+
+    @staticmethod
+    def upgrade(d: dict) -> dict:
+        """A depth dict of an earlier config.json (``estimator``: store / depth_anything / none) -> the current
+        names (``source``: given / estimated / none); current dicts pass unchanged."""
+        d = dict(d)
+        if "estimator" in d:
+            old = d.pop("estimator")
+            d["source"] = {"store": "given", "depth_anything": "estimated"}.get(old, old)
+        return d
 
 
 @dataclass(frozen=True)
@@ -242,7 +254,7 @@ class PolicyConfig:
 
     @property
     def uses_depth(self) -> bool:
-        return "D" in self.modalities and self.depth.estimator != "none"
+        return "D" in self.modalities and self.depth.source != "none"
 
     def to_dict(self) -> dict:
         """JSON-able dict (paths as strings)."""
@@ -254,6 +266,8 @@ class PolicyConfig:
         d = dict(d)
         if isinstance(d.get("backbone"), dict):
             d["backbone"] = BackboneConfig.upgrade(d["backbone"])
+        if isinstance(d.get("depth"), dict):
+            d["depth"] = DepthConfig.upgrade(d["depth"])
         return _from_dict(PolicyConfig, d)
 
     @staticmethod
@@ -275,7 +289,7 @@ def paper() -> PolicyConfig:
     return PolicyConfig(
         preset="paper",
         backbone=BackboneConfig(kind="eagle", image_size=224),
-        depth=DepthConfig(estimator="store", encoder="resnet", supervision_size=56),
+        depth=DepthConfig(source="given", encoder="resnet", supervision_size=56),
         dit=DiTConfig(
             width=1536, num_layers=16, num_heads=32, dropout=0.2, output_dim=1024, head_hidden=1024,
             mask_vl_padding=False,

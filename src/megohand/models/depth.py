@@ -18,7 +18,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------- estimators
-class StoreDepth(nn.Module):
+class GivenDepth(nn.Module):
     """Sensor / rendered depth read from the sample (``batch['depth']``, ``batch['has_depth']``)."""
 
     def forward(self, image, depth=None, has_depth=None):
@@ -74,16 +74,16 @@ class DepthAnythingEstimator(nn.Module):
 
 
 def build_estimator(cfg) -> nn.Module | None:
-    """DepthConfig -> estimator module, or None for estimator='none'."""
-    if cfg.estimator == "none":
+    """DepthConfig -> the module that supplies the policy's depth (``cfg.source``), or None for 'none'."""
+    if cfg.source == "none":
         return None
-    if cfg.estimator == "store":
-        return StoreDepth()
-    if cfg.estimator == "depth_anything":
+    if cfg.source == "given":
+        return GivenDepth()
+    if cfg.source == "estimated":
         if cfg.estimator_path is None:
-            raise ValueError("depth.estimator=depth_anything needs --model.depth.estimator-path (a local folder)")
+            raise ValueError("depth.source=estimated needs --model.depth.estimator-path (a local folder)")
         return DepthAnythingEstimator(cfg.estimator_path, cfg.estimator_metric, cfg.max_depth)
-    raise ValueError(f"unknown depth estimator {cfg.estimator!r}")
+    raise ValueError(f"unknown depth source {cfg.source!r}")
 
 
 # ---------------------------------------------------------------- encoders

@@ -64,8 +64,9 @@ class TrainConfig:
     """Where a window's future may run: inside the segment of its start frame (the paper's default) or across the
     following segments to the episode's end (stores whose segments are shorter than the horizon, e.g. the
     synthetic world; megohand.data.windows)."""
-    depth_source: Literal["auto", "store", "none"] = "auto"
-    """Stored depth: auto = where the episode has it; store = required; none = never read."""
+    stored_depth: Literal["auto", "required", "none"] = "auto"
+    """Whether samples carry the store's depth (docs/data.md, "Depth"): auto = where the episode has it;
+    required = every episode must have it; none = never read."""
     side: Literal["right", "left"] = "right"
     """Hand side."""
     normalizer: Literal["min_max", "q99", "min_max_per_step", "q99_per_step"] = "min_max"

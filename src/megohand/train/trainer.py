@@ -72,12 +72,12 @@ def build_datasets(cfg: TrainConfig, image_size: int):
     weights = cfg.dataset_weights() or {d: 1.0 for d in Store(cfg.store).datasets()}
     train, evald = load_cascaded_dataset(
         cfg.store, weights, split_portion=cfg.split_portion, window_size=cfg.model.horizon, side=cfg.side,
-        is_render_depth=cfg.depth_source == "store", image_size=image_size, stride=cfg.stride, seed=cfg.seed,
+        stored_depth=cfg.stored_depth, image_size=image_size, stride=cfg.stride, seed=cfg.seed,
         augment=cfg.augment, window_scope=cfg.window_scope,
     )
     for ds in (train, evald):
-        if cfg.depth_source == "none" or not cfg.model.uses_depth:
-            ds.depth_source = "none"  # do not read depth the model does not use
+        if cfg.stored_depth == "none" or not cfg.model.uses_depth:
+            ds.stored_depth = "none"  # do not read depth the model does not use
     if len(train) == 0:
         raise UserError(f"no training windows for datasets {sorted(weights)}", path=cfg.store,
                         hint="check --datasets, and that the store has train-split episodes longer than the horizon")

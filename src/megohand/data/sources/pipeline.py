@@ -8,7 +8,7 @@ import numpy as np
 
 from .common import NativeEpisode, SourceError, canonical_hands, hand_fidelity
 
-DepthMode = Literal["auto", "sensor", "render", "none"]
+DepthMode = Literal["auto", "sensor", "rendered", "none"]  # the stored depth origins (docs/data.md, "Depth")
 # unit sanity at conversion time: an egocentric camera sees hands within arm's reach and depth within a room;
 # values far beyond mean the source's units are off (millimetres or centimetres stored as metres)
 MAX_HAND_DISTANCE_M = 5.0
@@ -141,9 +141,9 @@ def convert_episode(
 ):
     """Canonicalise and write one episode (atomic). Returns the store's EpisodeRef.
 
-    depth: "sensor" keeps only native depth; "render" renders hands (+ object meshes) at the RGB
+    depth: "sensor" keeps only native depth; "rendered" renders hands (+ object meshes) at the RGB
     camera (virtual depth, 2 m background, see megohand.data.virtual_depth), at the size the writer
-    stores; "auto" = sensor if the source has it, else render; "none" stores no depth.
+    stores; "auto" = sensor if the source has it, else rendered; "none" stores no depth.
     unit_checks: refuse hands beyond MAX_HAND_DISTANCE_M and sensor depth beyond MAX_DEPTH_M (units off).
     """
     from megohand.data.store import EpisodeMeta
@@ -164,7 +164,7 @@ def convert_episode(
         depth_frames, depth_source = ep.depth(), ep.depth_source
         if unit_checks:
             depth_frames = check_depth_units(ep, depth_frames)
-    elif depth == "render" or (depth == "auto" and ep.depth is None):
+    elif depth == "rendered" or (depth == "auto" and ep.depth is None):
         from megohand.data.virtual_depth import render_episode_depth
 
         size = None if renderer is not None else stored_size(ep, getattr(writer, "max_short_side", None))
