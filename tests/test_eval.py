@@ -4,6 +4,7 @@ Oracles: hand-computed errors of the static baseline (numpy on the hand model's 
 exactness of the constant-velocity baseline on constant-velocity motion.
 """
 
+import copy
 import json
 import math
 
@@ -274,3 +275,59 @@ def test_eval_cli_baselines_only(store, tmp_path, capsys):
     assert set(rep["datasets"]) == {"synthetic", "taco", "h2o"}
     assert "## Group in-domain: h2o, taco" in (out / "eval.md").read_text()
     assert "not found" in cli_error(capsys, ["eval", "--root", tmp_path / "nope", "--baselines-only"])
+
+
+def _with_normalizer(model):
+    """The tiny policy with a normaliser (min_max bounds of +-1 on state, +-0.1 on action)."""
+    from megohand.data.normalize import Normalizer
+
+    model.set_normalizer(Normalizer({"state": (-np.ones(109), np.ones(109)),
+                                     "action": (-0.1 * np.ones(99), 0.1 * np.ones(99))}))
+    return model
+
+
+def test_horizon_errors_verb_static_error_is_the_true_offset(store, tiny_ckpt, tmp_path, capsys):
+    """The static pose's error at chunk frame i is |t_{k+i} - t_k| = i |v| on constant-velocity episodes."""
+    from megohand.cli.main import main
+
+    model, _ = tiny_ckpt
+    ck = tmp_path / "ck"
+    _with_normalizer(copy.deepcopy(model)).save_pretrained(ck)
+    out = tmp_path / "h.json"
+    main(["horizon-errors", "--store", str(store.root), "--ckpt", str(ck), "--windows", "1000", "--out", str(out)])
+    rep = json.loads(out.read_text())
+    L = model.config.horizon
+    speeds = [np.linalg.norm(np.diff(store.open(r).hands()["transl"], axis=0), axis=1).mean()
+              for r in store.episodes(split="test")]
+    expected = [100 * (i + 1) * np.mean(speeds) for i in range(L)]
+    np.testing.assert_allclose(rep["static_wrist_offset_error_cm"], expected, rtol=1e-4)
+    assert len(rep["model_wrist_offset_error_cm"]) == L and np.all(np.isfinite(rep["model_wrist_offset_error_cm"]))
+    assert "already exists" in cli_error(capsys, ["horizon-errors", "--store", store.root, "--ckpt", ck, "--out", out])
+
+
+def test_curve_verb_evaluates_each_checkpoint_once(store, tiny_ckpt, tmp_path, capsys):
+    from megohand.cli.main import main
+    from megohand.io import write_json
+
+    model, _ = tiny_ckpt
+    hand = tiny_hand_file(tmp_path / "hand.npz")
+    run = tmp_path / "run"
+    for step in (2, 4):
+        d = run / "checkpoints" / f"step-{step:07d}"
+        _with_normalizer(copy.deepcopy(model)).save_pretrained(d)
+        write_json(d / "trainer_state.json", {"step": step})
+    write_json(run / "train_config.json", {"steps": 4})
+    (run / "metrics.jsonl").write_text('{"step": 2, "eval/loss_fm": 0.5}\n{"step": 4, "eval/loss_fm": 0.25}\n{"st')
+    argv = ["curve", str(run), "--store", str(store.root), "--mano-dir", str(hand), "--group", "[synthetic]"]
+    main(argv)
+    rep = json.loads((run / "curve.json").read_text())
+    assert [(p["step"], p["val_loss_fm"]) for p in rep["points"]] == [(2, 0.5), (4, 0.25)]
+    assert rep["val_loss_fm_curve"] == [[2, 0.5], [4, 0.25]]
+    # the static baseline agrees with `megohand eval`'s window protocol on the same group
+    main(["eval", "--root", str(store.root), "--out", str(tmp_path / "ev"), "--baselines-only", "--mano-dir", str(hand),
+          "--protocol.horizon", str(model.config.horizon), "--protocol.rollout-frames", "0"])
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())["results"]["window"]["static"]["[synthetic]"]
+    assert rep["baselines"]["static"]["mpjpe_cm"] == pytest.approx(ev["mpjpe_cm"])
+    main(argv)  # continued: nothing new to evaluate
+    assert len(json.loads((run / "curve.json").read_text())["points"]) == 2
+    assert "train_config.json" in cli_error(capsys, ["curve", str(tmp_path), "--store", str(store.root)])

@@ -26,10 +26,12 @@ from megohand.errors import debug_enabled, one_line
 VERBS: dict[str, str] = {
     "benchmark": "megohand.cli.benchmark:Benchmark",
     "convert": "megohand.cli.convert:Convert",
+    "curve": "megohand.cli.curve:Curve",
     "demo": "megohand.cli.demo:Demo",
     "eval": "megohand.cli.eval:Eval",
     "generate": "megohand.cli.generate:Generate",
     "hand-info": "megohand.cli.hand_info:HandInfo",
+    "horizon-errors": "megohand.cli.horizon_errors:HorizonErrors",
     "label": "megohand.cli.label:Label",
     "retarget": "megohand.cli.retarget:Retarget",
     "show": "megohand.cli.show:Show",
@@ -64,7 +66,7 @@ def usage() -> str:
     """The short top-level help: one line per verb."""
     lines = ["usage: megohand VERB [options]   (megohand VERB --help for a verb's options)", "", "verbs:"]
     for name, spec in VERBS.items():
-        lines.append(f"  {name:<10} {_summary(spec)}")
+        lines.append(f"  {name:<14} {_summary(spec)}")
     lines += ["", "options: --debug (or MEGOHAND_DEBUG=1) shows the traceback of an error"]
     return "\n".join(lines)
 

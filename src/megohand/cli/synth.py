@@ -9,8 +9,9 @@ from typing import Literal
 
 @dataclass
 class Synth:
-    """Generate dataset "synthetic" (RGB, rendered depth, exact right-hand parameters, instructions)
-    into the store at --out. Deterministic given --seed; re-running resumes where it stopped."""
+    """Draw the synthetic world into the store at --out (RGB, rendered depth, exact right-hand parameters, text).
+
+    The dataset is called "synthetic". Deterministic given --seed; re-running resumes where it stopped."""
 
     out: Path
     """Store folder to write into (created)."""
