@@ -15,6 +15,7 @@ from scipy.spatial.transform import Rotation
 
 from megohand.data.store import EpisodeMeta, Store, StoreWriter
 from megohand.evaluate.evaluator import EvalConfig, baseline_factories, evaluate_store, group_of
+from megohand.errors import UserError
 from megohand.evaluate.tables import results_markdown
 from megohand.hand.model import HandModel
 from megohand.hand.vector import HandParams
@@ -220,6 +221,14 @@ def test_generate_image_and_video(tiny_ckpt, tmp_path):
         with av.open(str(out / "overlay.mp4")) as c:
             assert sum(1 for _ in c.decode(video=0)) == expect
         assert (out / "overlay.png").stat().st_size > 0
+        assert sorted(p.name for p in out.iterdir()) == ["hands.json", "hands.npz", "overlay.mp4", "overlay.png"]
+    # existing outputs are refused before any work, replaced with --overwrite
+    again = dict(image=tmp_path / "frame.png", text="x", init=tmp_path / "init.json", out=out, ckpt=ckpt, frames=2,
+                 mano_dir=hand)
+    with pytest.raises(UserError, match="already exists"):
+        Generate(**again).run()
+    Generate(**again, overwrite=True).run()
+    assert len(json.loads((out / "hands.json").read_text())["hand_frames"]) == 3
     with pytest.raises(SystemExit, match="cannot generate"):
         Generate(image=tmp_path / "clip.mp4", text="x", init=tmp_path / "init.json", out=tmp_path / "o", ckpt=ckpt,
                  frames=10, mano_dir=hand).run()

@@ -108,3 +108,20 @@ def test_output_checks(tmp_path):
     with pytest.raises(UserError, match="is a folder"):
         io.check_output_file(tmp_path / "full", overwrite=True)
     io.check_output_file(tmp_path / "new" / "deeper" / "f.mp4", overwrite=False)
+
+
+def test_atomic_files_land_together_or_not_at_all(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("user file")
+    (out / "a.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_files(out) as tmp:
+            io.write_text(tmp / "a.json", "new")
+            raise RuntimeError("the second output failed")
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "mine.txt"] and (out / "a.json").read_text() == "old"
+    with io.atomic_files(out) as tmp:
+        io.write_text(tmp / "a.json", "new")
+        (tmp / "b.bin").write_bytes(b"\0")
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.bin", "mine.txt"]
+    assert (out / "a.json").read_text() == "new" and (out / "mine.txt").read_text() == "user file"

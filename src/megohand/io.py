@@ -217,6 +217,24 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_files(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder inside ``directory`` to write a set of output files into; on success they are
+    fsynced and moved into ``directory`` (its other files stay), on error none is: the set lands whole or not at
+    all. The temporary folder is removed either way."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, directory / f.name)
+        fsync_path(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def cleanup_on_error(folder: str | os.PathLike, keep: Callable[[Path], bool] = lambda p: False) -> Iterator[Path]:
     """Run a block that fills ``folder``; if the block created it and fails (or is interrupted) before
     ``keep(folder)`` holds (e.g. a first episode or checkpoint exists), remove it: no empty store or run

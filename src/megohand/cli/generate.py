@@ -15,15 +15,13 @@ Without --init the first frame's right hand is estimated (``megohand.perception`
 
 Outputs in --out: ``hands.json`` and ``hands.npz`` (frames 0..N, frame 0 = INIT), ``overlay.mp4``
 (the hand mesh drawn over the input frames) and ``overlay.png`` (a strip of frames); all written to a temporary
-folder first and moved into --out only when everything succeeded.
+folder first and moved into --out only when everything succeeded (``megohand.io.atomic_files``). Existing
+outputs in --out are refused unless --overwrite.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import numpy as np
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 FIELDS = {"global_orient": (3,), "hand_pose": (15, 3), "betas": (10,), "transl": (3,)}
+OUTPUTS = ("hands.json", "hands.npz", "overlay.mp4", "overlay.png")  # + init.json without --init
 MAX_TRANSL_M = 5.0  # a hand farther than this from the camera is a unit mistake (millimetres)
 
 
@@ -80,11 +79,14 @@ class Generate:
     """Torch device."""
     mano_dir: Path | None = None
     """MANO folder for rendering; default $MANO_MODEL_DIR, else the bundled open hand."""
+    overwrite: bool = False
+    """Replace outputs already in --out (hands.json, hands.npz, overlay.mp4, overlay.png, init.json)."""
 
     def run(self) -> None:
         import torch
         from tqdm import tqdm
 
+        from megohand import io
         from megohand.hand import load_hand_model
         from megohand.hand.vector import params_to_state
         from megohand.inference.policy import load_policy
@@ -135,18 +137,12 @@ class Generate:
             verts = hand(*(torch.from_numpy(seq[k]) for k in FIELDS)).vertices.numpy()
         images = [frames[k] if is_video else frames[0] for k in range(N + 1)]
         video = overlay_frames(images, verts, hand.faces.numpy(), K)
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".generate-", dir=self.out))
-        try:  # everything into a temporary folder, moved into --out only once all is written
+        with io.cleanup_on_error(self.out), io.atomic_files(self.out) as tmp:  # all outputs or none
             write_sequence(tmp, seq, meta)
             if init_json is not None:
-                (tmp / "init.json").write_text(json.dumps(init_json, indent=1) + "\n")
+                io.write_json(tmp / "init.json", init_json)
             write_mp4(video, tmp / "overlay.mp4", fps)
             save_strip([video[i] for i in pick(len(video), 6)], tmp / "overlay.png")
-            for f in sorted(tmp.iterdir()):
-                os.replace(f, self.out / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         written = "init.json, " if init_json is not None else ""
         print(f"wrote {N + 1} frames ({res.queries} queries) to {self.out}: {written}hands.json, hands.npz, "
               f"overlay.mp4, overlay.png (hand model: {hand.name})")
@@ -163,6 +159,10 @@ class Generate:
             raise SystemExit(f"--stride must be >= 1 (got {self.stride})")
         if self.depth is not None and self.depth_estimator is not None:
             raise SystemExit("--depth and --depth-estimator: give one of them")
+        from megohand import io
+
+        for name in OUTPUTS + (() if self.init is not None else ("init.json",)):
+            io.check_output_file(self.out / name, self.overwrite)
 
     def read_depth(self, frames: list[np.ndarray]) -> list[np.ndarray] | None:
         """Depth (H, W) [m] per frame from --depth or --depth-estimator, else None; errors name the file."""
@@ -300,13 +300,12 @@ def read_init(path: Path, width: int, height: int):
 
 def write_sequence(out: Path, seq: dict[str, np.ndarray], meta: dict) -> None:
     """hands.json (per-frame lists + meta) and hands.npz (arrays (T, ...)), atomically."""
+    from megohand import io
+
     frames = [{k: seq[k][t].tolist() for k in FIELDS} for t in range(len(seq["transl"]))]
-    tmp = out / ".hands.json.tmp"
-    tmp.write_text(json.dumps({**meta, "side": "right", "hand_frames": frames}))
-    os.replace(tmp, out / "hands.json")
-    tmp = out / ".hands.tmp.npz"
-    np.savez(tmp, **seq, fps=np.float32(meta["fps"]), K=np.asarray(meta["K"], np.float32))
-    os.replace(tmp, out / "hands.npz")
+    io.write_json(out / "hands.json", {**meta, "side": "right", "hand_frames": frames}, indent=None)
+    with io.atomic_path(out / "hands.npz") as tmp:
+        np.savez(tmp, **seq, fps=np.float32(meta["fps"]), K=np.asarray(meta["K"], np.float32))
 
 
 def overlay_frames(images: list[np.ndarray], vertices: np.ndarray, faces: np.ndarray, K, color=None) -> list[np.ndarray]:
