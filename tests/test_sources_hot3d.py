@@ -107,3 +107,23 @@ def test_bad_input_names_the_file(tmp_path, hands):
     (tmp_path / "seq" / "P0001_abcdef12" / "mps" / "slam" / "online_calibration.jsonl").unlink()
     with pytest.raises(SourceError, match="missing camera calibration"):
         get_source("hot3d")(tmp_path / "seq").load("P0001_abcdef12")
+
+
+def test_clip_members_are_read_with_a_size_limit(tmp_path, hands, monkeypatch):
+    """A gzip-compressed clip tar is read member by member through common.read_tar_member: a member that
+    decompresses beyond the limit is refused with the archive and the member named."""
+    from megohand.data.sources import common
+
+    write_hot3d_clip(tmp_path, hands)
+    src_tar = tmp_path / "train_aria" / "clip-002832.tar"
+    gz = tmp_path / "train_aria" / "clip-000008.tar"
+    with tarfile.open(src_tar) as tin, tarfile.open(gz, "w:gz") as tout:
+        for m in tin.getmembers():
+            tout.addfile(m, io.BytesIO(tin.extractfile(m).read()))
+    src = get_source("hot3d")(tmp_path)
+    assert src.load("train_aria/clip-000008").num_frames == src.load("train_aria/clip-002832").num_frames
+    with tarfile.open(gz) as t:
+        biggest = max((m for m in t.getmembers() if m.name.endswith(".json")), key=lambda m: m.size)
+    monkeypatch.setattr(common, "MAX_MEMBER_BYTES", biggest.size - 1)
+    with pytest.raises(SourceError, match=rf"clip-000008.tar: {biggest.name} is {biggest.size} bytes, more than"):
+        src.load("train_aria/clip-000008")

@@ -398,11 +398,13 @@ def iter_video(path: Path, fmt: str = "rgb24") -> Iterator[np.ndarray]:
 MAX_MEMBER_BYTES = 256 * 2**20  # one archive member (a JSON file, a frame) decompressed
 
 
-def read_tar_member(tar, member, archive: Path, max_bytes: int = MAX_MEMBER_BYTES) -> bytes:
+def read_tar_member(tar, member, archive: Path, max_bytes: int | None = None) -> bytes:
     """Bytes of one member of an open ``tarfile`` archive, refusing members that decompress to more than
-    ``max_bytes`` (a compressed archive can claim or expand to any size) or that are not regular files."""
+    ``max_bytes`` (default ``MAX_MEMBER_BYTES``; a compressed archive can claim or expand to any size) or that are
+    not regular files."""
     import tarfile
 
+    max_bytes = MAX_MEMBER_BYTES if max_bytes is None else max_bytes
     info = member if isinstance(member, tarfile.TarInfo) else tar.getmember(member)
     if not info.isfile():
         raise SourceError(f"{archive}: {info.name} is not a regular file")

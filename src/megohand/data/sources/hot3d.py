@@ -67,6 +67,7 @@ from .common import (
     quat_wxyz_to_R,
     read_json,
     read_jsonl,
+    read_tar_member,
     require,
     se3,
     sentence,
@@ -543,9 +544,10 @@ class Hot3DSource(Source):
         def load_json(name):
             if name not in members:
                 raise SourceError(f"{tar_path}: missing {name}")
+            data = read_tar_member(tar, members[name], tar_path)  # size-limited (a gzip tar can expand to anything)
             try:
-                return json.load(tar.extractfile(members[name]))
-            except json.JSONDecodeError as e:
+                return json.loads(data)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise SourceError(f"{tar_path}: corrupt JSON in {name}: {e}") from None
 
         frames = sorted(int(n.split(".")[0]) for n in members if n.endswith(".cameras.json"))
@@ -634,8 +636,9 @@ class Hot3DSource(Source):
             with tarfile.open(tar_path) as t2:
                 for f in frames:
                     name = f"{f:06d}.image_{stream}.jpg"
+                    data = read_tar_member(t2, name, tar_path)
                     try:
-                        img = np.array(Image.open(io.BytesIO(t2.extractfile(name).read())).convert("RGB"))
+                        img = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
                     except Exception as e:  # noqa: BLE001
                         raise SourceError(f"{tar_path}: cannot read {name}: {e}") from None
                     yield fisheye(img)
