@@ -373,6 +373,8 @@ def test_save_load_round_trip(tmp_path, hand_dir, test_hand_net):
         for a, b in zip(test_hand_net(x), net(x)):
             assert torch.equal(a, b)
     assert net.config == test_hand_net.config
+    assert sorted(p.name for p in (tmp_path / "net").iterdir()) == ["config.json", "model.safetensors"]  # no temp left
+    assert (tmp_path / "net" / "model.safetensors").stat().st_mode & 0o777 == 0o644  # readable, as shipped assets
     hand64 = load_hand_model(hand_dir, dtype=torch.float64)
     J, _ = smooth_sequence(np.random.default_rng(41), hand64, T=10)
     a = Retargeter(test_hand_net, mano_dir=hand_dir, refine_steps=20).fit_sequence(J)

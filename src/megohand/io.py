@@ -158,6 +158,7 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str,
             seen.add(key)
     with atomic_path(path) as tmp:
         save_file({k: v.cpu() for k, v in out.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # safetensors creates the file private (0600); make it readable like our other files
     return Path(path)
 
 

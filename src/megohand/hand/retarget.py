@@ -36,7 +36,6 @@ package ships one for the bundled open hand (:data:`PRETRAINED_DIR`), used when 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -702,20 +701,13 @@ class Retargeter:
 
 def save_network(net: InverseMANO, path, half: bool = False) -> None:
     """``path/config.json`` + ``path/model.safetensors`` (float32, or float16 with ``half``); each
-    file written to a temporary name and renamed, weights first."""
-    from safetensors.torch import save_file
+    file written atomically (``megohand.io``), weights first."""
+    from megohand import io
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     dt = torch.float16 if half else torch.float32
-    tmp = path / (WEIGHTS_FILE + ".tmp")
-    save_file({k: v.detach().to("cpu", dt).contiguous() for k, v in net.state_dict().items()}, str(tmp),
-              metadata={"format": "megohand-inverse-mano"})
-    os.chmod(tmp, 0o644)  # safetensors creates the file private
-    os.replace(tmp, path / WEIGHTS_FILE)
-    tmpj = path / (CONFIG_FILE + ".tmp")
-    tmpj.write_text(json.dumps({"type": "inverse_mano", **asdict(net.config)}, indent=1) + "\n")
-    os.replace(tmpj, path / CONFIG_FILE)
+    io.save_safetensors({k: v.detach().to("cpu", dt) for k, v in net.state_dict().items()}, Path(path) / WEIGHTS_FILE,
+                        metadata={"format": "megohand-inverse-mano"})
+    io.write_json(Path(path) / CONFIG_FILE, {"type": "inverse_mano", **asdict(net.config)})
 
 
 def load_network(path) -> InverseMANO:
