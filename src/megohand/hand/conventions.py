@@ -1,4 +1,5 @@
-"""Conversions from the datasets' MANO conventions to the project's canonical one (datasets.md §1).
+"""Conversions from the datasets' MANO conventions to the project's canonical one (the rules that
+``megohand.data.sources.common.canonical_hands`` applies).
 
 Canonical: axis-angle, **absolute** local joint rotations (smplx ``flat_hand_mean=True``),
 ``use_pca=False``, smplx ``transl`` (posed wrist joint at ``J0(betas) + transl``), metres.

@@ -13,7 +13,7 @@ Orders:
 * **MANOPTH21** (manopth ``ManoLayer``): the same names and order as OPENPOSE21, but manopth's tips
   are vertices 745, 317, 444, 556, 673 (``manolayer.py``), a few mm from ours.
 * **FPHA21** (F-PHAB ``skeleton.txt``): wrist, the 5 MCPs (T, I, M, R, P), then per finger
-  (T, I, M, R, P) PIP, DIP, TIP (datasets.md section 3).
+  (T, I, M, R, P) PIP, DIP, TIP (the order of F-PHAB's README).
 * **HOT3D21** (``hot3d/data_loaders/hand_common.py`` ``LANDMARK_INDEX_TO_NAMING``): 5 fingertips,
   wrist, thumb intermediate, thumb distal, index/middle/ring/pinky proximal, intermediate, distal,
   palm center. HOT3D's MANO layer fills the first 20 with

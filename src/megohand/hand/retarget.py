@@ -1,4 +1,5 @@
-"""Inverse MANO retargeting: 21 3D joints -> hand parameters (paper section 5, defaults of 13.11).
+"""Inverse MANO retargeting: 21 3D joints -> hand parameters (the Inverse MANO Retargeting Network of
+arXiv 2505.16602; the paper leaves the details open, the choices below are ours).
 
 Network ``InverseMANO``: a residual MLP on **wrist-centred** joints (21x3, MANO21 order, metres,
 scaled to decimetres) -> finger rotations (15 x 6D), betas (10), wrist rotation (6D) and a wrist

@@ -4,7 +4,7 @@ bring a source's hands into the project's canonical form, safe file readers, and
 A source module reads its released files (pure numpy) into a :class:`NativeEpisode`: per side a
 :class:`RawHand` in the source's own convention (described by a :class:`Convention`), the
 world->camera transforms, intrinsics, text, split and lazy RGB / depth readers.
-:func:`canonical_hands` then applies the rules of ``docs/datasets.md``:
+:func:`canonical_hands` then applies these rules:
 
 * PCA -> 45-D (HOT3D): ``pose45 = coeffs @ hands_components[:n]``;
 * ``flat_hand_mean=False`` -> absolute local rotations: ``pose45 + hands_mean``;
@@ -59,7 +59,7 @@ class RawHand:
 
 @dataclass(frozen=True)
 class Convention:
-    """How a source's MANO parameters are meant (see docs/datasets.md, section 1)."""
+    """How a source's MANO parameters are meant (the rules are in this module's docstring)."""
 
     flat_hand_mean: bool = True
     pca_components: int = 0  # > 0: hand_pose holds this many PCA coefficients

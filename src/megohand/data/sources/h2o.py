@@ -4,7 +4,7 @@ Hands (``hand_pose_MANO/<frame:06d>.txt``, 124 numbers): per hand (left first) `
 pose(48), betas(10)`` in the **camera frame** of cam4; manopth ``use_pca=False, flat_hand_mean=True``,
 ``verts/1000 + trans`` on the un-centred output = smplx ``transl`` -> already canonical.
 Camera: ``cam_intrinsics.txt`` (fx fy cx cy w h), ``cam_pose`` camera->world (inverted for storage).
-Depth: 16-bit PNG, millimetres (registered to RGB; see docs/datasets.md open question 7).
+Depth: 16-bit PNG, millimetres (treated as registered to the RGB camera).
 Text: per-frame ``action_label`` ids -> "{Verb} the {noun}." segments.
 """
 
