@@ -53,9 +53,9 @@ class Convert:
     shard: str = "0/1"
     """i/n: convert tasks i, i+n, i+2n, ... of the sorted list."""
     depth: Literal["auto", "sensor", "rendered", "none"] = "auto"
-    """Stored depth origin (docs/data.md, "Depth"): auto = sensor depth where the dataset has it, else rendered
-    virtual depth (ARCTIC, HOT3D, OakInk2, HoloAssist); rendered = rendered depth for any dataset; sensor =
-    sensor depth only; none = no depth."""
+    """Stored depth origin (docs/data_format.md, "Depth: one vocabulary"): auto = sensor depth where the dataset
+    has it, else rendered virtual depth (ARCTIC, HOT3D, OakInk2, HoloAssist); rendered = rendered depth for any
+    dataset; sensor = sensor depth only; none = no depth."""
     mano_dir: Path | None = None
     """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand; the store records which)."""
     retarget_model: Path | None = None

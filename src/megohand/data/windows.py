@@ -118,8 +118,8 @@ class WindowDataset(torch.utils.data.Dataset):
         side: "right" or "left".
         stride: distance between window starts.
         image_size: S, the square output size.
-        stored_depth: whether samples carry the store's depth (docs/data.md, "Depth"): "auto" (where the
-            episode has it), "required" (every episode must have depth), "none" (never read).
+        stored_depth: whether samples carry the store's depth (docs/data_format.md, "Depth: one vocabulary"):
+            "auto" (where the episode has it), "required" (every episode must have depth), "none" (never read).
         episodes: explicit EpisodeRefs (overrides datasets/split).
         augment: GR00T-style train augmentation: random square crop of 0.95 of the short side and colour jitter
             (brightness 0.3, contrast 0.4, saturation 0.5); depth gets the same crop, never jitter.

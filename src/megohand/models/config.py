@@ -115,9 +115,9 @@ class DepthConfig:
     """Depth estimator, depth encoder and depth supervision."""
 
     source: Literal["given", "estimated", "none"] = "given"
-    """Where the policy's depth comes from (docs/data.md, "Depth"): given = the depth that comes with the
-    observation (the store's depth in training and eval, ``--depth`` in generate); estimated = a frozen monocular
-    estimator run on the image (--model.depth.estimator-path); none = no depth."""
+    """Where the policy's depth comes from (docs/data_format.md, "Depth: one vocabulary"): given = the depth that
+    comes with the observation (the store's depth in training and eval, ``--depth`` in generate); estimated = a
+    frozen monocular estimator run on the image (--model.depth.estimator-path); none = no depth."""
     estimator_path: Path | None = None
     """Local DepthAnythingForDepthEstimation folder (for source=estimated)."""
     estimator_metric: bool = True

@@ -19,7 +19,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # ---------------------------------------------------------------- estimators
 class GivenDepth(nn.Module):
-    """Sensor / rendered depth read from the sample (``batch['depth']``, ``batch['has_depth']``)."""
+    """The depth given with the observation (``batch["depth"]``, ``batch["has_depth"]``): stored sensor, rendered or
+    estimated depth in training and eval, the user's depth in ``megohand generate``."""
 
     def forward(self, image, depth=None, has_depth=None):
         """image (B, 3, H, W) float [0, 1] -> (depth (B, 1, H, W) m, valid (B,) bool)."""

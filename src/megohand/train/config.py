@@ -65,8 +65,8 @@ class TrainConfig:
     following segments to the episode's end (stores whose segments are shorter than the horizon, e.g. the
     synthetic world; megohand.data.windows)."""
     stored_depth: Literal["auto", "required", "none"] = "auto"
-    """Whether samples carry the store's depth (docs/data.md, "Depth"): auto = where the episode has it;
-    required = every episode must have it; none = never read."""
+    """Whether samples carry the store's depth (docs/data_format.md, "Depth: one vocabulary"): auto = where the
+    episode has it; required = every episode must have it; none = never read."""
     side: Literal["right", "left"] = "right"
     """Hand side."""
     normalizer: Literal["min_max", "q99", "min_max_per_step", "q99_per_step"] = "min_max"

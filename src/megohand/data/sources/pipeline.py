@@ -8,7 +8,8 @@ import numpy as np
 
 from .common import NativeEpisode, SourceError, canonical_hands, hand_fidelity
 
-DepthMode = Literal["auto", "sensor", "rendered", "none"]  # the stored depth origins (docs/data.md, "Depth")
+# the stored depth origins, and auto (docs/data_format.md, "Depth: one vocabulary")
+DepthMode = Literal["auto", "sensor", "rendered", "none"]
 # unit sanity at conversion time: an egocentric camera sees hands within arm's reach and depth within a room;
 # values far beyond mean the source's units are off (millimetres or centimetres stored as metres)
 MAX_HAND_DISTANCE_M = 5.0
