@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import tyro
 from tyro.conf import Positional
 
 KEYS = ("mpjpe_cm", "mpjpe_pa_cm", "mwte_cm", "mre_rad", "jitter_m_s3")
@@ -26,7 +28,7 @@ class Curve:
         megohand curve runs/s/TID --store runs/s/store --watch    # alongside `megohand train`
     """
 
-    run_dir: Positional[Path]
+    run_dir: Annotated[Positional[Path], tyro.conf.arg(metavar="RUN_DIR")]
     """A ``megohand train --out`` folder."""
     store: Path
     """Store whose test split is evaluated."""
