@@ -13,7 +13,8 @@
   within the fit-error limit), mean 2D landmark error [px] against the true joints' projections,
   root-relative joint error (mean over the 21 joints after subtracting the wrist) of the placed landmarks
   and of the retargeted hand, and the wrist error of the retargeted hand, without and with depth, in mm
-  (mean and median over valid frames).
+  (mean and median over valid frames); and the floor that the 2D landmarks set: their root-relative error
+  when each lies on its ray at its true joint's depth (no placement can do better with these pixels).
 * **Speed**: ``megohand label``'s work on one 640x480 MP4 of forearm frames (several episodes end to end,
   decode + estimate + place + smooth + retarget + write the episode into a store): frames per second, and of
   decoding and the estimator alone. The host's load average is recorded before and after.
@@ -170,6 +171,9 @@ def accuracy(episodes: int, seed: int, retargeter, hand, forearm: bool, adapt: b
             row = {"found": bool(track.found[t]), "found_any": bool(dets[t]), "valid": bool(fit["valid"][t])}
             if np.isfinite(track.keypoints_2d[t]).all():
                 row["px_2d"] = float(np.linalg.norm(track.keypoints_2d[t] - uv_true[t], axis=-1).mean()) / 1000
+                # the floor of any placement of these 2D landmarks: each on its ray at its true joint's depth
+                rays = np.concatenate([track.keypoints_2d[t], np.ones((21, 1))], 1) @ np.linalg.inv(ep.K).T
+                row["rr_2d_floor"] = float(np.linalg.norm(rel(J_op[t, :, 2:] * rays) - rel(J_op[t]), axis=-1).mean())
             if fit["valid"][t]:
                 row["rr_landmarks"] = float(np.linalg.norm(rel(track.joints[t]) - rel(J_op[t]), axis=-1).mean())
                 row["rr_fit"] = float(np.linalg.norm(rel(P[t]) - rel(J_mano[t]), axis=-1).mean())
@@ -202,8 +206,8 @@ def accuracy(episodes: int, seed: int, retargeter, hand, forearm: bool, adapt: b
     return out
 
 
-METRICS = ("px_2d", "rr_landmarks", "rr_fit", "rr_landmarks_depth", "rr_fit_depth", "wrist_pnp", "wrist_depth",
-           "fit_error")
+METRICS = ("px_2d", "rr_2d_floor", "rr_landmarks", "rr_fit", "rr_landmarks_depth", "rr_fit_depth", "wrist_pnp",
+           "wrist_depth", "fit_error")
 
 
 def speed(episodes: int, seed: int, retargeter, hand) -> dict:
@@ -261,16 +265,18 @@ def main() -> None:
     load_before = os.getloadavg()
     acc = {}
     for name in FRAME_SETS if args.frames == "both" else (args.frames,):
-        print(f"accuracy on {args.episodes} episodes of the synthetic world at {W}x{H} (seed {args.seed}), {name} frames")
+        print(f"accuracy on {args.episodes} episodes of the synthetic world at {W}x{H} (seed {args.seed}), "
+              f"{name} frames")
         acc[name] = accuracy(args.episodes, args.seed, retargeter, hand, forearm=name == "forearm",
                              adapt=args.adapt)
     spd = {}
     if args.speed_episodes > 0:
         print(f"speed on {args.speed_episodes} episodes (forearm frames) in one MP4")
         spd = speed(args.speed_episodes, args.seed, retargeter, hand)
-    print("\n| frames | hand | n | detected (right) | detected (any side) | valid | 2D px | root-rel. landmarks | root-rel. fit | root-rel. landmarks, "
-          "depth | root-rel. fit, depth | wrist PnP | wrist depth | fit error |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| frames | hand | n | detected (right) | detected (any side) | valid | 2D px | 2D floor "
+          "| root-rel. landmarks | root-rel. fit | root-rel. landmarks, depth | root-rel. fit, depth | wrist PnP "
+          "| wrist depth | fit error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, a in acc.items():
         for cond in ("visible", "partial"):
             s = a.get(cond)
@@ -279,8 +285,9 @@ def main() -> None:
             f = lambda k: f"{s[k]['mean']:.1f} / {s[k]['median']:.1f}" if k in s else "-"  # noqa: E731
             print(f"| {name} | {cond} | {s['frames']} | {100 * s['detected']:.1f} % | "
                   f"{100 * s['detected_any_side']:.1f} % | {100 * s['valid']:.1f} % | "
-                  f"{f('px_2d_px')} | {f('rr_landmarks_mm')} | {f('rr_fit_mm')} | {f('rr_landmarks_depth_mm')} | "
-                  f"{f('rr_fit_depth_mm')} | {f('wrist_pnp_mm')} | {f('wrist_depth_mm')} | {f('fit_error_mm')} |")
+                  f"{f('px_2d_px')} | {f('rr_2d_floor_mm')} | {f('rr_landmarks_mm')} | {f('rr_fit_mm')} | "
+                  f"{f('rr_landmarks_depth_mm')} | {f('rr_fit_depth_mm')} | {f('wrist_pnp_mm')} | "
+                  f"{f('wrist_depth_mm')} | {f('fit_error_mm')} |")
         print(f"{name}: hands found (all are right hands), by side: {a['detected_hands_by_side']}")
     print("(mm, 2D in px; mean / median over valid frames, 2D over found frames)")
     if spd:
