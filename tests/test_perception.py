@@ -76,6 +76,19 @@ def test_depth_places_a_wrongly_sized_hand(rendered_hand):
     assert place_depth(big, uv, np.zeros_like(depth), K) is None  # no depth anywhere
 
 
+def test_depth_corrects_the_fingers_of_a_wrong_shape(rendered_hand):
+    J, depth, K = rendered_hand
+    uv = project(J, K)
+    wrong = J.copy()
+    wrong[[3, 4, 7, 8, 11, 12, 15, 16, 19, 20], 2] += 0.025  # a monocular shape with the fingers 2.5 cm off in depth
+    shape = (wrong - wrong.mean(0)) @ Rotation.random(random_state=4).as_matrix().T
+    err = lambda p: np.linalg.norm(p.joints - J, axis=-1)  # noqa: E731
+    shape_only = err(place_depth(shape, uv, depth, K, own_depth_tolerance=0))
+    own = err(place_depth(shape, uv, depth, K))
+    assert own.mean() < 0.75 * shape_only.mean()
+    assert own.mean() < 0.010  # the rendered depth + 1 cm of thickness puts the joints within about a centimetre
+
+
 def test_side_from_exact_joints_and_their_mirror_image(rendered_hand):
     J = rendered_hand[0]
     for seed in range(5):

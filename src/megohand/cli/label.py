@@ -46,8 +46,10 @@ class Label:
     """Detections below this confidence count as no hand."""
     max_fit_error_mm: float = 20.0
     """Frames whose retargeting fit error is larger are masked."""
-    adapt: bool = True
-    """Per-video skeleton adaptation in the retargeting (the estimator's 21 points are not MANO's joints)."""
+    adapt: bool = False
+    """Per-video skeleton adaptation in the retargeting (constant offsets of the estimator's 21 points from the
+    hand model's joints). Off by default: MediaPipe's errors are not constant offsets, and on the synthetic
+    world's renders the adaptation made the labels worse (docs/perception.md)."""
     estimator: str = "mediapipe"
     """Hand estimator: "mediapipe" or "package.module:factory" (docs/perception.md)."""
     retarget_model: Path | None = None

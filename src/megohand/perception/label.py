@@ -133,7 +133,7 @@ class LabelConfig:
     smooth: float = 1.0
     min_score: float = 0.5
     max_fit_error_mm: float = 20.0
-    adapt: bool = True
+    adapt: bool = False
     overwrite: bool = False
 
 

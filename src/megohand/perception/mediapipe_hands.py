@@ -10,8 +10,8 @@ middle, image-aligned axes) and a handedness label. The label assumes a mirrored
 egocentric, unmirrored frame a right hand is called "Left", so the side reported is the label swapped.
 The chirality of the 3D landmarks (:func:`megohand.perception.estimator.side_from_geometry`) is kept as
 ``chirality`` but does not decide: on the synthetic world's renders MediaPipe's depth order of the fingers is
-often reversed, and the swapped label was right for 90 % of the right hands found against 77 % for the 3D
-chirality (benchmarks/perception.py, docs/perception.md).
+often reversed, and on those with a forearm the swapped label was right for 80 % of the (right) hands found
+against 67 % for the 3D chirality (benchmarks/perception.py, docs/perception.md).
 Tracking mode (``tracking=True``, MediaPipe's video mode) runs the palm detector only until a hand is
 found, then follows its region of interest from frame to frame with the landmark model alone.
 """

@@ -140,11 +140,17 @@ def place_pnp(landmarks_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray,
     z0 = f * spread_3d / max(spread_2d, 1e-6)
     rays = np.concatenate([uv, np.ones((len(uv), 1))], 1) @ np.linalg.inv(K).T  # (N, 3), z = 1
 
+    def project(x):  # x (B, 6) rotation vectors and translations -> (B, N * 2) pixel residuals
+        P = np.einsum("bij,nj->bni", Rotation.from_rotvec(x[:, :3]).as_matrix(), X) + x[:, None, 3:]
+        z = np.maximum(P[..., 2:3], 1e-3)
+        return ((P @ K.T)[..., :2] / z - uv).reshape(len(x), -1)
+
     def residuals(x):
-        R = Rotation.from_rotvec(x[:3]).as_matrix()
-        P = X @ R.T + x[3:]
-        z = np.maximum(P[:, 2:3], 1e-3)
-        return ((P @ K.T)[:, :2] / z - uv).reshape(-1)
+        return project(x[None])[0]
+
+    def jacobian(x):  # forward differences, the 6 steps in one batch (scipy's loops over them one by one)
+        h = 1e-6 * np.maximum(np.abs(x), 1.0)
+        return ((project(x + np.diag(h)) - residuals(x)) / h[:, None]).T
 
     starts = [np.concatenate([np.zeros(3), z0 * rays.mean(0) - X.mean(0)])]
     P0 = z0 * rays  # the rays at the weak-perspective distance: Procrustes for a rotation guess
@@ -153,7 +159,7 @@ def place_pnp(landmarks_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray,
     starts.append(np.concatenate([Rotation.from_matrix(R0).as_rotvec(), P0.mean(0) - R0 @ X.mean(0)]))
     best = None
     for x0 in starts:  # the second start only when the first one leaves more than 15 % of the hand's 2D size
-        sol = least_squares(residuals, x0, loss="soft_l1", f_scale=3.0, max_nfev=100)
+        sol = least_squares(residuals, x0, jac=jacobian, loss="soft_l1", f_scale=3.0, max_nfev=100)
         R = Rotation.from_rotvec(sol.x[:3]).as_matrix()
         if (X @ R.T + sol.x[3:])[:, 2].min() <= 0:
             continue
@@ -186,7 +192,8 @@ def sample_depth(depth: np.ndarray, keypoints_2d: np.ndarray, max_depth: float =
 
 def place_depth(landmarks_3d: np.ndarray, keypoints_2d: np.ndarray, depth: np.ndarray, K: np.ndarray,
                 behind_skin: float = BEHIND_SKIN, landmarks=DEPTH_LANDMARKS, min_points: int = 4,
-                tolerance: float = 0.05, scale_range: tuple[float, float] = (0.7, 1.4)) -> Placement | None:
+                tolerance: float = 0.05, scale_range: tuple[float, float] = (0.7, 1.4),
+                own_depth_tolerance: float = 0.04) -> Placement | None:
     """Place a metric hand shape with a depth map (H, W) [m] aligned to the image.
 
     Each of ``landmarks`` whose pixel has a valid depth gives a 3D point, its pixel's ray at ``depth +
@@ -194,7 +201,11 @@ def place_depth(landmarks_3d: np.ndarray, keypoints_2d: np.ndarray, depth: np.nd
     background beside a finger) are matched by a similarity transform (Umeyama: rotation, translation, scale
     clamped to ``scale_range``) of the same landmarks of the shape, and every landmark is snapped onto its ray.
     The depth thus fixes the distance, the hand's scale and the palm's orientation, which a monocular 3D
-    estimate may get mirrored. Returns None with fewer than ``min_points`` usable landmarks.
+    estimate may get mirrored. Then every landmark whose own ``depth + behind_skin`` lies within
+    ``own_depth_tolerance`` [m] of the placed shape's depth there (for the wrist: at most a quarter of it
+    behind) takes that depth: a monocular shape's finger depths are its weakest part, and a landmark seen by
+    the depth sensor needs no guess (a depth further off is another surface: a finger in front, an object, the
+    background). Returns None with fewer than ``min_points`` usable landmarks.
     """
     import torch
 
@@ -220,4 +231,11 @@ def place_depth(landmarks_3d: np.ndarray, keypoints_2d: np.ndarray, depth: np.nd
     if J[:, 2].min() <= 0:
         return None
     err = float(np.linalg.norm(_project(J, K) - uv, axis=-1).mean())
-    return Placement(J[:, 2:3] * rays, R, t, err, scale=s, depth_points=int(ok.sum()))
+    z = J[:, 2].copy()
+    if own_depth_tolerance > 0:
+        z_own = sample_depth(depth, uv) + behind_skin
+        seen = np.isfinite(z_own) & (np.abs(z_own - z) <= own_depth_tolerance)
+        seen[0] &= z_own[0] - z[0] <= 0.25 * own_depth_tolerance  # the wrist lies inside the forearm: a surface
+        # seen well behind it is the far side of a hand cut off at the wrist (a render), or what lies beyond
+        z[seen] = z_own[seen]
+    return Placement(z[:, None] * rays, R, t, err, scale=s, depth_points=int(ok.sum()))
