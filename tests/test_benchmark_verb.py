@@ -30,6 +30,7 @@ def test_benchmark_toy_run(tmp_path):
     assert "T_s0" in report["train_minutes"]
     assert report["runs"] == {"T_s0": ["--model.modalities", "T", "--seed", "0"]}
     assert report["train"]["steps"] == 1 and report["episodes"] == 12
+    assert report["train"]["batch_size"] == 4  # the config as run, --train-args included
     window = report["results"]["window"]
     base = window["T_s0"]["[synthetic]"]["mpjpe_cm"]
     assert math.isfinite(base) and {"static", "const-vel"} <= set(window)

@@ -58,7 +58,6 @@ class Benchmark:
     """Cap on test episodes (0 = all)."""
 
     def run(self) -> None:
-        import dataclasses
         import json
         import subprocess
         import sys
@@ -126,7 +125,8 @@ class Benchmark:
         report = evaluate_store(Store(store), methods, hand, cfg)
         report.update(
             experiment=self.config, hand_model=hand.name, runs={k: list(v) for k, v in runs.items()},
-            train=dataclasses.replace(tc, steps=self.steps or tc.steps).to_dict(), episodes=episodes,
+            train=json.loads((self.work / next(iter(runs)) / "train_config.json").read_text()),  # as run: with --train-args
+            episodes=episodes,
             train_minutes=minutes, minutes=(time.time() - t0) / 60,
             device=torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
             command="megohand benchmark " + " ".join(sys.argv[2:]),
