@@ -344,8 +344,11 @@ class MEgoHandPolicy(nn.Module):
         ``torch.compile``. Returns the names of the compiled stacks."""
         import torch._dynamo
 
-        # every stack's blocks run one code object: room for its variants (train/eval, text lengths, cross/self)
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        # the compiled calls of all blocks share one code object: room for every stack's variants (train/eval,
+        # text lengths, cross/self-attention) before dynamo would fall back to eager
+        dyn = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+        setattr(dyn, limit, max(getattr(dyn, limit), 64))
         stacks: list[str] = []
         for name, module in self.named_modules():
             inside = any(name.startswith(s + ".") for s in stacks)
