@@ -5,8 +5,9 @@ truncated to 12 layers, ResNet-50 depth encoder, DiT 16 x 1536, horizon 16) and 
 ``Trainer`` (``Trainer.train_step``: accelerate, bf16 autocast on a GPU, AdamW, gradient clipping, cosine schedule)
 under each variant of the speed settings of ``TrainConfig``:
 
-    baseline    the settings before the speed work: torch's default AdamW (foreach), NCHW depth encoder, eager
-    optimized   the defaults of ``megohand train``: fused AdamW, channels-last depth encoder
+    baseline    the settings before the speed work: torch's default AdamW (foreach), NCHW depth encoder, no cuDNN
+                autotuning, eager
+    optimized   the defaults of ``megohand train``: fused AdamW, channels-last depth encoder, cuDNN autotuning
     compile     optimized + regional torch.compile of the repeated blocks (``--compile``)
 
 SDPA attention and the sync-free step are code, not settings: every variant has them. Each variant runs at the
@@ -18,12 +19,13 @@ counted once per batch size in eager mode with torch.utils.flop_counter (forward
 attention), so the share of peak is achieved FLOP/s over the dense bf16 peak of the GPU (H100/H200 SXM 989 TFLOP/s).
 
 A run that fails (out of memory, a compile error) is recorded with its error and the others go on; the JSON is
-rewritten after every run, so a run cut short keeps what it measured, and runs that would start after
-``--budget-s`` are recorded as skipped. ``--profile VARIANT`` adds a torch.profiler view of two steps of that
+rewritten after every run, so a run cut short keeps what it measured. Runs expected to end after ``--budget-s``
+are recorded as skipped; ``--deadline-s`` (or SIGTERM, e.g. from ``timeout``) stops the run in progress, records
+it as stopped, and still prints the table. ``--profile VARIANT`` adds a torch.profiler view of two steps of that
 variant at the paper batch: GPU busy share of the wall time, kernel launches and host syncs per step, top kernels.
 
     python benchmarks/train_throughput.py --variants baseline optimized compile --max-batch 128 \\
-        --profile optimized --budget-s 200                                      # one GPU, about 4 min
+        --profile optimized --budget-s 200 --deadline-s 225                     # one GPU, at most 4 min
     python benchmarks/train_throughput.py --tiny                                # CPU smoke run
 
 Prints a table and writes benchmarks/results/train_throughput_<device>.json.
@@ -35,6 +37,7 @@ import argparse
 import dataclasses
 import gc
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -56,9 +59,9 @@ TEXTS = ["pick up the red cylinder and put it left of the blue box", "open the d
          "push the green box to the right"]
 PAPER_BATCH = 16  # per GPU: GR00T-N1's fine-tuning default, which the paper's training follows (docs/model.md)
 VARIANTS = {  # TrainConfig speed settings per variant
-    "baseline": dict(fused_optimizer=False, channels_last=False, compile=False),
-    "optimized": dict(fused_optimizer=True, channels_last=True, compile=False),
-    "compile": dict(fused_optimizer=True, channels_last=True, compile=True),
+    "baseline": dict(fused_optimizer=False, channels_last=False, cudnn_benchmark=False, compile=False),
+    "optimized": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, compile=False),
+    "compile": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, compile=True),
 }
 
 
@@ -143,14 +146,28 @@ def main() -> None:
                     help="also run 'optimized' at 2x, 4x, ... the batch up to this one or the first out-of-memory")
     ap.add_argument("--steps", type=int, default=None, help="timed optimiser steps per run (default 6 on GPU, 2 on CPU)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
-    ap.add_argument("--budget-s", type=float, default=0, help="skip runs that would start after this many seconds "
+    ap.add_argument("--budget-s", type=float, default=0, help="skip runs that would end after this many seconds "
                                                                "(0 = no limit)")
+    ap.add_argument("--deadline-s", type=float, default=0, help="stop the run in progress after this many seconds "
+                    "(recorded as its error), print and write what was measured (0 = never; SIGTERM does the same)")
     ap.add_argument("--profile", choices=list(VARIANTS), default=None, help="profile two steps of this variant (GPU)")
     ap.add_argument("--tiny", action="store_true", help="toy-size compact model (CPU smoke run)")
     ap.add_argument("--modalities", default="TID")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     t_start = time.perf_counter()
+
+    stopped = {}
+
+    def stop(signum, frame):  # a time limit ends the run in progress; the others are skipped, the results kept
+        args.budget_s = 1e-9
+        stopped["why"] = f"stopped by {signal.Signals(signum).name} after {time.perf_counter() - t_start:.0f} s"
+        raise TimeoutError(stopped["why"])
+
+    signal.signal(signal.SIGTERM, stop)
+    if args.deadline_s:
+        signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, args.deadline_s)
 
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -260,7 +277,10 @@ def main() -> None:
                 except Exception as e:  # noqa: BLE001 - the timing above stands
                     res["profile"]["error"] = f"{type(e).__name__}: {str(e)[:300]}"
         except Exception as e:  # noqa: BLE001 - an A/B run records the failure and goes on
-            rec.update(status="error", error=f"{type(e).__name__}: {str(e)[:600]}")
+            if stopped:  # the time limit (compilers re-raise it wrapped)
+                rec.update(status="stopped", error=stopped["why"])
+            else:
+                rec.update(status="error", error=f"{type(e).__name__}: {str(e)[:600]}")
             print(f"   failed: {rec['error'][:200]}", flush=True)
         finally:
             policy.zero_grad(set_to_none=True)
@@ -269,26 +289,31 @@ def main() -> None:
         save()
         return rec
 
-    eager = [v for v in variants if not VARIANTS[v]["compile"]]
-    for v in eager:
-        run(v, batch0, profile=v == args.profile)
-    largest = None
-    if args.max_batch > batch0:
-        probe = "optimized" if "optimized" in eager else (eager or ["optimized"])[0]
-        b = 2 * batch0
-        while b <= args.max_batch:
-            rec = run(probe, b)
-            if rec["status"] != "ok":
-                break
-            largest = b
-            b *= 2
+    try:
+        eager = [v for v in variants if not VARIANTS[v]["compile"]]
         for v in eager:
-            if largest and v != probe:
-                run(v, largest)
-    for v in (v for v in variants if VARIANTS[v]["compile"]):  # last: compiled blocks stay compiled
-        rec = run(v, batch0, profile=v == args.profile)
-        if rec["status"] == "ok" and largest:  # a new batch size compiles again: about as long as the first time
-            run(v, largest, expected_s=rec["warmup_seconds"] + 4 * (args.warmup + steps) * rec["step_ms"] / 1e3)
+            run(v, batch0, profile=v == args.profile)
+        largest = None
+        if args.max_batch > batch0:
+            probe = "optimized" if "optimized" in eager else (eager or ["optimized"])[0]
+            b = 2 * batch0
+            while b <= args.max_batch:
+                rec = run(probe, b)
+                if rec["status"] != "ok":
+                    break
+                largest = b
+                b *= 2
+            for v in eager:
+                if largest and v != probe:
+                    run(v, largest)
+        for v in (v for v in variants if VARIANTS[v]["compile"]):  # last: compiled blocks stay compiled
+            rec = run(v, batch0, profile=v == args.profile)
+            if rec["status"] == "ok" and largest:  # a new batch size compiles again: about as long as the first time
+                run(v, largest, expected_s=rec["warmup_seconds"] + 4 * (args.warmup + steps) * rec["step_ms"] / 1e3)
+    except TimeoutError:  # arrived between two runs
+        pass
+    res["stopped"] = stopped.get("why")
+    signal.setitimer(signal.ITIMER_REAL, 0)
     tmp.cleanup()
     save()
 
@@ -298,7 +323,7 @@ def main() -> None:
     rows = []
     for r in res["runs"]:
         if r["status"] != "ok":
-            rows.append((r["variant"], r["batch"], "", "", "", "", "", "", f"{r['status']}: {r['error'][:70]}"))
+            rows.append((r["variant"], r["batch"], "", "", "", "", "", "", f"{r['status']}: {' '.join(r['error'].split())[:70]}"))
             continue
         rows.append((r["variant"], r["batch"], f"{r['step_ms']:.1f}", f"{r['samples_per_s']:.1f}",
                      f"{r['achieved_tflops']:.3g}", "n/a" if peak is None else f"{100 * r['share_of_bf16_peak']:.1f}",

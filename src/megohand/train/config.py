@@ -98,6 +98,9 @@ class TrainConfig:
     channels_last: bool = True
     """On a GPU, keep the ResNet depth encoder's convolutions channels-last (the layout bf16 tensor-core
     convolutions run in)."""
+    cudnn_benchmark: bool = True
+    """On a GPU, let cuDNN time its convolution algorithms once per input shape and keep the fastest (the
+    policy's images always have one size)."""
     compile: bool = False
     """torch.compile the policy's repeated blocks in place (regional compilation: vision layers, LLM layers, DiT
     blocks, depth-encoder stages; ``MEgoHandPolicy.compile_training``). The first steps take minutes; off by

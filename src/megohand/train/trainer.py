@@ -74,8 +74,10 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opti
 
 def apply_speed_settings(policy, cfg: TrainConfig, device: torch.device, fsdp: bool = False) -> dict:
     """``cfg``'s speed settings on a policy before it is wrapped: a channels-last depth encoder on a GPU (not under
-    FSDP, which flattens parameters), regional torch.compile (``MEgoHandPolicy.compile_training``). Returns what
-    was applied (for logs and benchmarks)."""
+    FSDP, which flattens parameters), cuDNN autotuning (process-wide), regional torch.compile
+    (``MEgoHandPolicy.compile_training``). Returns what was applied (for logs and benchmarks)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     enc = policy.depth_encoder
     channels_last = cfg.channels_last and device.type == "cuda" and not fsdp and enc is not None
     if enc is not None:
