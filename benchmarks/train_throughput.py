@@ -22,7 +22,8 @@ A run that fails (out of memory, a compile error) is recorded with its error and
 rewritten after every run, so a run cut short keeps what it measured. Runs expected to end after ``--budget-s``
 are recorded as skipped; ``--deadline-s`` (or SIGTERM, e.g. from ``timeout``) stops the run in progress, records
 it as stopped, and still prints the table. ``--profile VARIANT`` adds a torch.profiler view of two steps of that
-variant at the paper batch: GPU busy share of the wall time, kernel launches and host syncs per step, top kernels.
+variant at the paper batch: GPU busy share of the wall time, kernel launches and host syncs per step, the CPU time
+of forward, backward and optimiser (a step whose CPU time fills its wall time is launch-bound), top kernels.
 
     python benchmarks/train_throughput.py --variants baseline optimized compile --max-batch 128 \\
         --profile optimized --budget-s 200 --deadline-s 225                     # one GPU, at most 4 min
@@ -115,22 +116,27 @@ def profile_steps(step, sync, n: int = 2) -> dict:
     """torch.profiler over n steps: GPU busy share, kernel launches and host syncs per step, top kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
         t0 = time.perf_counter()
         for _ in range(n):
             step()
         sync()
         wall = time.perf_counter() - t0
     avg = prof.key_averages()
-    kernels = [e for e in avg if e.device_type == torch.autograd.DeviceType.CUDA]
+    phases = [e for e in avg if e.key.startswith("train_step.")]  # Trainer.train_step's named ranges
+    kernels = [e for e in avg if e.device_type == torch.autograd.DeviceType.CUDA and e not in phases]
     busy_us = sum(e.self_device_time_total for e in kernels)
     launches = sum(e.count for e in avg if "LaunchKernel" in e.key)
     syncs = {e.key: e.count / n for e in avg if "Synchronize" in e.key or e.key == "aten::_local_scalar_dense"}
     top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:15]
     return {
-        "steps": n, "note": "host syncs include the one synchronize closing the profiled steps",
+        "steps": n, "note": "host syncs: synchronize calls (one closes the profiled steps) and aten::_local_scalar_dense (a "
+                "value read on the host: a sync when the tensor is on the GPU)",
         "wall_ms_per_step_profiled": 1e3 * wall / n, "gpu_busy_ms_per_step": busy_us / 1e3 / n,
         "gpu_busy_share": busy_us / 1e6 / wall, "kernel_launches_per_step": launches / n, "host_syncs_per_step": syncs,
+        "cpu_ms_per_step_by_phase": {e.key.split(".", 1)[1]: e.cpu_time_total / 1e3 / n
+                                     for e in phases if e.device_type == torch.autograd.DeviceType.CPU},
         "top_kernels": [{"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1e3 / n,
                          "calls_per_step": e.count / n} for e in top],
     }
@@ -150,7 +156,7 @@ def main() -> None:
                                                                "(0 = no limit)")
     ap.add_argument("--deadline-s", type=float, default=0, help="stop the run in progress after this many seconds "
                     "(recorded as its error), print and write what was measured (0 = never; SIGTERM does the same)")
-    ap.add_argument("--profile", choices=list(VARIANTS), default=None, help="profile two steps of this variant (GPU)")
+    ap.add_argument("--profile", choices=list(VARIANTS), default=None, help="profile two steps of this variant")
     ap.add_argument("--tiny", action="store_true", help="toy-size compact model (CPU smoke run)")
     ap.add_argument("--modalities", default="TID")
     ap.add_argument("--out", type=Path, default=None)
@@ -270,7 +276,7 @@ def main() -> None:
                        achieved_tflops=flops / dt / 1e12, share_of_bf16_peak=None if peak is None else flops / dt / peak,
                        peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                        final_loss=float(holder["info"]["loss"]))
-            if profile and cuda:
+            if profile:
                 res["profile"] = {"variant": variant, "batch": batch_size}
                 try:
                     res["profile"].update(profile_steps(step, sync))
@@ -332,11 +338,11 @@ def main() -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for row in (head, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
-    if res["profile"]:
+    if res["profile"] and "error" not in res["profile"]:
         p = res["profile"]
-        print(f"profile of {p['variant']} at batch {p['batch']}: GPU busy {100 * p['gpu_busy_share']:.0f} % of the "
-              f"wall time, {p['kernel_launches_per_step']:.0f} kernel launches and {p['host_syncs_per_step']} host "
-              f"syncs per step")
+        print(f"profile of {p['variant']} at batch {p['batch']}: {p['wall_ms_per_step_profiled']:.0f} ms per step, "
+              f"GPU busy {100 * p['gpu_busy_share']:.0f} % of the wall time, {p['kernel_launches_per_step']:.0f} kernel launches and {p['host_syncs_per_step']} host "
+              f"syncs per step; CPU ms per step {({k: round(v, 1) for k, v in p['cpu_ms_per_step_by_phase'].items()})}")
     print(f"wrote {out} ({res['total_seconds']:.0f} s in all)")
 
 

@@ -202,10 +202,11 @@ def test_train_throughput_benchmark_runs_variants_on_cpu(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "t.json"
     cmd = [sys.executable, str(root / "benchmarks" / "train_throughput.py"), "--tiny", "--steps", "1", "--warmup", "1",
-           "--max-batch", "8", "--out", str(out)]
+           "--max-batch", "8", "--profile", "optimized", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     runs = [(r["variant"], r["batch"], r["status"]) for r in res["runs"]]
     assert runs == [("baseline", 4, "ok"), ("optimized", 4, "ok"), ("optimized", 8, "ok"), ("baseline", 8, "ok")]
     assert all(r["samples_per_s"] > 0 and r["flops_per_step"] > 0 for r in res["runs"])
+    assert set(res["profile"]["cpu_ms_per_step_by_phase"]) == {"forward", "backward", "optimizer"}

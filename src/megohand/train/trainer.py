@@ -296,17 +296,21 @@ class Trainer:
         """One micro-batch: forward and backward, then on an accumulation boundary clipping, the optimiser and the
         scheduler. Returns the detached loss terms (and ``grad_norm``) as device tensors; nothing here waits for
         the GPU (``run`` reads them every ``log_every`` steps)."""
+        from torch.profiler import record_function  # named ranges in profiles (benchmarks/train_throughput.py)
+
         acc, cfg = self.acc, self.cfg
         with acc.accumulate(self.model):
-            with acc.autocast():
+            with record_function("train_step.forward"), acc.autocast():
                 loss, info = self.model(batch)
-            acc.backward(loss)
-            if acc.sync_gradients and cfg.max_grad_norm > 0:
-                info["grad_norm"] = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            self.opt.step()
-            if acc.sync_gradients:
-                self.sched.step()
-            self.opt.zero_grad(set_to_none=True)
+            with record_function("train_step.backward"):
+                acc.backward(loss)
+            with record_function("train_step.optimizer"):
+                if acc.sync_gradients and cfg.max_grad_norm > 0:
+                    info["grad_norm"] = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.opt.step()
+                if acc.sync_gradients:
+                    self.sched.step()
+                self.opt.zero_grad(set_to_none=True)
         return info
 
     def run(self) -> Path:
