@@ -1,16 +1,33 @@
-"""Training throughput of a policy preset: samples per second and the share of the accelerator's bf16 peak.
+"""Training throughput of a policy preset, A/B over the speed settings in one run: samples/s, share of bf16 peak, memory.
 
-Builds the preset (``paper`` at full size with random weights: SigLIP-2 so400m/14-224, SmolLM2-1.7B truncated
-to 12 layers, ResNet-50 depth encoder, DiT 16 x 1536, horizon 16) inside the real ``Trainer`` (accelerate,
-bf16 autocast on GPU, AdamW, gradient clipping, cosine schedule) and times full optimiser steps on one
-random batch kept on the device (model throughput: data loading is excluded; benchmarks/data_loading.py
-measures that side). FLOPs per step are counted once with torch.utils.flop_counter (forward + backward,
-matmuls / convolutions / attention), so the share of peak is achieved FLOP/s over the dense bf16 peak of
-the GPU (H100/H200 SXM 989 TFLOP/s).
+Builds the preset once (``paper`` at full size with random weights: SigLIP-2 so400m/14-224, SmolLM2-1.7B
+truncated to 12 layers, ResNet-50 depth encoder, DiT 16 x 1536, horizon 16) and trains it inside the real
+``Trainer`` (``Trainer.train_step``: accelerate, bf16 autocast on a GPU, AdamW, gradient clipping, cosine schedule)
+under each variant of the speed settings of ``TrainConfig``:
 
-    python benchmarks/train_throughput.py --preset paper --batch-size 16      # on a GPU
-    accelerate launch --multi_gpu --num_processes 8 benchmarks/train_throughput.py --preset paper
-    python benchmarks/train_throughput.py --tiny                              # CPU smoke run
+    baseline    the settings before the speed work: torch's default AdamW (foreach), NCHW depth encoder, no cuDNN
+                autotuning, eager
+    optimized   the defaults of ``megohand train``: fused AdamW, channels-last depth encoder, cuDNN autotuning
+    compile     optimized + regional torch.compile of the repeated blocks (``--compile``)
+
+SDPA attention and the sync-free step are code, not settings: every variant has them. Each variant runs at the
+paper's batch per GPU (16, GR00T-N1's fine-tuning batch) and, with ``--max-batch``, ``optimized`` also at doubling
+batches up to the largest that fits (then ``baseline`` and ``compile`` at that batch too). A run times ``--steps``
+optimiser steps after ``--warmup`` untimed ones (which include compilation) on one random batch kept on the device
+(model throughput: data loading is excluded; benchmarks/data_loading.py measures that side). FLOPs per step are
+counted once per batch size in eager mode with torch.utils.flop_counter (forward + backward: matmuls, convolutions,
+attention), so the share of peak is achieved FLOP/s over the dense bf16 peak of the GPU (H100/H200 SXM 989 TFLOP/s).
+
+A run that fails (out of memory, a compile error) is recorded with its error and the others go on; the JSON is
+rewritten after every run, so a run cut short keeps what it measured. Runs expected to end after ``--budget-s``
+are recorded as skipped; ``--deadline-s`` (or SIGTERM, e.g. from ``timeout``) stops the run in progress, records
+it as stopped, and still prints the table. ``--profile VARIANT`` adds a torch.profiler view of two steps of that
+variant at the paper batch: GPU busy share of the wall time, kernel launches and host syncs per step, the CPU time
+of forward, backward and optimiser (a step whose CPU time fills its wall time is launch-bound), top kernels.
+
+    python benchmarks/train_throughput.py --variants baseline optimized compile --max-batch 128 \\
+        --profile optimized --budget-s 200 --deadline-s 225                     # one GPU, at most 4 min
+    python benchmarks/train_throughput.py --tiny                                # CPU smoke run
 
 Prints a table and writes benchmarks/results/train_throughput_<device>.json.
 """
@@ -19,7 +36,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -29,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs from a checkout without install
 
-from megohand.models import PolicyConfig  # noqa: E402
+from megohand.models import MEgoHandPolicy, PolicyConfig  # noqa: E402
 from megohand.train.config import TrainConfig  # noqa: E402
 from megohand.train.trainer import Trainer, collate  # noqa: E402
 from results_io import write_json  # benchmarks/results_io.py
@@ -39,6 +58,12 @@ PEAKS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H800": 989e12, "A
          "L40S": 362e12, "L4": 121e12, "RTX 4090": 165e12}
 TEXTS = ["pick up the red cylinder and put it left of the blue box", "open the drawer", "pour the cup into the bowl",
          "push the green box to the right"]
+PAPER_BATCH = 16  # per GPU: GR00T-N1's fine-tuning default, which the paper's training follows (docs/model.md)
+VARIANTS = {  # TrainConfig speed settings per variant
+    "baseline": dict(fused_optimizer=False, channels_last=False, cudnn_benchmark=False, compile=False),
+    "optimized": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, compile=False),
+    "compile": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, compile=True),
+}
 
 
 def peak_flops(name: str) -> float | None:
@@ -69,107 +94,256 @@ def tiny_model() -> PolicyConfig:
                                                        head_hidden=64))
 
 
+def build_policy(model: PolicyConfig, device: torch.device) -> tuple[MEgoHandPolicy, str]:
+    """Random-initialised policy, built directly on the GPU (seconds instead of half a minute) when that works."""
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        try:
+            with torch.device(device):
+                return MEgoHandPolicy(model), "cuda"
+        except Exception as e:  # noqa: BLE001 - fall back to the Trainer's way (CPU, then moved)
+            print(f"building on the GPU failed ({type(e).__name__}: {e}); building on the CPU")
+    return MEgoHandPolicy(model), "cpu"
+
+
+def attention_used(policy) -> dict[str, str]:
+    """The attention implementation each transformers part of the backbone runs (sdpa, eager, ...)."""
+    parts = {k: getattr(policy.backbone, k, None) for k in ("vision", "llm", "text")}
+    return {k: m.config._attn_implementation for k, m in parts.items() if hasattr(m, "config")}
+
+
+def profile_steps(step, sync, n: int = 2) -> dict:
+    """torch.profiler over n steps: GPU busy share, kernel launches and host syncs per step, top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        sync()
+        wall = time.perf_counter() - t0
+    avg = prof.key_averages()
+    phases = [e for e in avg if e.key.startswith("train_step.")]  # Trainer.train_step's named ranges
+    kernels = [e for e in avg if e.device_type == torch.autograd.DeviceType.CUDA and e not in phases]
+    busy_us = sum(e.self_device_time_total for e in kernels)
+    launches = sum(e.count for e in avg if "LaunchKernel" in e.key)
+    syncs = {e.key: e.count / n for e in avg if "Synchronize" in e.key or e.key == "aten::_local_scalar_dense"}
+    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:15]
+    return {
+        "steps": n, "note": "host syncs: synchronize calls (one closes the profiled steps) and aten::_local_scalar_dense (a "
+                "value read on the host: a sync when the tensor is on the GPU)",
+        "wall_ms_per_step_profiled": 1e3 * wall / n, "gpu_busy_ms_per_step": busy_us / 1e3 / n,
+        "gpu_busy_share": busy_us / 1e6 / wall, "kernel_launches_per_step": launches / n, "host_syncs_per_step": syncs,
+        "cpu_ms_per_step_by_phase": {e.key.split(".", 1)[1]: e.cpu_time_total / 1e3 / n
+                                     for e in phases if e.device_type == torch.autograd.DeviceType.CPU},
+        "top_kernels": [{"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1e3 / n,
+                         "calls_per_step": e.count / n} for e in top],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=["paper", "compact"], default=None, help="default: paper on GPU, compact on CPU")
-    ap.add_argument("--batch-size", type=int, default=None, help="per device; default 16 on GPU, 4 on CPU")
-    ap.add_argument("--steps", type=int, default=None, help="timed optimiser steps (default 10 on GPU, 3 on CPU)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                    help="default: baseline optimized (compile when asked: its first steps take minutes)")
+    ap.add_argument("--batch-size", type=int, default=None, help=f"per device; default {PAPER_BATCH} on GPU, 4 on CPU")
+    ap.add_argument("--max-batch", type=int, default=0,
+                    help="also run 'optimized' at 2x, 4x, ... the batch up to this one or the first out-of-memory")
+    ap.add_argument("--steps", type=int, default=None, help="timed optimiser steps per run (default 6 on GPU, 2 on CPU)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
+    ap.add_argument("--budget-s", type=float, default=0, help="skip runs that would end after this many seconds "
+                                                               "(0 = no limit)")
+    ap.add_argument("--deadline-s", type=float, default=0, help="stop the run in progress after this many seconds "
+                    "(recorded as its error), print and write what was measured (0 = never; SIGTERM does the same)")
+    ap.add_argument("--profile", choices=list(VARIANTS), default=None, help="profile two steps of this variant")
     ap.add_argument("--tiny", action="store_true", help="toy-size compact model (CPU smoke run)")
     ap.add_argument("--modalities", default="TID")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    t_start = time.perf_counter()
+
+    stopped = {}
+
+    def stop(signum, frame):  # a time limit ends the run in progress; the others are skipped, the results kept
+        args.budget_s = 1e-9
+        stopped["why"] = f"stopped by {signal.Signals(signum).name} after {time.perf_counter() - t_start:.0f} s"
+        raise TimeoutError(stopped["why"])
+
+    signal.signal(signal.SIGTERM, stop)
+    if args.deadline_s:
+        signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, args.deadline_s)
 
     cuda = torch.cuda.is_available()
     if not cuda:
         torch.set_num_threads(1)  # shared CPU machines: one thread gives stable numbers
+    device = torch.device("cuda" if cuda else "cpu")
     preset = args.preset or ("paper" if cuda else "compact")
-    batch_size = args.batch_size or (16 if cuda else 4)
-    steps = args.steps or (10 if cuda else 3)
+    batch0 = args.batch_size or (PAPER_BATCH if cuda else 4)
+    steps = args.steps or (6 if cuda else 2)
+    variants = args.variants or ["baseline", "optimized"]
     model = tiny_model() if args.tiny else PolicyConfig.paper() if preset == "paper" else PolicyConfig.compact()
     if preset == "paper" and not args.tiny:
         model = dataclasses.replace(model, backbone=model.backbone.replace(random_init=True))
     model = dataclasses.replace(model, modalities=args.modalities)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(out=Path(tmp), model=model, steps=10_000, batch_size=batch_size, num_workers=0,
-                          progress=False, resume=False)
-        t0 = time.perf_counter()
-        tr = Trainer(cfg, train_dataset=random_samples(batch_size, 224 if preset == "paper" else model.backbone.image_size,
-                                                       model.horizon))
-        build_s = time.perf_counter() - t0
-        acc = tr.acc
-        batch = collate(tr.train_ds[:batch_size] if isinstance(tr.train_ds, list) else [tr.train_ds[i] for i in range(batch_size)])
-        batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        params = tr.model.parameters
-
-        def step():
-            with acc.autocast():
-                loss, _ = tr.model(batch)
-            acc.backward(loss)
-            acc.clip_grad_norm_(params(), cfg.max_grad_norm)
-            tr.opt.step()
-            tr.sched.step()
-            tr.opt.zero_grad(set_to_none=True)
-            return loss
-
-        sync = torch.cuda.synchronize if cuda else (lambda: None)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(args.warmup):
-            step()
-        sync()
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as fc:  # forward + backward of one step (the optimiser is not counted)
-            with acc.autocast():
-                loss, _ = tr.model(batch)
-            acc.backward(loss)
-        tr.opt.zero_grad(set_to_none=True)
-        flops = float(fc.get_total_flops())
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-        sync()
-        dt = (time.perf_counter() - t0) / steps
-
-    world = acc.num_processes
+    image_size = 224 if preset == "paper" else model.backbone.image_size
     name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
     peak = peak_flops(name) if cuda else None
-    samples_s = batch_size * world / dt
-    achieved = flops / dt  # per device
+    dev = "cpu" if not cuda else name.lower().replace("nvidia ", "").replace(" ", "-")
+    out = args.out or Path(__file__).resolve().parent / "results" / f"train_throughput_{dev}{'_tiny' if args.tiny else ''}.json"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    t0 = time.perf_counter()
+    policy, built_on = build_policy(model, device)
+    build_s = time.perf_counter() - t0
+    samples = random_samples(max(batch0, args.max_batch), image_size, model.horizon)
+    import transformers
+
     res = {
         "benchmark": "train_throughput",
         "preset": preset + (" (tiny)" if args.tiny else "") + (" random weights" if preset == "paper" else ""),
-        "modalities": args.modalities,
-        "device": name, "processes": world, "mixed_precision": acc.mixed_precision,
-        "batch_per_device": batch_size, "horizon": model.horizon,
-        "parameters": tr.policy.num_parameters(), "trainable_parameters": tr.policy.num_parameters(trainable_only=True),
-        "build_seconds": build_s, "steps_timed": steps,
-        "step_seconds": dt, "samples_per_s": samples_s,
-        "flops_per_step_per_device": flops, "achieved_tflops_per_device": achieved / 1e12,
-        "peak_bf16_tflops": None if peak is None else peak / 1e12,
-        "share_of_bf16_peak": None if peak is None else achieved / peak,
-        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        "final_loss": float(loss.detach()), "torch": torch.__version__, "python": platform.python_version(),
-        "note": "model throughput on one device-resident random batch; data loading excluded",
+        "modalities": args.modalities, "device": name, "processes": 1, "horizon": model.horizon,
+        "parameters": policy.num_parameters(), "trainable_parameters": policy.num_parameters(trainable_only=True),
+        "attention": attention_used(policy),
+        "build_seconds": build_s, "built_on": built_on, "paper_batch_per_gpu": PAPER_BATCH,
+        "steps_timed": steps, "warmup_steps": args.warmup, "peak_bf16_tflops": None if peak is None else peak / 1e12,
+        "variants": {k: VARIANTS[k] for k in variants}, "runs": [], "profile": None,
+        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+        "note": "model throughput on one device-resident random batch; data loading excluded; share = achieved "
+                "FLOP/s (forward + backward, optimiser not counted) over the dense bf16 peak",
     }
-    if not acc.is_main_process:
-        return
-    rows = [("preset", res["preset"]), ("device", f"{name} x{world}"), ("precision", acc.mixed_precision),
-            ("params (trainable)", f"{res['parameters'] / 1e6:.1f} M ({res['trainable_parameters'] / 1e6:.1f} M)"),
-            ("batch / device", batch_size), ("step time", f"{dt * 1e3:.1f} ms"), ("samples/s", f"{samples_s:.1f}"),
-            ("FLOPs / step / device", f"{flops / 1e9:.1f} G"), ("achieved", f"{achieved / 1e12:.3f} TFLOP/s"),
-            ("share of bf16 peak", "n/a" if peak is None else f"{100 * achieved / peak:.1f} %"),
-            ("peak memory", "n/a" if not cuda else f"{res['peak_memory_gb']:.1f} GiB")]
-    w = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{w}}  {v}" for k, v in rows))
-    dev = "cpu" if not cuda else name.lower().replace("nvidia ", "").replace(" ", "-")
-    out = args.out or Path(__file__).resolve().parent / "results" / f"train_throughput_{dev}{'_tiny' if args.tiny else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(res, out, indent=1)
-    print(f"wrote {out}")
+    flops_at: dict[int, float] = {}
+    tmp = tempfile.TemporaryDirectory()
+
+    def save():
+        res["total_seconds"] = time.perf_counter() - t_start
+        write_json(res, out, indent=1)
+
+    def run(variant: str, batch_size: int, profile: bool = False, expected_s: float = 0.0) -> dict:
+        """Time one variant at one batch size; ``expected_s``: its expected duration (for the time budget)."""
+        rec = {"variant": variant, "batch": batch_size, "status": "running"}  # what a run cut short leaves
+        res["runs"].append(rec)
+        elapsed = time.perf_counter() - t_start
+        if args.budget_s and elapsed + expected_s > args.budget_s:
+            rec.update(status="skipped", error=f"time budget: {elapsed:.0f} s in + about {expected_s:.0f} s "
+                                               f"> --budget-s {args.budget_s:.0f}")
+            save()
+            return rec
+        save()
+        print(f"-- {variant} at batch {batch_size} ({elapsed:.0f} s in)", flush=True)
+        cfg = TrainConfig(out=Path(tmp.name), model=model, steps=10_000, batch_size=batch_size, num_workers=0,
+                          progress=False, resume=False, **VARIANTS[variant])
+        tr = None
+        try:
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                rec["memory_before_gib"] = torch.cuda.memory_allocated() / 2**30
+            tr = Trainer(cfg, train_dataset=samples[:batch_size], policy=policy)
+            rec["applied"] = {**tr.speed, "optimizer": "fused" if tr.opt.optimizer.defaults.get("fused") else "default"}
+            batch = collate(samples[:batch_size])
+            batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            holder = {}
+
+            def step():
+                holder["info"] = tr.train_step(batch)
+
+            tw = time.perf_counter()
+            for _ in range(args.warmup):
+                step()
+            sync()
+            rec["warmup_seconds"] = time.perf_counter() - tw
+            if batch_size not in flops_at:
+                if cfg.compile:
+                    raise RuntimeError("FLOPs are counted in eager mode: run an eager variant at this batch first")
+                from torch.utils.flop_counter import FlopCounterMode
+
+                with FlopCounterMode(display=False) as fc:  # forward + backward of one step (not the optimiser)
+                    with tr.acc.autocast():
+                        loss, _ = tr.model(batch)
+                    tr.acc.backward(loss)
+                tr.opt.zero_grad(set_to_none=True)
+                flops_at[batch_size] = float(fc.get_total_flops())
+            sync()
+            tt = time.perf_counter()
+            for _ in range(steps):
+                step()
+            sync()
+            dt = (time.perf_counter() - tt) / steps
+            flops = flops_at[batch_size]
+            rec.update(status="ok", step_ms=dt * 1e3, samples_per_s=batch_size / dt, flops_per_step=flops,
+                       achieved_tflops=flops / dt / 1e12, share_of_bf16_peak=None if peak is None else flops / dt / peak,
+                       peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                       final_loss=float(holder["info"]["loss"]))
+            if profile:
+                res["profile"] = {"variant": variant, "batch": batch_size}
+                try:
+                    res["profile"].update(profile_steps(step, sync))
+                except Exception as e:  # noqa: BLE001 - the timing above stands
+                    res["profile"]["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        except Exception as e:  # noqa: BLE001 - an A/B run records the failure and goes on
+            if stopped:  # the time limit (compilers re-raise it wrapped)
+                rec.update(status="stopped", error=stopped["why"])
+            else:
+                rec.update(status="error", error=f"{type(e).__name__}: {str(e)[:600]}")
+            print(f"   failed: {rec['error'][:200]}", flush=True)
+        finally:
+            policy.zero_grad(set_to_none=True)
+            del tr
+            gc.collect()
+        save()
+        return rec
+
+    try:
+        eager = [v for v in variants if not VARIANTS[v]["compile"]]
+        for v in eager:
+            run(v, batch0, profile=v == args.profile)
+        largest = None
+        if args.max_batch > batch0:
+            probe = "optimized" if "optimized" in eager else (eager or ["optimized"])[0]
+            b = 2 * batch0
+            while b <= args.max_batch:
+                rec = run(probe, b)
+                if rec["status"] != "ok":
+                    break
+                largest = b
+                b *= 2
+            for v in eager:
+                if largest and v != probe:
+                    run(v, largest)
+        for v in (v for v in variants if VARIANTS[v]["compile"]):  # last: compiled blocks stay compiled
+            rec = run(v, batch0, profile=v == args.profile)
+            if rec["status"] == "ok" and largest:  # a new batch size compiles again: about as long as the first time
+                run(v, largest, expected_s=rec["warmup_seconds"] + 4 * (args.warmup + steps) * rec["step_ms"] / 1e3)
+    except TimeoutError:  # arrived between two runs
+        pass
+    res["stopped"] = stopped.get("why")
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    tmp.cleanup()
+    save()
+
+    print(f"\n{res['preset']} on {name}; build {build_s:.0f} s ({built_on}); {steps} timed steps after {args.warmup} "
+          f"warm-up; attention {res['attention']}")
+    head = ("variant", "batch", "step ms", "samples/s", "TFLOP/s", "% bf16 peak", "peak GiB", "warm-up s", "note")
+    rows = []
+    for r in res["runs"]:
+        if r["status"] != "ok":
+            rows.append((r["variant"], r["batch"], "", "", "", "", "", "", f"{r['status']}: {' '.join(r['error'].split())[:70]}"))
+            continue
+        rows.append((r["variant"], r["batch"], f"{r['step_ms']:.1f}", f"{r['samples_per_s']:.1f}",
+                     f"{r['achieved_tflops']:.3g}", "n/a" if peak is None else f"{100 * r['share_of_bf16_peak']:.1f}",
+                     "n/a" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.1f}",
+                     f"{r['warmup_seconds']:.1f}", ""))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for row in (head, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+    if res["profile"] and "error" not in res["profile"]:
+        p = res["profile"]
+        print(f"profile of {p['variant']} at batch {p['batch']}: {p['wall_ms_per_step_profiled']:.0f} ms per step, "
+              f"GPU busy {100 * p['gpu_busy_share']:.0f} % of the wall time, {p['kernel_launches_per_step']:.0f} kernel launches and {p['host_syncs_per_step']} host "
+              f"syncs per step; CPU ms per step {({k: round(v, 1) for k, v in p['cpu_ms_per_step_by_phase'].items()})}")
+    print(f"wrote {out} ({res['total_seconds']:.0f} s in all)")
 
 
 if __name__ == "__main__":

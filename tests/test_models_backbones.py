@@ -208,3 +208,31 @@ def test_paper_random_init_full_size_architecture_on_meta_device():
     assert 0.40e9 < count(p.backbone.vision) < 0.42e9  # SigLIP so400m without its pooling head
     assert 0.52e9 < count(p.head.dit) < 0.55e9  # GR00T-N1 DiT 16 x 1536
     assert p.depth_encoder.net.config.hidden_sizes[-1] == 2048 and p.depth_encoder.proj.in_features == 2048
+
+
+def test_channels_last_depth_encoder_computes_the_same_and_saves_plain(folders, tmp_path):
+    from megohand import io
+
+    enc = DepthEncoder("resnet", out_dim=12, grid=3, max_depth=2.0, path=folders["resnet"])
+    nn_init = torch.Generator().manual_seed(0)
+    torch.nn.init.normal_(enc.proj.weight, generator=nn_init)  # non-zero tokens to compare
+    depth = torch.rand(2, 1, 64, 64, generator=nn_init) * 3
+    feats, tokens = enc(depth)
+    enc.use_channels_last()
+    conv = enc.net.embedder.embedder.convolution.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    feats_cl, tokens_cl = enc(depth)
+    torch.testing.assert_close(feats_cl, feats, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tokens_cl, tokens, rtol=1e-5, atol=1e-5)
+    io.save_safetensors(enc.state_dict(), tmp_path / "w.safetensors")  # safetensors needs plain layouts
+    back = io.load_safetensors(tmp_path / "w.safetensors")
+    assert all(torch.equal(back[k], v) for k, v in enc.state_dict().items())
+    enc.use_channels_last(False)
+    assert enc.net.embedder.embedder.convolution.weight.is_contiguous()
+
+
+def test_eagle_backbone_attends_with_sdpa(folders):
+    from megohand.models.backbones import build_backbone
+
+    bb = build_backbone(_eagle_cfg(folders), out_dim=20, use_text=True, use_image=True)
+    assert bb.vision.config._attn_implementation == "sdpa" and bb.llm.config._attn_implementation == "sdpa"

@@ -144,6 +144,14 @@ class DepthEncoder(nn.Module):
         self.proj = nn.Linear(channels, out_dim)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
+        self.memory_format = torch.contiguous_format
+
+    def use_channels_last(self, enabled: bool = True) -> None:
+        """Keep the convolution weights and inputs channels-last (NHWC, the layout of cuDNN's bf16 tensor-core
+        kernels) or back in the default layout. Values and state-dict keys are unchanged (checkpoints are written
+        contiguous)."""
+        self.memory_format = torch.channels_last if enabled else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
 
     def export(self, folder: Path) -> None:
         if self.kind == "resnet":
@@ -153,9 +161,10 @@ class DepthEncoder(nn.Module):
         """depth (B, 1, H, W) m -> (features (B, C, h, w), tokens (B, grid^2, out_dim))."""
         x = normalise_depth(depth.float(), self.max_depth).to(self.proj.weight.dtype)
         if self.kind == "resnet":
-            feats = self.net(pixel_values=x.expand(-1, 3, -1, -1)).last_hidden_state
+            x = x.expand(-1, 3, -1, -1).contiguous(memory_format=self.memory_format)
+            feats = self.net(pixel_values=x).last_hidden_state
         else:
-            feats = self.net(x)
+            feats = self.net(x.contiguous(memory_format=self.memory_format))
         pooled = F.adaptive_avg_pool2d(feats, self.grid)
         return feats, self.proj(pooled.flatten(2).transpose(1, 2))
 

@@ -204,7 +204,7 @@ class MEgoHandPolicy(nn.Module):
         if cfg.uses_image:
             img, d_store = self.preprocess(image, depth)
             if self.depth_encoder is not None:
-                hd = None if has_depth is None else has_depth.to(self.device)
+                hd = None if has_depth is None else has_depth.to(self.device, non_blocking=True)
                 d_in, valid = self.depth_estimator(img, d_store, hd)
                 feats, depth_tokens = self.depth_encoder(d_in)
                 depth_tokens = depth_tokens * valid.to(depth_tokens.dtype)[:, None, None]
@@ -235,10 +235,12 @@ class MEgoHandPolicy(nn.Module):
         depth = batch.get("depth") if self.depth_encoder is not None else None
         text = self.prepare_text(instructions, B)
         vl, mask, feats, valid, d_store = self.encode_tokens(image, text, depth, has_depth)
-        state = self.norm.state(batch["state"].to(dev).float())
-        action = self.norm.action(batch["action"].to(dev).float())
+        # non_blocking: from the DataLoader's pinned memory the copies queue behind the GPU work, no host sync
+        state = self.norm.state(batch["state"].to(dev, non_blocking=True).float())
+        action = self.norm.action(batch["action"].to(dev, non_blocking=True).float())
         B = action.shape[0]
-        amask = batch["action_mask"].to(dev).float() if "action_mask" in batch else action.new_ones(action.shape[:2])
+        amask = (batch["action_mask"].to(dev, non_blocking=True).float() if "action_mask" in batch
+                 else action.new_ones(action.shape[:2]))
         noise = torch.randn_like(action)
         f = cfg.flow
         tau = fm.sample_tau(B, f.beta_alpha, f.beta_beta, f.noise_s, device=dev)
@@ -250,14 +252,16 @@ class MEgoHandPolicy(nn.Module):
         info = {"loss_fm": loss_fm.detach()}
         loss = loss_fm
         if self.depth_head is not None and feats is not None and d_store is not None:
-            has = torch.ones(B, dtype=torch.bool, device=dev) if has_depth is None else has_depth.to(dev).bool()
+            has = (torch.ones(B, dtype=torch.bool, device=dev) if has_depth is None
+                   else has_depth.to(dev, non_blocking=True).bool())
             loss_d = depth_supervision_loss(self.depth_head(feats), d_store, has, cfg.depth.max_depth)
             loss = loss + cfg.depth.supervision_weight * loss_d
             info["loss_depth"] = loss_d.detach()
         if self.grounding_head is not None and "ground_uv" in batch:
             logits = self.grounding_head(self.backbone.image_tokens(vl, text))
             ok = batch["ground_valid"].bool().cpu() & (keep_t & keep_i)[:, None]
-            loss_g = grounding_loss(logits, batch["ground_uv"].to(dev), ok.to(dev), cfg.grounding.sigma)
+            loss_g = grounding_loss(logits, batch["ground_uv"].to(dev, non_blocking=True), ok.to(dev, non_blocking=True),
+                                    cfg.grounding.sigma)
             loss = loss + cfg.grounding.weight * loss_g
             info["loss_ground"] = loss_g.detach()
         info["loss"] = loss.detach()
@@ -330,6 +334,30 @@ class MEgoHandPolicy(nn.Module):
             self.enable_cuda_graphs()
             return
         self.__dict__["_head_fn"] = torch.compile(self.head, mode=mode, dynamic=False)
+
+    def compile_training(self, **options) -> list[str]:
+        """torch.compile, in place, each block of the policy's repeated layer stacks (every ``nn.ModuleList`` of two
+        or more modules that is not inside another: vision and LLM layers, DiT blocks, depth-encoder stages; never
+        the frozen depth estimator). Regional compilation: the layers of one stack share their compiled code, so the
+        cold start is a few graphs rather than the whole model, the tokenizer and the Python around the stacks stay
+        eager, and the state-dict keys do not change (checkpoints load either way). ``options`` go to
+        ``torch.compile``. Returns the names of the compiled stacks."""
+        import torch._dynamo
+
+        # the compiled calls of all blocks share one code object: room for every stack's variants (train/eval,
+        # text lengths, cross/self-attention) before dynamo would fall back to eager
+        dyn = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+        setattr(dyn, limit, max(getattr(dyn, limit), 64))
+        stacks: list[str] = []
+        for name, module in self.named_modules():
+            inside = any(name.startswith(s + ".") for s in stacks)
+            if inside or name.startswith(NOT_SAVED) or not isinstance(module, nn.ModuleList) or len(module) < 2:
+                continue
+            for block in module:
+                block.compile(**options)
+            stacks.append(name)
+        return stacks
 
     def enable_cuda_graphs(self, enabled: bool = True, warmup: int = 2) -> None:
         """Make predict_chunk replay one CUDA graph per input signature (``megohand.models.graphs``); eager on the

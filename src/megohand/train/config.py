@@ -92,6 +92,19 @@ class TrainConfig:
     """Show a progress bar."""
     tf32: bool = True
     """Allow TF32 matmuls on NVIDIA GPUs."""
+    fused_optimizer: bool = True
+    """On a GPU, AdamW's fused kernel (a few launches for all parameters instead of a foreach chain); the CPU
+    keeps the default implementation."""
+    channels_last: bool = True
+    """On a GPU, keep the ResNet depth encoder's convolutions channels-last (the layout bf16 tensor-core
+    convolutions run in)."""
+    cudnn_benchmark: bool = True
+    """On a GPU, let cuDNN time its convolution algorithms once per input shape and keep the fastest (the
+    policy's images always have one size)."""
+    compile: bool = False
+    """torch.compile the policy's repeated blocks in place (regional compilation: vision layers, LLM layers, DiT
+    blocks, depth-encoder stages; ``MEgoHandPolicy.compile_training``). The first steps take minutes; off by
+    default until measured (benchmarks/train_throughput.py --variants baseline optimized compile)."""
     config: str | None = None
     """Named recipe (megohand.train.experiments: paper, synthetic, synthetic-classic, demo) the other options
     override; ``--config NAME`` comes first on the command line."""

@@ -64,6 +64,28 @@ def collate(samples: list[dict]) -> dict:
     return out
 
 
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with ``cfg``'s hyper-parameters over ``params``; its fused kernel when the model trains on a GPU and
+    ``cfg.fused_optimizer`` (else torch's default: foreach on GPUs, a loop on the CPU)."""
+    fused = cfg.fused_optimizer and device.type == "cuda"
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                             weight_decay=cfg.weight_decay, fused=True if fused else None)
+
+
+def apply_speed_settings(policy, cfg: TrainConfig, device: torch.device, fsdp: bool = False) -> dict:
+    """``cfg``'s speed settings on a policy before it is wrapped: a channels-last depth encoder on a GPU (not under
+    FSDP, which flattens parameters), cuDNN autotuning (process-wide), regional torch.compile
+    (``MEgoHandPolicy.compile_training``). Returns what was applied (for logs and benchmarks)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    enc = policy.depth_encoder
+    channels_last = cfg.channels_last and device.type == "cuda" and not fsdp and enc is not None
+    if enc is not None:
+        enc.use_channels_last(channels_last)
+    compiled = policy.compile_training() if cfg.compile else []
+    return {"channels_last": channels_last, "compiled": compiled}
+
+
 def build_datasets(cfg: TrainConfig, image_size: int):
     """(train, eval or None) WindowDatasets from the store (load_cascaded_dataset)."""
     from megohand.data.store import Store
@@ -102,10 +124,11 @@ class Trainer:
     """Builds the policy, optimiser and data, then ``run()``; see the module docstring for resume semantics.
 
     ``train_dataset`` / ``eval_dataset`` / ``normalizer`` replace the store-built ones (tests, custom data):
-    any map-style dataset of WindowDataset samples.
+    any map-style dataset of WindowDataset samples. ``policy``: an already built MEgoHandPolicy of ``cfg.model``
+    to train instead of a new one (benchmarks reuse one across settings; a compiled policy stays compiled).
     """
 
-    def __init__(self, cfg: TrainConfig, train_dataset=None, eval_dataset=None, normalizer=None):
+    def __init__(self, cfg: TrainConfig, train_dataset=None, eval_dataset=None, normalizer=None, policy=None):
         from accelerate import Accelerator
         from accelerate.utils import DistributedType
 
@@ -140,7 +163,12 @@ class Trainer:
             normalizer = checkpoint_config(self.resume_dir)[1]
         elif normalizer is None and train_dataset is None:
             normalizer = store_normalizer(cfg, acc)
-        policy = MEgoHandPolicy(cfg.model, normalizer)
+        if policy is None:
+            policy = MEgoHandPolicy(cfg.model, normalizer)
+        elif policy.config != cfg.model:
+            raise ValueError("the given policy was built from another config than cfg.model")
+        elif normalizer is not None:
+            policy.set_normalizer(normalizer)
         if self.resume_dir is not None:
             policy.load_weights(self.resume_dir / "model.safetensors")
         if train_dataset is None:
@@ -149,11 +177,11 @@ class Trainer:
 
         self.n_params = (policy.num_parameters(), policy.num_parameters(trainable_only=True))  # before FSDP shards
         self.fsdp = acc.distributed_type == DistributedType.FSDP
+        self.speed = apply_speed_settings(policy, cfg, acc.device, self.fsdp)
         if self.fsdp:  # FSDP: wrap first, then build the optimiser on the sharded (original) parameters
             policy = acc.prepare(policy)
         params = [p for p in policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
-                                weight_decay=cfg.weight_decay)
+        opt = make_optimizer(params, cfg, acc.device)
         warmup = int(cfg.warmup_ratio * cfg.steps)
         total = cfg.steps
 
@@ -264,6 +292,27 @@ class Trainer:
         return {f"eval/{k}": acc.reduce(v / len(batches), "mean").item() for k, v in sums.items()}
 
     # ------------------------------------------------------------------ loop
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One micro-batch: forward and backward, then on an accumulation boundary clipping, the optimiser and the
+        scheduler. Returns the detached loss terms (and ``grad_norm``) as device tensors; nothing here waits for
+        the GPU (``run`` reads them every ``log_every`` steps)."""
+        from torch.profiler import record_function  # named ranges in profiles (benchmarks/train_throughput.py)
+
+        acc, cfg = self.acc, self.cfg
+        with acc.accumulate(self.model):
+            with record_function("train_step.forward"), acc.autocast():
+                loss, info = self.model(batch)
+            with record_function("train_step.backward"):
+                acc.backward(loss)
+            with record_function("train_step.optimizer"):
+                if acc.sync_gradients and cfg.max_grad_norm > 0:
+                    info["grad_norm"] = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.opt.step()
+                if acc.sync_gradients:
+                    self.sched.step()
+                self.opt.zero_grad(set_to_none=True)
+        return info
+
     def run(self) -> Path:
         """Train to ``steps`` (or ``stop_after``); returns the final policy folder (or the last checkpoint)."""
         from tqdm import tqdm
@@ -312,16 +361,7 @@ class Trainer:
             )
             finished_epoch = True
             for batch in loader:
-                with acc.accumulate(self.model):
-                    with acc.autocast():
-                        loss, info = self.model(batch)
-                    acc.backward(loss)
-                    if acc.sync_gradients and cfg.max_grad_norm > 0:
-                        info["grad_norm"] = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    self.opt.step()
-                    if acc.sync_gradients:
-                        self.sched.step()
-                    self.opt.zero_grad(set_to_none=True)
+                info = self.train_step(batch)
                 self.batch_pos += 1
                 samples += len(batch["state"]) * acc.num_processes
                 for k, v in info.items():

@@ -68,6 +68,16 @@ def bundled_text_path() -> Path:
     return path
 
 
+def use_sdpa(model: nn.Module) -> nn.Module:
+    """Make a transformers model attend with torch's ``scaled_dot_product_attention`` (flash / memory-efficient
+    kernels on GPUs) whatever its config or the library's default says; returns the model."""
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("sdpa")
+    else:  # transformers before set_attn_implementation: the attention classes read the config at call time
+        model.config._attn_implementation = "sdpa"
+    return model
+
+
 def set_frozen(module: nn.Module, frozen: bool) -> None:
     """requires_grad = not frozen for every parameter of module."""
     module.requires_grad_(not frozen)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from megohand.models.backbones import bundled_text_path
+from megohand.models.backbones import bundled_text_path, use_sdpa
 from megohand.models.depth import SmallCNN
 
 
@@ -39,7 +39,7 @@ class CompactBackbone(nn.Module):
                     raise FileNotFoundError(f"text encoder folder {path} has no config.json")
                 self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
                 self.text = AutoModel.from_pretrained(path, local_files_only=True)
-            self.text.requires_grad_(cfg.tune_text)
+            use_sdpa(self.text).requires_grad_(cfg.tune_text)
             self.text_proj = nn.Linear(self.text.config.hidden_size, w)
         if use_image:
             self.vision = SmallCNN(3, w, num_down=4)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from megohand.models.backbones import bundled_text_path
+from megohand.models.backbones import bundled_text_path, use_sdpa
 
 IMG_CONTEXT, IMG_START, IMG_END = "<IMG_CONTEXT>", "<img>", "</img>"
 
@@ -81,7 +81,7 @@ class EagleBackbone(nn.Module):
             vision.use_head = False
             del vision.head
         vision.config.vision_use_head = False
-        self.vision = vision
+        self.vision = use_sdpa(vision)
         vc = vision.config
         grid = vc.image_size // vc.patch_size
         if grid % 2:
@@ -107,7 +107,7 @@ class EagleBackbone(nn.Module):
         self.tokenizer.padding_side = "right"
         if len(self.tokenizer) > llm.get_input_embeddings().num_embeddings:
             llm.resize_token_embeddings(len(self.tokenizer))
-        llm = llm.get_decoder()
+        llm = use_sdpa(llm).get_decoder()
         llm.layers = llm.layers[: cfg.llm_layers]
         llm.config.num_hidden_layers = len(llm.layers)
         if getattr(llm.config, "layer_types", None) is not None:
