@@ -2,7 +2,7 @@
 
 Oracles: the target distribution against a hand-computed Gaussian on a 4 x 4 grid; the loss of a head that puts
 all its mass on the right cell is lower than the loss of one that puts it on another; dropout seen through what
-reaches the text encoder.
+reaches the text encoder; the grounding tokens' soft-argmax and depth against hand-computed cells and a depth ramp.
 """
 
 import math
@@ -12,7 +12,7 @@ import torch
 
 from megohand.models import MEgoHandPolicy
 from megohand.models.config import GroundingConfig, ModalityDropoutConfig
-from megohand.models.grounding import gaussian_targets, grounding_loss
+from megohand.models.grounding import GroundingTokens, expected_locations, gaussian_targets, grounding_loss
 
 from test_models_fixtures import sample_batch
 from test_models_policy import compact_cfg
@@ -88,3 +88,55 @@ def test_modality_dropout_reaches_the_encoders():
     b = grounded_batch()
     p(b)  # no dropout outside training
     assert seen["text"] == list(b["instruction"]) and torch.equal(seen["image"], b["image"])
+
+
+def test_expected_locations_hand_computed():
+    logits = torch.full((1, 16, 2), -30.0)
+    logits[0, 6, 0] = 30.0  # row 1, column 2 -> centre (2.5 / 4, 1.5 / 4)
+    logits[0, 0, 1] = logits[0, 15, 1] = 30.0  # half at (0.125, 0.125), half at (0.875, 0.875)
+    uv, peak = expected_locations(logits)
+    assert torch.allclose(uv, torch.tensor([[[0.625, 0.375], [0.5, 0.5]]]), atol=1e-6)
+    assert torch.allclose(peak, torch.tensor([[1.0, 0.5]]), atol=1e-6)
+
+
+def test_grounding_tokens_read_the_depth_at_the_location():
+    tok = GroundingTokens(8, max_depth=2.0)
+    logits = torch.full((1, 16, 2), -30.0)
+    logits[0, 6, 0] = logits[0, 9, 1] = 30.0  # cells (row 1, col 2) and (row 2, col 1)
+    ramp = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(1, 1, 32, 32) * 1.5  # depth grows to the right [m]
+    feats = {}
+    tok.mlp[0].register_forward_pre_hook(lambda m, i: feats.update(x=i[0]) or None)
+    tok(logits, ramp, torch.tensor([True]))
+    x = feats["x"][0]  # (K, 5): u, v, depth / max_depth, peak, valid
+    for k, (u, v) in enumerate([(0.625, 0.375), (0.375, 0.625)]):
+        col = u * 32 - 0.5  # pixel-centre convention: pixel j covers [j, j + 1), centre j + 0.5
+        assert torch.allclose(x[k, :2], torch.tensor([u, v]), atol=1e-6)
+        assert abs(float(x[k, 2]) - 1.5 * col / 31 / 2.0) < 1e-5 and float(x[k, 3]) > 0.99 and float(x[k, 4]) == 1
+    feats.clear()
+    tok(logits)  # without depth: zero depth, flag 0
+    assert float(feats["x"][0, :, 2].abs().sum()) == 0 and float(feats["x"][0, :, 4].sum()) == 0
+
+
+def test_grounding_tokens_reach_the_action_head_and_survive_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    cfg = compact_cfg(grounding=GroundingConfig(weight=1.0, tokens=True))
+    p = MEgoHandPolicy(cfg).eval()
+    b = sample_batch()
+    text = p.prepare_text(b["instruction"], 2)
+    vl, mask, *_, logits = p.encode_tokens(b["image"], text)
+    base, *_ = MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0))).encode_tokens(b["image"], text)
+    assert vl.shape[1] == base.shape[1] + 2 and mask.shape == vl.shape[:2] and bool(mask[:, -2:].all())
+    assert logits.shape == (2, p.backbone.image_grid**2, 2)
+    torch.nn.init.normal_(p.grounding_tokens.target)  # the tokens change the action: the head reads them
+    noise = torch.randn(2, cfg.horizon, cfg.action_dim)
+    state = b["state"]
+    a1 = p.sample(b["image"], text, state, noise, 2)
+    with torch.no_grad():
+        p.grounding_tokens.target.add_(1.0)
+    assert not torch.allclose(a1, p.sample(b["image"], text, state, noise, 2))
+    p.save_pretrained(tmp_path / "m")
+    q = MEgoHandPolicy.from_pretrained(tmp_path / "m").eval()
+    assert q.config.grounding.tokens and torch.equal(q.grounding_tokens.target, p.grounding_tokens.target)
+    assert torch.allclose(q.sample(b["image"], text, state, noise, 2), p.sample(b["image"], text, state, noise, 2))
+    loss, info = p.train()(grounded_batch())
+    assert torch.isfinite(loss) and "loss_ground" in info

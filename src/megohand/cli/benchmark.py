@@ -16,6 +16,7 @@ VARIANTS = ("TID", "TI", "T", "V")
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "no-grounding": ("--model.grounding.weight=0",),
     "no-dropout": ("--model.dropout.text=0", "--model.dropout.image=0", "--model.dropout.depth=0"),
+    "grounding-tokens": ("--model.grounding.tokens",),
 }
 """Named changes of the recipe (``megohand train`` overrides) for the A/B rows of the benchmark."""
 
@@ -35,7 +36,7 @@ class Benchmark:
     seeds: tuple[int, ...] = (0,)
     """Training seeds of every variant."""
     ablations: tuple[str, ...] = ()
-    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout), first seed only."""
+    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens), first seed only."""
     episodes: int | None = None
     """Episodes to draw (None: the experiment's)."""
     steps: int | None = None

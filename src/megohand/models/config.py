@@ -196,12 +196,16 @@ class GroundingConfig:
     """Auxiliary grounding supervision: from the vision-language tokens at the image positions, predict where the
     instructed object and its destination are in the picture (a distribution over the image-token grid, soft
     cross-entropy to a Gaussian around each projected centre; targets from the store's scene facts). Like the
-    paper's depth supervision, it shapes the cerebrum only; inference ignores the head."""
+    paper's depth supervision, it shapes the cerebrum; inference ignores the head unless ``tokens``."""
 
     weight: float = 0.0
     """Loss weight (0 = off, no head is built)."""
     sigma: float = 0.75
     """Standard deviation of the target Gaussian [image-token cells]."""
+    tokens: bool = False
+    """Also feed the head's answer to the action head: one token per target (expected location, depth there,
+    peak probability; ``megohand.models.grounding.GroundingTokens``), appended to the vision-language tokens.
+    Then inference runs the head too."""
 
 
 @dataclass(frozen=True)

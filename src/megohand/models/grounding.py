@@ -4,11 +4,14 @@
 position (instructed object, destination). ``grounding_loss`` is the soft cross-entropy between the softmax over
 the G^2 positions and a Gaussian around each target's projected centre, so the tokens must say where the named
 object is: text and pixels have to be matched (the synthetic world's instructions name *what*, never *where*).
+``GroundingTokens`` (optional) turns the head's prediction into one token per target for the action head: the
+expected location, the depth there and the peak probability, so the flow head reads where to go as a few numbers.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 TARGETS = ("object", "destination")
@@ -47,3 +50,44 @@ def grounding_loss(logits: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor, 
     ce = -(target * logp).sum(-1)  # (B, K)
     w = valid.float()
     return (ce * w).sum() / w.sum().clamp(min=1.0)
+
+
+def expected_locations(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-argmax over the G x G grid: logits (B, G^2, K) -> (uv (B, K, 2) in [0, 1] image coordinates, x right,
+    y down, cell centres at (i + 0.5) / G; peak probability (B, K))."""
+    B, N, K = logits.shape
+    grid = int(round(N**0.5))
+    prob = torch.softmax(logits.float().transpose(1, 2), dim=-1)  # (B, K, N)
+    centres = (torch.arange(grid, device=logits.device, dtype=prob.dtype) + 0.5) / grid
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    uv = torch.stack([prob @ cx.reshape(-1), prob @ cy.reshape(-1)], dim=-1)
+    return uv, prob.amax(dim=-1)
+
+
+class GroundingTokens(nn.Module):
+    """Grounding logits (B, G^2, K) [+ the depth the model reads (B, 1, S, S) m, valid (B,)] -> K tokens (B, K, D).
+
+    Per target: (u, v, depth at (u, v) / max_depth, peak probability, depth valid) through a small MLP, plus a learned
+    embedding of the target. The features are detached: the grounding loss alone trains the head, the flow loss
+    trains the use of its answer (the action head sees at test time what it saw in training: predictions)."""
+
+    def __init__(self, dim: int, max_depth: float):
+        super().__init__()
+        self.max_depth = max_depth
+        self.mlp = nn.Sequential(nn.Linear(5, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.target = nn.Parameter(torch.zeros(len(TARGETS), dim))
+
+    def forward(self, logits: torch.Tensor, depth: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        uv, peak = expected_locations(logits.detach())
+        B, K, _ = uv.shape
+        z = uv.new_zeros(B, K)
+        has = uv.new_zeros(B, K)
+        if depth is not None:
+            grid = (uv * 2 - 1)[:, :, None]  # (B, K, 1, 2) in grid_sample's [-1, 1], align_corners=False
+            z = F.grid_sample(depth.float(), grid, mode="bilinear", align_corners=False)[:, 0, :, 0] / self.max_depth
+            has = (uv.new_ones(B) if valid is None else valid.to(uv.dtype))[:, None].expand(B, K)
+            z = z * has
+        feats = torch.cat([uv, z[..., None], peak[..., None], has[..., None]], dim=-1)  # (B, K, 5)
+        w = self.mlp[0].weight
+        return self.mlp(feats.to(w.dtype)) + self.target.to(w.dtype)

@@ -22,7 +22,7 @@ from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
 from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, depth_supervision_loss
 from megohand.models.dit import ActionHead
-from megohand.models.grounding import GroundingHead, grounding_loss
+from megohand.models.grounding import GroundingHead, GroundingTokens, grounding_loss
 
 NOT_SAVED = ("depth_estimator.",)
 """State-dict key prefixes a checkpoint never holds: the frozen external depth estimator (Depth Anything), which
@@ -115,9 +115,11 @@ class MEgoHandPolicy(nn.Module):
             )
             if dc.supervision:
                 self.depth_head = DepthHead(self.depth_encoder.out_channels, dc.supervision_size)
-        self.grounding_head = None
+        self.grounding_head = self.grounding_tokens = None
         if config.grounding.weight > 0 and config.uses_text and config.uses_image:
             self.grounding_head = GroundingHead(D)
+            if config.grounding.tokens:
+                self.grounding_tokens = GroundingTokens(D, config.depth.max_depth)
         self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
         self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim, config.horizon))
         self.__dict__["_head_fn"] = self.head  # plain attribute (not a submodule): the compiled head or the head
@@ -190,16 +192,18 @@ class MEgoHandPolicy(nn.Module):
 
     def encode(self, image, instructions, depth=None, has_depth=None):
         """Observation -> (vl tokens (B, S, D), mask (B, S) bool, depth features, depth valid (B,), resized store
-        depth (B, 1, S, S)); the last three are None where unused."""
+        depth (B, 1, S, S), grounding logits (B, G^2, 2)); the last four are None where unused."""
         if not self.config.uses_text and image is None:
             raise ValueError("no input modality")
         B = image.shape[0] if image is not None and self.config.uses_image else len(instructions)
         return self.encode_tokens(image, self.prepare_text(instructions, B), depth, has_depth)
 
     def encode_tokens(self, image, text: dict, depth=None, has_depth=None):
-        """encode after prepare_text: the tensor part (no host syncs when ``text['padded']`` is False)."""
+        """encode after prepare_text: the tensor part (no host syncs when ``text['padded']`` is False). Also returns
+        the grounding logits (B, G^2, 2) (None without the grounding head); with ``grounding.tokens`` their
+        tokens (B, 2, D) end the vision-language tokens."""
         cfg = self.config
-        img = d_store = feats = valid = None
+        img = d_store = feats = valid = d_in = None
         depth_tokens = None
         if cfg.uses_image:
             img, d_store = self.preprocess(image, depth)
@@ -210,7 +214,13 @@ class MEgoHandPolicy(nn.Module):
                 depth_tokens = depth_tokens * valid.to(depth_tokens.dtype)[:, None, None]
             img = img.to(self.dtype)  # bf16 weights without autocast take bf16 images
         vl, mask = self.backbone.forward_tokens(img, text, depth_tokens)
-        return vl, mask, feats, valid, d_store
+        logits = None
+        if self.grounding_head is not None:
+            logits = self.grounding_head(self.backbone.image_tokens(vl, text))
+            if self.grounding_tokens is not None:
+                vl = torch.cat([vl, self.grounding_tokens(logits, d_in, valid).to(vl.dtype)], dim=1)
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], logits.shape[-1])], dim=1)
+        return vl, mask, feats, valid, d_store, logits
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -234,7 +244,7 @@ class MEgoHandPolicy(nn.Module):
             has_depth = has & keep_d & keep_i
         depth = batch.get("depth") if self.depth_encoder is not None else None
         text = self.prepare_text(instructions, B)
-        vl, mask, feats, valid, d_store = self.encode_tokens(image, text, depth, has_depth)
+        vl, mask, feats, valid, d_store, ground_logits = self.encode_tokens(image, text, depth, has_depth)
         # non_blocking: from the DataLoader's pinned memory the copies queue behind the GPU work, no host sync
         state = self.norm.state(batch["state"].to(dev, non_blocking=True).float())
         action = self.norm.action(batch["action"].to(dev, non_blocking=True).float())
@@ -258,9 +268,8 @@ class MEgoHandPolicy(nn.Module):
             loss = loss + cfg.depth.supervision_weight * loss_d
             info["loss_depth"] = loss_d.detach()
         if self.grounding_head is not None and "ground_uv" in batch:
-            logits = self.grounding_head(self.backbone.image_tokens(vl, text))
             ok = batch["ground_valid"].bool().cpu() & (keep_t & keep_i)[:, None]
-            loss_g = grounding_loss(logits, batch["ground_uv"].to(dev, non_blocking=True), ok.to(dev, non_blocking=True),
+            loss_g = grounding_loss(ground_logits, batch["ground_uv"].to(dev, non_blocking=True), ok.to(dev, non_blocking=True),
                                     cfg.grounding.sigma)
             loss = loss + cfg.grounding.weight * loss_g
             info["loss_ground"] = loss_g.detach()
