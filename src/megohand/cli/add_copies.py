@@ -39,7 +39,8 @@ class AddCopies:
         from megohand.errors import check, check_input, check_min
 
         check_input(self.path, "PATH", what="store")
-        check((self.path / "store.json").is_file(), "PATH", str(self.path), "a megohand store (a folder with store.json)")
+        check((self.path / "store.json").is_file(), "PATH", str(self.path),
+              "a megohand store (a folder with store.json)")
         check_min(1, workers=self.workers)
         check_copy_sizes_option(self.sizes, "--sizes")
         store = Store(self.path)

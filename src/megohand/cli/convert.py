@@ -69,8 +69,9 @@ class Convert:
     """Downscale stored frames whose short side is larger (K scaled to match); at least 16."""
     copy_sizes: tuple[int, ...] = (224, 128)
     """Short sides [px] of training-size copies written beside the stored frames (RGB, depth, K scaled;
-    docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, 2.5x to 7x
-    faster than full frames; the default holds one per preset (paper 224, compact 128). Only where the frames are larger; none: `--copy-sizes` with no value."""
+    docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, about 3x
+    (640x480) to 6x (1080p) faster than the full frames. The default holds one per preset (paper 224, compact
+    128). Only where the frames are larger; none: `--copy-sizes` with no value."""
     overwrite: bool = False
     """Rewrite episodes already in the store (and write into a non-empty --out that is not a store)."""
     skip_unit_checks: bool = False

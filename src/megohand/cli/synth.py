@@ -40,8 +40,10 @@ class Synth:
     """MANO folder (MANO_RIGHT.pkl); default $MANO_MODEL_DIR, else the bundled open hand."""
     copy_sizes: tuple[int, ...] = (224, 128)
     """Short sides [px] of training-size copies written beside the stored frames (RGB, depth, K scaled;
-    docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, 2.5x to 7x
-    faster than full frames; the default holds one per preset (paper 224, compact 128). Only where the frames are larger (not at the default --image-size 128); none: `--copy-sizes` with no value."""
+    docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, about 3x
+    (640x480) to 6x (1080p) faster than the full frames. The default holds one per preset (paper 224, compact
+    128). Only where the frames are larger (not at the default --image-size 128); none: `--copy-sizes` with no
+    value."""
     overwrite: bool = False
     """Write into a non-empty --out that is not a megohand store (a store is resumed)."""
 

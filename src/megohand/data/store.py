@@ -8,6 +8,7 @@ Layout (details in docs/data_format.md)::
     ROOT/<dataset>/episodes/<safe id>/frames.parquet   per-frame hands, timestamps, T_cam_from_world
     ROOT/<dataset>/episodes/<safe id>/rgb.pack         JPEG frames (megohand.data.video pack)
     ROOT/<dataset>/episodes/<safe id>/depth.pack       uint16 mm depth, zstd per frame (when depth exists)
+    ROOT/<dataset>/episodes/<safe id>/rgb_<S>.pack     training-size copy of short side S (optional; + depth_<S>.pack)
 
 Episode ids are the datasets' native task ids (``s01/box_use_02``); the directory name is a reversible
 percent-encoding of the id (``episode_dirname`` / ``episode_from_dirname``). An episode is written to
