@@ -1,10 +1,15 @@
-"""Training samples per second read from the store, per CPU core, at 224x224 with depth (goal >= 200/s/core).
+"""Training samples per second read from the store, per CPU core, at 224x224 with depth, from the stored frames
+(goal >= 200/s/core) and from the training-size copies (goal >= 1000/s/core, <= 40 kB per frame with depth).
 
 Builds a store with random content (smooth images with shapes, edges and sensor-like noise; smooth depth with
 objects on a 2 m background; random hand motion) in a temporary folder, then reads WindowDataset samples in a
 random order in one process with one torch thread. Reports samples per wall second and per CPU second (the
 latter is the per-core rate and is robust to other jobs sharing the machine), a per-stage breakdown, and the
-alternatives the format was chosen against (H.264 random access, PNG-16 / zlib depth).
+alternatives the format was chosen against (H.264 random access, PNG-16 / zlib depth). Then adds the copies
+(``add_episode_copies``, as `megohand add-copies` does; timed) and reads the same windows from them at each
+model size: samples per CPU second, bytes per frame, the difference of the training tensors from the full-frame
+path, and the encodings the copies were chosen against (JPEG qualities, WebP, lossless PNG, all-intra H.264;
+zstd / PNG-16 depth).
 
     python benchmarks/data_loading.py [--sizes 640x480,1920x1080 --episodes 8 --frames 120 --samples 600]
 
@@ -103,6 +108,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=600)
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--workers", type=int, default=0, help="also time a DataLoader with this many workers")
+    ap.add_argument("--copy-sizes", default="224,128", help="training-size copies to add and read, comma separated "
+                    "(each model size is read from its own copy and, when larger copies exist, from the next larger)")
     ap.add_argument("--root", type=Path, default=None, help="existing store to read (skips building one)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "data_loading_cpu.json")
     args = ap.parse_args()
@@ -115,6 +122,11 @@ def main() -> None:
             break
     out = {"benchmark": "data_loading", "device": "cpu", "goal_samples_per_s_per_core": 200,
            "samples_per_cpu_s": {f"{r['source_size'][0]}x{r['source_size'][1]}": r["samples_per_cpu_s"] for r in runs},
+           "goal_copy_samples_per_s_per_core": 1000, "goal_copy_bytes_per_frame": 40_000,
+           "copy_samples_per_cpu_s": {f"{r['source_size'][0]}x{r['source_size'][1]}":
+                                      {k: v["samples_per_cpu_s"] for k, v in r["copies"]["reads"].items()} for r in runs},
+           "copy_bytes_per_frame": {f"{r['source_size'][0]}x{r['source_size'][1]}":
+                                    {k: v["total"] for k, v in r["copies"]["bytes_per_frame"].items()} for r in runs},
            "runs": runs}
     write_json(out, args.out, indent=1)
     print(f"wrote {args.out}")
@@ -129,7 +141,7 @@ def run_one(args) -> dict:
     if args.root is None:
         print(f"building a store: {args.episodes} episodes x {args.frames} frames at {args.width}x{args.height} ...")
         write_s = build_store(root, args.episodes, args.frames, args.height, args.width)
-    ds = WindowDataset(root, split="train", horizon=16, image_size=args.image_size, stored_depth="auto")
+    ds = WindowDataset(root, split="train", horizon=16, image_size=args.image_size, stored_depth="auto", copies=False)
     order = np.random.default_rng(0).permutation(len(ds))
     order = np.resize(order, args.samples)
     first = ds[int(order[0])]
@@ -174,8 +186,8 @@ def run_one(args) -> dict:
                                                     ("depth decode+crop+resize", depth_stage),
                                                     ("state+action (encode_chunk)", hand_stage))}
     ep0 = eps[0]
-    rgb_bytes = ep0._pack("rgb").frame_sizes().mean()
-    depth_bytes = ep0._pack("depth").frame_sizes().mean()
+    rgb_bytes = ep0._pack("rgb.pack", "rgb").frame_sizes().mean()
+    depth_bytes = ep0._pack("depth.pack", "depth").frame_sizes().mean()
 
     loader = None
     if args.workers > 0:  # before PyAV runs (its threads must not be forked); spawn to be safe anyway
@@ -188,6 +200,7 @@ def run_one(args) -> dict:
         cnt = sum(len(b["state"]) for b in dl)
         loader = {"workers": args.workers, "samples_per_s": cnt / (time.perf_counter() - t0)}
     alternatives = compare_alternatives(ep0, S, min(n, 100))
+    copies = measure_copies(args, root, ds, order)
 
     res = {
         "host": platform.node(),
@@ -211,6 +224,7 @@ def run_one(args) -> dict:
         "write_s_per_frame": write_s,
         "alternatives_ms_per_frame_cpu": alternatives,
         "dataloader": loader,
+        "copies": copies,
     }
     print(f"\nsource {args.width}x{args.height} -> {S}x{S} with depth, horizon 16, one process, 1 torch thread "
           f"(load average {res['load_avg']:.1f} on {os.cpu_count()} CPUs)")
@@ -225,8 +239,140 @@ def run_one(args) -> dict:
         print(f"{'  alt ms ' + k:<36}{v:>12.2f}")
     if loader:
         print(f"{'DataLoader samples / s':<36}{loader['samples_per_s']:>12.1f}   ({args.workers} workers)")
+    print(f"\ntraining-size copies (added at {', '.join(f'{k}: {v:.2f} ms' for k, v in copies['add_ms_per_frame'].items())}"
+          f" per frame)")
+    print(f"{'model size, read from':<36}{'samples/CPU-s':>14}{'full frames':>13}{'|d image|':>11}{'d K px':>9}")
+    for k, v in copies["reads"].items():
+        print(f"{k:<36}{v['samples_per_cpu_s']:>14.1f}{v['full_frames_samples_per_cpu_s']:>13.1f}"
+              f"{v['image_mean_abs_diff']:>11.2f}{v['K_max_abs_diff_px']:>9.3f}")
+    for k, v in copies["bytes_per_frame"].items():
+        print(f"{'  bytes/frame copy ' + k:<36}{v['total']:>12.0f}   (rgb {v['rgb']:.0f}, depth {v['depth']:.0f}; goal <= 40000)")
+    for k, v in copies["encodings"].items():
+        print(f"{'  copy ' + k:<36}{v['bytes']:>10.0f} B {v['decode_ms']:>7.3f} ms" +
+              (f"  PSNR {v['psnr_db']:.1f} dB" if "psnr_db" in v else ""))
     tmp.cleanup()
     return res
+
+
+def measure_copies(args, root: Path, full: "WindowDataset", order: np.ndarray) -> dict:
+    """Add the copies to the store (timed), read the same windows from them at each model size, compare."""
+    from megohand.data.store import Store, add_episode_copies
+    from megohand.data.windows import WindowDataset
+
+    store = Store(root)
+    paths = [store.episode_path(r.dataset, r.episode) for r in store.episodes()]
+    frames = sum(r.num_frames for r in store.episodes())
+    sizes = sorted({int(x) for x in args.copy_sizes.split(",")}, reverse=True)
+    n = args.samples
+    out = {"add_ms_per_frame": {}, "reads": {}, "bytes_per_frame": {}}
+    for c in sizes:  # largest first: a model size is read from the next larger copy before its own exists
+        c0 = time.process_time()
+        for p in paths:
+            add_episode_copies(p, [c])
+        out["add_ms_per_frame"][str(c)] = 1e3 * (time.process_time() - c0) / frames
+        for S in sorted({int(x) for x in args.copy_sizes.split(",")}, reverse=True):
+            if S > c:
+                continue
+            ds = WindowDataset(Store(root), split="train", horizon=16, image_size=S, stored_depth="auto")
+            key = f"{S} from copy {c}"
+            if key in out["reads"] or ds.store.open(ds.refs[0]).frames_for(S).size != c:
+                continue
+            ref = WindowDataset(Store(root), split="train", horizon=16, image_size=S, stored_depth="auto", copies=False)
+            cpu = timeit(lambda i: ds[int(order[i])], n)[1]
+            cpu_full = timeit(lambda i: ref[int(order[i])], n)[1] if S != args.image_size else None
+            diffs = [(ds[int(i)], ref[int(i)]) for i in order[:200]]
+            d_img = np.concatenate([(a["image"].float() - b["image"].float()).abs().flatten().numpy()
+                                    for a, b in diffs])
+            out["reads"][key] = {
+                "samples_per_cpu_s": 1 / cpu,
+                "full_frames_samples_per_cpu_s": 1 / (cpu_full if cpu_full is not None else
+                                                      timeit(lambda i: full[int(order[i])], n)[1]),
+                "image_mean_abs_diff": float(d_img.mean()),
+                "image_p99_abs_diff": float(np.percentile(d_img, 99)),
+                "depth_equal_fraction": float(np.mean([(a["depth"] == b["depth"]).float().mean() for a, b in diffs])),
+                "K_max_abs_diff_px": float(max((a["K"] - b["K"]).abs().max() for a, b in diffs)),
+            }
+        ep = Store(root).open(store.episodes()[0])  # a fresh reader: the cached one predates the copy
+        fs = [f for f in ep.frame_sets() if f.size == c][0]
+        rgb_b = ep._pack(fs.rgb_file, "rgb").frame_sizes().mean()
+        depth_b = ep._pack(fs.depth_file, "depth").frame_sizes().mean()
+        out["bytes_per_frame"][str(c)] = {"rgb": float(rgb_b), "depth": float(depth_b), "total": float(rgb_b + depth_b),
+                                          "size": [fs.width, fs.height]}
+    out["encodings"] = compare_copy_encodings(store.open(store.episodes()[0]), max(sizes), min(n, 60))
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+
+
+def compare_copy_encodings(ep, size: int, n: int) -> dict:
+    """Bytes, CPU ms per decode and PSNR (against the copy before encoding) of the encodings a copy could use."""
+    import av
+    import zstandard
+    from PIL import Image
+
+    from megohand.data.store import Downscale
+
+    g = Downscale.of(ep.meta.width, ep.meta.height, size)
+    raw = [g.rgb(ep.rgb(k)) for k in range(min(ep.num_frames, n))]
+    depth = [g.depth(ep.depth_mm(k)) for k in range(len(raw))]
+    out = {}
+
+    def image_codec(name, fmt, **kw):
+        blobs = []
+        for r in raw:
+            b = io.BytesIO()
+            Image.fromarray(r).save(b, format=fmt, **kw)
+            blobs.append(b.getvalue())
+        dec = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
+        ms = 1e3 * timeit(lambda i: Image.open(io.BytesIO(blobs[i % len(blobs)])).load(), len(blobs))[1]
+        out[name] = {"bytes": float(np.mean([len(b) for b in blobs])), "decode_ms": ms,
+                     "psnr_db": float(np.mean([psnr(d, r) for d, r in zip(dec, raw)]))}
+
+    for q in (75, 85, 90, 95):
+        image_codec(f"rgb jpeg q{q}{' (chosen)' if q == 90 else ''}", "JPEG", quality=q)
+    image_codec("rgb webp q90", "WEBP", quality=90)
+    image_codec("rgb png (lossless)", "PNG")
+    # all-intra H.264 through PyAV: one frame per packet, decoded alone (random access)
+    W, H = raw[0].shape[1] // 2 * 2, raw[0].shape[0] // 2 * 2
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = W, H, "yuv420p"
+    codec.options = {"crf": "18", "g": "1", "preset": "veryfast", "tune": "zerolatency"}
+    pkts = []
+    for r in raw:
+        pkts += [bytes(p) for p in codec.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(r[:H, :W]), format="rgb24"))]
+    pkts += [bytes(p) for p in codec.encode(None)]
+
+    def dec264(i):
+        d = av.CodecContext.create("h264", "r")
+        for f in d.decode(av.Packet(pkts[i % len(pkts)])):
+            return f.to_ndarray(format="rgb24")
+        for f in d.decode(None):
+            return f.to_ndarray(format="rgb24")
+
+    ms = 1e3 * timeit(dec264, len(pkts))[1]
+    dec = [dec264(i) for i in range(len(pkts))]
+    out["rgb h264 crf18 all-intra (PyAV)"] = {"bytes": float(np.mean([len(p) for p in pkts])), "decode_ms": ms,
+                                              "psnr_db": float(np.mean([psnr(d, r[:H, :W]) for d, r in zip(dec, raw)]))}
+    cctx, dctx = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
+    for name, blobs, fn in (
+        ("depth zstd-3 uint16 mm (chosen, lossless)", [cctx.compress(d.tobytes()) for d in depth],
+         lambda b: np.frombuffer(dctx.decompress(b), np.uint16)),
+        ("depth png-16 (lossless)", [_png16(d) for d in depth], lambda b: np.asarray(Image.open(io.BytesIO(b)))),
+    ):
+        ms = 1e3 * timeit(lambda i: fn(blobs[i % len(blobs)]), len(blobs))[1]
+        out[name] = {"bytes": float(np.mean([len(b) for b in blobs])), "decode_ms": ms}
+    return out
+
+
+def _png16(d: np.ndarray) -> bytes:
+    from PIL import Image
+
+    b = io.BytesIO()
+    Image.fromarray(d).save(b, format="PNG")
+    return b.getvalue()
 
 
 def compare_alternatives(ep, S: int, n: int) -> dict:

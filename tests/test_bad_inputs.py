@@ -158,6 +158,15 @@ def h2o_scale_transl(src: Path, factor: float) -> Path:
     return src
 
 
+def add_copy_then(store: Path, damage: Callable[[Path], object]) -> Path:
+    """Add a 16 px training-size copy to the first episode, then damage it (``damage(episode folder)``)."""
+    from megohand.data.store import add_episode_copies
+
+    add_episode_copies(episode_dir(store), [16])
+    damage(episode_dir(store))
+    return store
+
+
 def make_file(tmp: Path, name: str = "file", text: str = "x") -> Path:
     (tmp / name).write_text(text)
     return tmp / name
@@ -366,9 +375,18 @@ for cid, damage, culprit in (
         ("meta-K-bad", lambda s: edit_meta(s, lambda d: d.update(K=[[0, 0, 0], [0, 0, 0], [0, 0, 0]])), r"\[K\]"),
         ("rgb-pack-truncated", lambda s: truncate(episode_dir(s) / "rgb.pack", 0.6), r"\[rgb\]"),
         ("tiny-frames", lambda s: shutil.rmtree(s) or write_store(s, size=4, T=20), r"smaller than 16 px"),
-        ("store-json-torn", lambda s: (s / "store.json").write_text("{"), r"store")):
+        ("store-json-torn", lambda s: (s / "store.json").write_text("{"), r"store"),
+        ("copy-pack-truncated", lambda s: add_copy_then(s, lambda e: truncate(e / "rgb_16.pack", 0.6)), r"\[copies\[0\] size 16 rgb\]"),
+        ("copy-pack-missing", lambda s: add_copy_then(s, lambda e: (e / "rgb_16.pack").unlink()), r"\[copies\[0\] size 16 rgb\]: file missing"),
+        ("copy-wrong-size", lambda s: add_copy_then(s, lambda e: edit_meta(s, lambda d: d["store"]["copies"][0].update(width=20))), r"\[copies\[0\] size 16 rgb\]: frame 0 is 16x16, meta says 16x20")):
     case(f"validate-{cid}", lambda c, t, d=damage: VAL((lambda s: d(s) and None or s)(c.copy("store", t))),
          r"problem\(s\), listed above; the first:", stdout=culprit)
+
+# --- add-copies: training-size copies of an existing store
+case("add-copies-missing", lambda c, t: ["add-copies", str(t / "nope")], r"nope: store folder not found")
+case("add-copies-not-a-store", lambda c, t: ["add-copies", str(make_full(t))], r"PATH: got .*; expected a megohand store")
+case("add-copies-size-small", lambda c, t: ["add-copies", str(c.copy("store", t)), "--sizes", "8"],
+     r"--sizes: got \[8\]; expected sizes in \[16, 4096\] px")
 
 # --- show: a damaged episode fails loudly (no video without its overlay)
 SHOW = lambda store, t, *extra: ["show", "-d", "synthetic", "-t", "ep0", "--root", str(store), "--out", str(t / "ep.mp4"), *extra]  # noqa: E731

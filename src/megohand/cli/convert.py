@@ -67,6 +67,11 @@ class Convert:
     converge further at proportional cost."""
     max_short_side: int | None = None
     """Downscale stored frames whose short side is larger (K scaled to match); at least 16."""
+    copy_sizes: tuple[int, ...] = (224, 128)
+    """Short sides [px] of training-size copies written beside the stored frames (RGB, depth, K scaled;
+    docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, about 3x
+    (640x480) to 6x (1080p) faster than the full frames. The default holds one per preset (paper 224, compact
+    128). Only where the frames are larger; none: `--copy-sizes` with no value."""
     overwrite: bool = False
     """Rewrite episodes already in the store (and write into a non-empty --out that is not a store)."""
     skip_unit_checks: bool = False
@@ -83,11 +88,13 @@ class Convert:
 
         from megohand import io
         from megohand.data.store import has_episodes
+        from megohand.data.store import check_copy_sizes_option
         from megohand.errors import check, check_input, check_min
 
         check_min(1, workers=self.workers)
         check_min(0, refine_steps=self.refine_steps)
         check_min(16, max_short_side=self.max_short_side)
+        check_copy_sizes_option(self.copy_sizes)
         check_input(self.src, "--src", what=f"{self.dataset} source")
         for option, path in (("--mano-dir", self.mano_dir), ("--retarget-model", self.retarget_model)):
             if path is not None:
@@ -161,7 +168,7 @@ def _init_worker(cfg: Convert) -> None:
     torch.set_num_threads(1)
     _STATE["cfg"] = cfg
     _STATE["src"] = open_source(cfg)
-    _STATE["writer"] = StoreWriter(cfg.out, max_short_side=cfg.max_short_side)
+    _STATE["writer"] = StoreWriter(cfg.out, max_short_side=cfg.max_short_side, copy_sizes=cfg.copy_sizes)
     _STATE["hands"] = HandModels(cfg.mano_dir)
     _STATE["retargeter"] = None
     joints_only = getattr(_STATE["src"], "joints_only", False)

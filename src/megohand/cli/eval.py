@@ -53,7 +53,8 @@ class Eval:
         methods = {}
         if not self.baselines_only:
             policy = load_policy(self.ckpt, self.device, cfg.noise_scale)
-            cfg = dataclasses.replace(cfg, horizon=policy.horizon)
+            cfg = dataclasses.replace(cfg, horizon=policy.horizon,
+                                      image_size=cfg.image_size or policy.model.config.backbone.image_size)
             methods["model"] = lambda prev, stride: policy
         methods.update(baseline_factories(cfg.horizon))
         hand = load_hand_model(self.mano_dir)

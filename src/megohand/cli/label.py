@@ -60,6 +60,11 @@ class Label:
     """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand)."""
     max_short_side: int | None = None
     """Downscale stored frames whose short side is larger (K scaled to match)."""
+    copy_sizes: tuple[int, ...] = (224, 128)
+    """Short sides [px] of training-size copies written beside the stored frames (RGB, depth, K scaled;
+    docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, about 3x
+    (640x480) to 6x (1080p) faster than the full frames. The default holds one per preset (paper 224, compact
+    128). Only where the frames are larger; none: `--copy-sizes` with no value."""
     overwrite: bool = False
     """Relabel videos already in the store."""
     keep_going: bool = False
@@ -72,7 +77,7 @@ class Label:
 
         from tqdm import tqdm
 
-        from megohand.data.store import StoreWriter, check_dataset_name
+        from megohand.data.store import StoreWriter, check_copy_sizes, check_dataset_name
         from megohand.perception.label import LabelConfig, find_videos, label_video, video_info
 
         try:
@@ -83,6 +88,7 @@ class Label:
                                  "video's depth in its sidecar JSON (\"depth\")")
             if self.fps is not None and not self.fps > 0:
                 raise ValueError(f"--fps must be > 0, got {self.fps}")
+            check_copy_sizes(self.copy_sizes)
             if self.smooth < 0 or self.refine_steps < 0 or self.max_fit_error_mm <= 0:
                 raise ValueError("--smooth and --refine-steps must be >= 0, --max-fit-error-mm > 0")
             estimator, retargeter, depth_model = self._models()
@@ -91,7 +97,7 @@ class Label:
         cfg = LabelConfig(text=self.text, dataset=self.dataset, split=self.split, intrinsics=self.intrinsics,
                           depth=self.depth, fps=self.fps, smooth=self.smooth, min_score=self.min_score,
                           max_fit_error_mm=self.max_fit_error_mm, adapt=self.adapt, overwrite=self.overwrite)
-        writer = StoreWriter(self.out, max_short_side=self.max_short_side)
+        writer = StoreWriter(self.out, max_short_side=self.max_short_side, copy_sizes=self.copy_sizes)
         failures, done = [], 0
         for src in tqdm(videos, desc="label", unit="video", disable=len(videos) == 1):
             if not self.overwrite and writer.has_episode(self.dataset, src.episode):

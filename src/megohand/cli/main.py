@@ -24,6 +24,7 @@ from megohand.errors import debug_enabled, one_line
 
 # name -> "module:Class"; keep sorted. Add one line per verb.
 VERBS: dict[str, str] = {
+    "add-copies": "megohand.cli.add_copies:AddCopies",
     "benchmark": "megohand.cli.benchmark:Benchmark",
     "convert": "megohand.cli.convert:Convert",
     "curve": "megohand.cli.curve:Curve",

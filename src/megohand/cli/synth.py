@@ -38,12 +38,18 @@ class Synth:
     """Fraction of episodes from train combos kept for validation (split "val")."""
     mano_dir: Path | None = None
     """MANO folder (MANO_RIGHT.pkl); default $MANO_MODEL_DIR, else the bundled open hand."""
+    copy_sizes: tuple[int, ...] = (224, 128)
+    """Short sides [px] of training-size copies written beside the stored frames (RGB, depth, K scaled;
+    docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, about 3x
+    (640x480) to 6x (1080p) faster than the full frames. The default holds one per preset (paper 224, compact
+    128). Only where the frames are larger (not at the default --image-size 128); none: `--copy-sizes` with no
+    value."""
     overwrite: bool = False
     """Write into a non-empty --out that is not a megohand store (a store is resumed)."""
 
     def run(self) -> None:
         from megohand import io
-        from megohand.data.store import has_episodes
+        from megohand.data.store import check_copy_sizes_option, has_episodes
         from megohand.data.synthetic import SynthConfig, synthesize
         from megohand.errors import check, check_fraction, check_min
 
@@ -51,6 +57,7 @@ class Synth:
         check(self.fps > 0 and self.fps <= 1000, "--fps", self.fps, "a frame rate in (0, 1000] Hz")
         check(len(self.image_size) in (1, 2) and min(self.image_size) >= 16 and max(self.image_size) <= 4096,
               "--image-size", self.image_size, "one or two sizes in [16, 4096] px")
+        check_copy_sizes_option(self.copy_sizes)
         check_fraction(holdout_fraction=self.holdout_fraction, test_fraction=self.test_fraction,
                        val_fraction=self.val_fraction)
         check(self.test_fraction + self.val_fraction <= 1, "--test-fraction + --val-fraction",
@@ -65,6 +72,7 @@ class Synth:
                           val_fraction=self.val_fraction)
         with io.cleanup_on_error(self.out, keep=has_episodes):  # no empty store left behind
             done = synthesize(self.out, self.episodes, cfg, workers=self.workers,
-                              mano_dir=None if self.mano_dir is None else str(self.mano_dir))
+                              mano_dir=None if self.mano_dir is None else str(self.mano_dir),
+                              copy_sizes=self.copy_sizes)
         print(f"wrote {len(done)} new episodes ({self.episodes} in total) of dataset 'synthetic' "
               f"({self.world} world) to {self.out}")

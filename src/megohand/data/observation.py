@@ -9,6 +9,10 @@ frame that is not already at its input size), so the model sees the same picture
 * depth: the same square, nearest-neighbour resized (depths of an edge are never mixed); float32 (1, S, S) metres.
 * intrinsics: those of the cropped and resized picture (``crop_K``).
 
+Frames of a store episode come from its training-size copy when one fits (its short side >= ``size``,
+docs/data_format.md "Training-size copies"), else from the stored frames (``episode_observation``): the same
+square of the same scene, resampled once at write time instead of at every read.
+
 ``size`` is the checkpoint's ``backbone.image_size`` (saved in its config.json), so a checkpoint carries its
 processor. A non-square frame is cropped, never squashed.
 """
@@ -52,8 +56,11 @@ def square_pil(img, box: tuple[int, int, int], size: int, scale: float = 1.0):
     if not isinstance(img, Image.Image):
         img = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
     x0, y0, side = box
+    img = img.convert("RGB")
+    if side == size and scale == 1:  # a training-size copy's centred square: nothing to resample
+        return img.crop((x0, y0, x0 + side, y0 + side))
     box_px = (x0 * scale, y0 * scale, (x0 + side) * scale, (y0 + side) * scale)
-    return img.convert("RGB").resize((size, size), Image.BILINEAR, box=box_px)
+    return img.resize((size, size), Image.BILINEAR, box=box_px)
 
 
 def to_tensor(img) -> torch.Tensor:
@@ -71,10 +78,31 @@ def square_depth(depth: np.ndarray, box: tuple[int, int, int], size: int) -> tor
     from megohand.data.store import resize_nearest
 
     x0, y0, side = box
-    d = resize_nearest(np.asarray(depth)[y0:y0 + side, x0:x0 + side], (size, size))
+    d = np.asarray(depth)[y0:y0 + side, x0:x0 + side]
+    d = d if side == size else resize_nearest(d, (size, size))
     if d.dtype == np.uint16:
         d = d.astype(np.float32) / np.float32(1000.0)
     return torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))[None]
+
+
+def episode_observation(ep, k: int, size: int, crop_scale: float = 1.0, rng: np.random.Generator | None = None,
+                        depth: bool = True, copies: bool = True):
+    """Frame k of a stored episode (``megohand.data.store.Episode``) -> (PIL RGB image size x size, depth float32
+    (1, size, size) [m] or None, K (3, 3) of that picture).
+
+    Reads the smallest training-size copy whose short side is at least ``size`` (``Episode.frames_for``; ``copies``
+    False: always the stored frames), else the stored frames, through a reduced JPEG decode while the crop keeps at
+    least ``size`` pixels. ``crop_scale`` and ``rng`` place the square (``crop_box``); depth only with ``depth``."""
+    fs = ep.frames_for(size) if copies else ep.full_frames
+    W, H = fs.width, fs.height
+    box = crop_box(W, H, crop_scale, rng)
+    side = box[2]
+    # a reduced JPEG decode is fine while the crop keeps >= size pixels: ask for >= size * (W, H) / side
+    img = ep.rgb_image(k, min_size=(-(-size * W // side), -(-size * H // side)) if side >= 2 * size else None,
+                       frames=fs)
+    img = square_pil(img, box, size, img.size[0] / W)
+    d = ep.depth_mm(k, fs) if depth else None
+    return img, None if d is None else square_depth(d, box, size), crop_K(fs.K, *box, size)
 
 
 @dataclass(frozen=True)
@@ -102,6 +130,12 @@ class ObservationProcessor:
         box = self.box(depth.shape[-1], depth.shape[-2])
         frames = depth.detach().float().cpu().numpy()[:, 0]
         return torch.stack([square_depth(d, box, self.size) for d in frames]).to(depth.device)
+
+    def episode(self, ep, k: int, depth: bool = True, copies: bool = True):
+        """Frame k of a stored episode -> (uint8 (3, S, S), depth (1, S, S) [m] or None, K (3, 3)), from its
+        training-size copy when one fits (``episode_observation``)."""
+        img, d, K = episode_observation(ep, k, self.size, depth=depth, copies=copies)
+        return to_tensor(img), d, K
 
     def intrinsics(self, K: np.ndarray, width: int, height: int) -> np.ndarray:
         """(3, 3) intrinsics of a width x height frame -> those of the model's picture."""

@@ -8,6 +8,7 @@ Layout (details in docs/data_format.md)::
     ROOT/<dataset>/episodes/<safe id>/frames.parquet   per-frame hands, timestamps, T_cam_from_world
     ROOT/<dataset>/episodes/<safe id>/rgb.pack         JPEG frames (megohand.data.video pack)
     ROOT/<dataset>/episodes/<safe id>/depth.pack       uint16 mm depth, zstd per frame (when depth exists)
+    ROOT/<dataset>/episodes/<safe id>/rgb_<S>.pack     training-size copy of short side S (optional; + depth_<S>.pack)
 
 Episode ids are the datasets' native task ids (``s01/box_use_02``); the directory name is a reversible
 percent-encoding of the id (``episode_dirname`` / ``episode_from_dirname``). An episode is written to
@@ -257,13 +258,18 @@ class StoreWriter:
         jpeg_quality: JPEG quality of the RGB frames (90: visually lossless, ~10x smaller than raw).
         max_short_side: if set, RGB (area filter) and depth (nearest) frames whose short side is larger are
             downscaled to it at write time and K is scaled to match (original size kept in meta.store).
-            Keeps 1080p+ sources fast to read for 224 px training.
+            Keeps 1080p+ sources fast to read for 224 px training; the frames are then at that size *instead*.
+        copy_sizes: short sides [px] of training-size copies written *beside* the stored frames (``FrameCopy``:
+            RGB area-averaged, depth nearest, K scaled), each only where the stored frames' short side is larger.
+            Training reads the smallest copy that still fits the model's input (``megohand.data.observation``).
     """
 
-    def __init__(self, root: str | Path, jpeg_quality: int = 90, max_short_side: int | None = None):
+    def __init__(self, root: str | Path, jpeg_quality: int = 90, max_short_side: int | None = None,
+                 copy_sizes: Iterable[int] = ()):
         self.root = Path(root)
         self.jpeg_quality = int(jpeg_quality)
         self.max_short_side = max_short_side
+        self.copy_sizes = check_copy_sizes(copy_sizes)
         self.root.mkdir(parents=True, exist_ok=True)
         marker = self.root / "store.json"
         if marker.exists():
@@ -352,13 +358,19 @@ class StoreWriter:
             depth_w = PackWriter(tmp / "depth.pack", "zdepth16") if depth is not None else None
             size = _FrameSizer(self.max_short_side)
             depth_iter = iter(depth) if depth is not None else None
+            copies: list[CopyWriter] = []
             n = 0
             for frame in rgb:
                 frame = np.asarray(frame)
                 if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                     raise StoreError(f"{what} [rgb]: frame {n} must be (H,W,3) uint8, got {frame.shape} {frame.dtype}")
                 size.check(frame.shape[:2], what, n)
-                rgb_w.append(encode_jpeg(size.rgb(frame), self.jpeg_quality))
+                if n == 0:
+                    copies = [CopyWriter(tmp, c, *size.out, depth is not None, self.jpeg_quality)
+                              for c in self.copy_sizes if c < min(size.out)]
+                stored = size.rgb(frame)
+                rgb_w.append(encode_jpeg(stored, self.jpeg_quality))
+                d = None
                 if depth_iter is not None:
                     try:
                         d = np.asarray(next(depth_iter))
@@ -366,7 +378,10 @@ class StoreWriter:
                         raise StoreError(f"{what} [depth]: only {n} depth frames for more RGB frames") from None
                     if d.shape != frame.shape[:2]:
                         raise StoreError(f"{what} [depth]: frame {n} is {d.shape}, RGB is {frame.shape[:2]}")
-                    depth_w.append(encode_depth(size.depth(d)))
+                    d = size.depth(d)
+                    depth_w.append(encode_depth(d))
+                for c in copies:
+                    c.append(stored, d)
                 n += 1
                 if n > T:
                     break
@@ -377,6 +392,8 @@ class StoreWriter:
             rgb_w.close()
             if depth_w is not None:
                 depth_w.close()
+            for c in copies:
+                c.close()
 
             # metadata (width/height/K follow the stored frames)
             m = EpisodeMeta.from_dict(meta.to_dict())
@@ -385,8 +402,8 @@ class StoreWriter:
                 m.width, m.height = w0, h0
             if (m.height, m.width) != (h0, w0):
                 raise StoreError(f"{what} [width/height]: meta says {m.width}x{m.height}, frames are {w0}x{h0}")
-            if m.K is not None and size.scale != 1.0:
-                m.K = scale_intrinsics(np.asarray(m.K, float), size.scale_xy).tolist()
+            if m.K is not None and size.down is not None:
+                m.K = size.down.K(np.asarray(m.K, float)).tolist()
             m.height, m.width = size.out
             if depth is None and m.depth_source != "none":
                 raise StoreError(f"{what} [depth_source]: is {m.depth_source!r} but no depth given")
@@ -410,6 +427,7 @@ class StoreWriter:
                 "depth_unit": "mm" if depth is not None else None,
                 "has_T_cam_from_world": T_cam_from_world is not None,
                 "original_size": [w0, h0],
+                "copies": [c.info(m.K) for c in copies],
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             io.write_json(tmp / "meta.json", d)
@@ -450,6 +468,129 @@ class StoreWriter:
             index = scan_index(ds_dir)
             io.write_json(ds_dir / "index.json", index)
         return index
+
+
+def check_copy_sizes(sizes: Iterable[int]) -> tuple[int, ...]:
+    """Sorted distinct copy sizes; each an integer in [16, 4096] (ValueError otherwise)."""
+    out = tuple(sorted({int(x) for x in sizes}))
+    bad = [x for x in sizes if int(x) != x or not 16 <= int(x) <= 4096]
+    if bad:
+        raise ValueError(f"copy sizes must be integers in [16, 4096] px, got {list(sizes)}")
+    return out
+
+
+def check_copy_sizes_option(sizes, option: str = "--copy-sizes") -> tuple[int, ...]:
+    """``check_copy_sizes`` for a command-line option (UserError naming it)."""
+    from megohand.errors import check
+
+    try:
+        return check_copy_sizes(sizes)
+    except ValueError:
+        check(False, option, list(sizes), "sizes in [16, 4096] px")
+
+
+def copy_file_names(size: int) -> tuple[str, str]:
+    """(RGB pack, depth pack) file names of the copy at ``size``."""
+    return f"rgb_{size}.pack", f"depth_{size}.pack"
+
+
+class CopyWriter:
+    """Writes one training-size copy (``FrameCopy``) of an episode's frames into ``folder``, frame by frame,
+    under temporary names; ``close()`` fsyncs them, ``commit()`` renames them to their final names."""
+
+    def __init__(self, folder: Path, size: int, height: int, width: int, with_depth: bool, jpeg_quality: int = 90):
+        self.folder, self.size, self.quality = Path(folder), int(size), int(jpeg_quality)
+        self.down = Downscale.of(width, height, self.size)
+        self.names = copy_file_names(self.size)
+        tag = f".tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.tmp = [self.folder / f".{name}{tag}" for name in self.names]
+        self.rgb = PackWriter(self.tmp[0], "jpeg")
+        self.depth = PackWriter(self.tmp[1], "zdepth16") if with_depth else None
+
+    def append(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> None:
+        """One stored frame: (H, W, 3) uint8 and (H, W) depth (metres or uint16 mm) or None."""
+        self.rgb.append(encode_jpeg(self.down.rgb(rgb), self.quality))
+        if self.depth is not None:
+            self.depth.append(encode_depth(self.down.depth(depth)))
+
+    def close(self) -> None:
+        for w in (self.rgb, self.depth):
+            if w is not None:
+                w.close()
+        self.commit()
+
+    def commit(self) -> None:
+        """Rename the packs to their final names (atomic each; the episode's meta.json lists them only after)."""
+        for tmp, name in zip(self.tmp, self.names):
+            if tmp.exists():
+                os.replace(tmp, self.folder / name)
+
+    def abort(self) -> None:
+        for w, tmp in zip((self.rgb, self.depth), self.tmp):
+            if w is not None:
+                w.abort()
+            tmp.unlink(missing_ok=True)
+
+    def info(self, K) -> dict:
+        """The copy's entry in meta.json's ``store.copies`` (K: the stored frames' intrinsics)."""
+        g = self.down
+        return {"size": self.size, "width": g.width, "height": g.height, "K": g.K(np.asarray(K, float)).tolist(),
+                "box": [float(x) for x in g.box], "rgb_file": self.names[0], "rgb_codec": "jpeg",
+                "jpeg_quality": self.quality, "depth_file": self.names[1] if self.depth is not None else None,
+                "depth_codec": "zdepth16" if self.depth is not None else None}
+
+
+def add_episode_copies(path: Path, sizes: Iterable[int], jpeg_quality: int = 90, overwrite: bool = False,
+                       progress=None) -> list[int]:
+    """Add training-size copies to the stored episode in folder ``path`` (resumable, atomic per episode): the
+    copies' packs are written under temporary names, fsynced and renamed, and the episode's meta.json lists them
+    only after that (rewritten atomically), so a reader sees all of an episode's new copies or none. Sizes the
+    episode already lists are kept (``overwrite``: written again); sizes not smaller than its frames' short side
+    are skipped. ``progress(n)`` is called per frame. Returns the sizes written."""
+    path = Path(path)
+    d = read_json(path / "meta.json", f"{path.name} [meta.json]")
+    ep = Episode(path, d.get("dataset", ""), d.get("episode", ""))
+    st = d["store"]
+    have = {int(c["size"]): c for c in st.get("copies") or []}
+    todo = [c for c in check_copy_sizes(sizes)
+            if c < min(ep.meta.width, ep.meta.height) and (overwrite or c not in have)]
+    if not todo:
+        return []
+    _clean_stale_files(path)
+    writers = [CopyWriter(path, c, ep.meta.height, ep.meta.width, ep.has_depth, jpeg_quality) for c in todo]
+    try:
+        for k in range(ep.num_frames):
+            rgb, depth = ep.rgb(k), ep.depth_mm(k)
+            for w in writers:
+                w.append(rgb, depth)
+            if progress is not None:
+                progress(1)
+        for w in writers:
+            w.close()
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    for w in writers:
+        have[w.size] = w.info(ep.K)
+    st["copies"] = [have[c] for c in sorted(have)]
+    io.write_json(path / "meta.json", d)
+    io.fsync_path(path)
+    return todo
+
+
+def _clean_stale_files(folder: Path) -> None:
+    """Remove the temporary packs (``.<name>.tmp.<pid>.<hex>``) of copy writers that no longer run."""
+    for f in folder.glob(".*.tmp.*"):
+        try:
+            pid = int(f.name.split(".")[-2])
+            os.kill(pid, 0)
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except PermissionError:
+            pass
 
 
 def _clean_stale_tmp(tmp_root: Path) -> None:
@@ -566,6 +707,50 @@ def scale_intrinsics(K: np.ndarray, scale_xy: tuple[float, float]) -> np.ndarray
     return K
 
 
+@dataclass(frozen=True)
+class Downscale:
+    """How a width x height frame becomes one of short side ``size``: the region ``box`` = (x0, y0, x1, y1) of the
+    frame [px, pixel edges; centred, within a pixel of the whole frame] resized by ``scale`` (the same along x and y)
+    to ``width`` x ``height``. The long side is rounded down so that it differs from ``size`` by an even number:
+    then the centred square of the small frame is the centred square of the frame, resampled."""
+
+    width: int
+    height: int
+    box: tuple[float, float, float, float]
+    scale: float
+
+    @staticmethod
+    def of(width: int, height: int, size: int) -> "Downscale":
+        s = size / min(width, height)
+        w, h = (size + 2 * math.floor((n * s - size) / 2 + 1e-9) for n in (width, height))
+        bw, bh = w / s, h / s
+        return Downscale(w, h, ((width - bw) / 2, (height - bh) / 2, (width + bw) / 2, (height + bh) / 2), s)
+
+    def K(self, K: np.ndarray) -> np.ndarray:
+        """Intrinsics of the small frame (pixel-centre convention: u' = (u - x0 + 0.5) * scale - 0.5)."""
+        K = np.array(K, dtype=float)
+        K[0, 2] -= self.box[0]
+        K[1, 2] -= self.box[1]
+        return scale_intrinsics(K, (self.scale, self.scale))
+
+    def rgb(self, frame: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (height, width, 3) uint8, area average (PIL's box filter)."""
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(frame).resize((self.width, self.height), Image.BOX, box=self.box))
+
+    def depth(self, d: np.ndarray) -> np.ndarray:
+        """(H, W) depth -> (height, width), nearest neighbour at the small pixels' centres (never mixes depths)."""
+        return resize_nearest(d, (self.height, self.width), self.box)
+
+    def enlarge(self, d: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        """(height, width) -> (H, W) nearest neighbour: the inverse of ``depth`` (which takes back exactly ``d``)."""
+        H, W = out_hw
+        ys = np.clip(np.floor((np.arange(H) + 0.5 - self.box[1]) * self.scale).astype(np.int64), 0, self.height - 1)
+        xs = np.clip(np.floor((np.arange(W) + 0.5 - self.box[0]) * self.scale).astype(np.int64), 0, self.width - 1)
+        return d[ys[:, None], xs[None, :]]
+
+
 class _FrameSizer:
     """Keeps every frame of an episode the same size and applies the optional write-time downscale."""
 
@@ -573,47 +758,54 @@ class _FrameSizer:
         self.max_short_side = max_short_side
         self.orig = None
         self.out = None
-        self.scale = 1.0
-        self.scale_xy = (1.0, 1.0)
+        self.down: Downscale | None = None
 
     def check(self, hw, what, k):
         hw = tuple(int(x) for x in hw)
         if self.orig is None:
             self.orig = hw
             h, w = hw
-            s = min(h, w)
-            if self.max_short_side and s > self.max_short_side:
-                self.scale = self.max_short_side / s
-                self.out = (max(1, round(h * self.scale)), max(1, round(w * self.scale)))
-                self.scale_xy = (self.out[1] / w, self.out[0] / h)
+            if self.max_short_side and min(h, w) > self.max_short_side:
+                self.down = Downscale.of(w, h, self.max_short_side)
+                self.out = (self.down.height, self.down.width)
             else:
                 self.out = hw
         elif hw != self.orig:
             raise StoreError(f"{what} [rgb]: frame {k} is {hw}, frame 0 is {self.orig}")
 
     def rgb(self, frame):
-        if self.out == self.orig:
-            return frame
-        from PIL import Image
-
-        return np.asarray(Image.fromarray(frame).resize(self.out[::-1], Image.BOX))
+        return frame if self.down is None else self.down.rgb(frame)
 
     def depth(self, d):
-        if self.out == self.orig:
-            return d
-        return resize_nearest(d, self.out)
+        return d if self.down is None else self.down.depth(d)
 
 
-def resize_nearest(a: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """(H, W, ...) -> (h, w, ...) nearest neighbour at pixel centres (never mixes depth across edges)."""
+def resize_nearest(a: np.ndarray, out_hw: tuple[int, int], box: tuple[float, float, float, float] | None = None
+                   ) -> np.ndarray:
+    """(H, W, ...) -> (h, w, ...) nearest neighbour at pixel centres (never mixes depth across edges); ``box``
+    (x0, y0, x1, y1) [px edges]: the region of ``a`` to resize (default: all of it)."""
     H, W = a.shape[:2]
     h, w = out_hw
-    ys = np.minimum(((np.arange(h) + 0.5) * (H / h)).astype(np.int64), H - 1)
-    xs = np.minimum(((np.arange(w) + 0.5) * (W / w)).astype(np.int64), W - 1)
+    x0, y0, x1, y1 = (0, 0, W, H) if box is None else box
+    ys = np.clip(np.floor(y0 + (np.arange(h) + 0.5) * ((y1 - y0) / h)).astype(np.int64), 0, H - 1)
+    xs = np.clip(np.floor(x0 + (np.arange(w) + 0.5) * ((x1 - x0) / w)).astype(np.int64), 0, W - 1)
     return a[ys[:, None], xs[None, :]]
 
 
 # ---------------------------------------------------------------- reader
+
+
+@dataclass(frozen=True, eq=False)
+class FrameSet:
+    """One set of an episode's frames: the stored frames (``size`` None) or the training-size copy of short side
+    ``size`` (``store.copies`` in meta.json); ``K`` (3, 3) is that of its width x height pixels."""
+
+    size: int | None
+    width: int
+    height: int
+    K: np.ndarray
+    rgb_file: str
+    depth_file: str | None
 
 
 class Episode:
@@ -638,8 +830,8 @@ class Episode:
                              f"({self.path / 'meta.json'})")
         self._table = None
         self._hands: dict[str, dict] = {}
-        self._rgb: Pack | None = None
-        self._depth: Pack | None = None
+        self._packs: dict[str, Pack] = {}
+        self._sets: list[FrameSet] | None = None
 
     # -- per-frame table
     def _frames(self):
@@ -725,23 +917,53 @@ class Episode:
         return bool(self.store_info.get("depth_file"))
 
     # -- frames
-    def _pack(self, kind: str) -> Pack:
-        name = self.store_info.get("rgb_file", "rgb.pack") if kind == "rgb" else self.store_info["depth_file"]
-        if not is_plain_name(name):
-            raise StoreError(f"{self.what} [{kind}_file]: {name!r} is not a file name inside {self.path} "
-                             f"(paths are confined to the store)")
-        if kind == "rgb":
-            if self._rgb is None:
-                self._rgb = Pack(self.path / name)
-            return self._rgb
-        if self._depth is None:
-            self._depth = Pack(self.path / name)
-        return self._depth
+    @property
+    def full_frames(self) -> "FrameSet":
+        """The stored frames (meta width, height, K; rgb.pack, depth.pack)."""
+        return FrameSet(None, self.meta.width, self.meta.height, self.K, self.store_info.get("rgb_file", "rgb.pack"),
+                        self.store_info.get("depth_file"))
 
-    def _read(self, kind: str, k: int) -> bytes:
+    def frame_sets(self) -> list["FrameSet"]:
+        """The stored frames, then the training-size copies (meta.json ``store.copies``) from small to large."""
+        if self._sets is None:
+            sets = [self.full_frames]
+            for i, c in enumerate(self.store_info.get("copies") or []):
+                try:
+                    fs = FrameSet(int(c["size"]), int(c["width"]), int(c["height"]), np.asarray(c["K"], np.float64),
+                                  c["rgb_file"], c.get("depth_file"))
+                except (KeyError, TypeError, ValueError) as e:
+                    raise StoreError(f"{self.what} [copies]: entry {i} malformed ({e!r}) ({self.path / 'meta.json'})"
+                                     ) from None
+                if fs.K.shape != (3, 3) or min(fs.width, fs.height) < 1 or (fs.depth_file is None) == self.has_depth:
+                    raise StoreError(f"{self.what} [copies]: entry {i} needs width, height >= 1, a 3x3 K and depth "
+                                     f"exactly when the episode has depth ({self.path / 'meta.json'})")
+                sets.append(fs)
+            self._sets = sets[:1] + sorted(sets[1:], key=lambda f: f.size)
+        return self._sets
+
+    def frames_for(self, size: int | None) -> "FrameSet":
+        """The smallest copy whose short side is at least ``size`` (it fits a model input of size x size), else the
+        stored frames (also for ``size`` None)."""
+        if size is not None:
+            for fs in self.frame_sets()[1:]:
+                if min(fs.width, fs.height) >= size:
+                    return fs
+        return self.frame_sets()[0]
+
+    def _pack(self, name: str, field: str) -> Pack:
+        if not is_plain_name(name):
+            raise StoreError(f"{self.what} [{field}]: {name!r} is not a file name inside {self.path} "
+                             f"(paths are confined to the store)")
+        pack = self._packs.get(name)
+        if pack is None:
+            pack = self._packs[name] = Pack(self.path / name)
+        return pack
+
+    def _read(self, kind: str, k: int, frames: "FrameSet | None" = None) -> bytes:
+        fs = frames or self.full_frames
         if not 0 <= k < self.num_frames:
             raise IndexError(f"{self.what} [{kind}]: frame {k} out of range 0..{self.num_frames - 1}")
-        pack = self._pack(kind)
+        pack = self._pack(fs.rgb_file if kind == "rgb" else fs.depth_file, f"{kind}_file")
         try:
             n = len(pack)
             if n != self.num_frames:
@@ -751,35 +973,42 @@ class Episode:
         except PackError as e:
             raise StoreError(f"{self.what} [{kind}]: {e}") from None
 
-    def rgb_image(self, k: int, min_size: tuple[int, int] | None = None):
-        """Frame k as a PIL image; ``min_size=(w, h)`` allows a faster reduced-size decode (>= min_size)."""
+    def rgb_image(self, k: int, min_size: tuple[int, int] | None = None, frames: "FrameSet | None" = None):
+        """Frame k as a PIL image (of ``frames``, default the stored frames); ``min_size=(w, h)`` allows a faster
+        reduced-size decode (>= min_size)."""
+        fs = frames or self.full_frames
         try:
-            return decode_jpeg(self._read("rgb", k), min_size)
+            im = decode_jpeg(self._read("rgb", k, fs), min_size)
         except StoreError:
             raise
         except Exception as e:
-            raise StoreError(f"{self.what} [rgb]: frame {k} does not decode ({self.path / 'rgb.pack'}): {e}") from None
+            raise StoreError(f"{self.what} [rgb]: frame {k} does not decode ({self.path / fs.rgb_file}): {e}") from None
+        if min_size is None and im.size != (fs.width, fs.height):
+            raise StoreError(f"{self.what} [rgb]: frame {k} of {fs.rgb_file} is {im.size[0]}x{im.size[1]}, meta says "
+                             f"{fs.width}x{fs.height}")
+        return im
 
-    def rgb(self, k: int) -> np.ndarray:
-        """(H, W, 3) uint8 RGB of frame k."""
-        return np.asarray(self.rgb_image(k))
+    def rgb(self, k: int, frames: "FrameSet | None" = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB of frame k (of ``frames``, default the stored frames)."""
+        return np.asarray(self.rgb_image(k, frames=frames))
 
-    def depth_mm(self, k: int) -> np.ndarray | None:
+    def depth_mm(self, k: int, frames: "FrameSet | None" = None) -> np.ndarray | None:
         """(H, W) uint16 millimetres of frame k (0 = no measurement), or None without depth."""
         if not self.has_depth:
             return None
+        fs = frames or self.full_frames
         try:
-            d = decode_depth_mm(self._read("depth", k))
+            d = decode_depth_mm(self._read("depth", k, fs))
         except PackError as e:
             raise StoreError(f"{self.what} [depth]: frame {k}: {e}") from None
-        if d.shape != (self.meta.height, self.meta.width):
-            raise StoreError(f"{self.what} [depth]: frame {k} is {d.shape}, meta says "
-                             f"{(self.meta.height, self.meta.width)}")
+        if d.shape != (fs.height, fs.width):
+            raise StoreError(f"{self.what} [depth]: frame {k} of {fs.depth_file} is {d.shape}, meta says "
+                             f"{(fs.height, fs.width)}")
         return d
 
-    def depth(self, k: int) -> np.ndarray | None:
+    def depth(self, k: int, frames: "FrameSet | None" = None) -> np.ndarray | None:
         """(H, W) float32 metres of frame k (0 = no measurement), or None without depth."""
-        d = self.depth_mm(k)
+        d = self.depth_mm(k, frames)
         return None if d is None else d.astype(np.float32) / np.float32(1000.0)
 
     def __repr__(self):

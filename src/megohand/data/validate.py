@@ -193,6 +193,42 @@ def validate_episode(path: Path, dataset: str, episode: str, deep: bool = False)
         out += _check_pack(path / dfile, "depth", T, (H, W), deep, P)
     elif dsrc not in (None, "none"):
         out.append(P("depth", f"depth_source is {dsrc!r} but no depth file is recorded"))
+    out += _check_copies(path, store.get("copies"), T, (H, W), bool(dfile), deep, P)
+    return out
+
+
+def _check_copies(path: Path, copies, T, hw, has_depth: bool, deep: bool, P) -> list[Problem]:
+    """The optional training-size copies (meta.json ``store.copies``; stores without them have none to check)."""
+    if copies is None:
+        return []
+    if not isinstance(copies, list):
+        return [P("copies", f"must be a list, got {type(copies).__name__}")]
+    out = []
+    for i, c in enumerate(copies):
+        field = f"copies[{i}]"
+        try:
+            size, w, h = int(c["size"]), int(c["width"]), int(c["height"])
+            K = np.asarray(c["K"], dtype=float)
+            rgb, depth = c["rgb_file"], c.get("depth_file")
+        except (KeyError, TypeError, ValueError) as e:
+            out.append(P(field, f"malformed entry ({e!r}): needs size, width, height, K, rgb_file, depth_file"))
+            continue
+        field = f"copies[{i}] size {size}"
+        if min(w, h) != size or (None not in hw and size >= min(hw)):
+            out.append(P(field, f"is {w}x{h}: expected a short side of {size} px, smaller than the stored frames' "
+                                f"{hw[1]}x{hw[0]}"))
+        if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+            out.append(P(field, f"K must be finite 3x3 with fx, fy > 0, got {c['K']!r}"))
+        if (depth is not None) != has_depth:
+            out.append(P(field, "has depth" if depth else "has no depth, the stored frames do"))
+        for kind, name in (("rgb", rgb), ("depth", depth)):
+            if name is None:
+                continue
+            if not is_plain_name(name):
+                out.append(P(field, f"{name!r} is not a file name inside the episode folder (paths are confined to "
+                                    f"the store)"))
+                continue
+            out += _check_pack(path / name, kind, T, (h, w), deep, P, field=f"{field} {kind}")
     return out
 
 
@@ -286,7 +322,11 @@ def _check_fit_error(c, name: str, valid, P) -> list[Problem]:
     return []
 
 
-def _check_pack(p: Path, kind: str, T, hw, deep: bool, P) -> list[Problem]:
+def _check_pack(p: Path, kind: str, T, hw, deep: bool, P, field: str | None = None) -> list[Problem]:
+    """Problems of one pack of ``kind`` "rgb" or "depth" (reported under ``field``, default ``kind``)."""
+    if field is not None:
+        P0 = P
+        P = lambda _f, msg: P0(field, msg)  # noqa: E731
     if not p.exists():
         return [P(kind, f"file missing ({p})")]
     pack = Pack(p)

@@ -68,10 +68,13 @@ def render_episode_depth(
     if render_size is None and renderer is not None:
         render_size = (renderer.width, renderer.height)
     w, h = (int(x) for x in (render_size or (W, H)))
+    down = None
     if (w, h) != (W, H):
-        from megohand.data.store import scale_intrinsics
+        from megohand.data.store import Downscale, scale_intrinsics
 
-        K = scale_intrinsics(K, (w / W, h / H))
+        down = Downscale.of(W, H, min(w, h))  # the store's write-time downscale, when it is that one
+        down = down if (down.width, down.height) == (w, h) else None
+        K = down.K(K) if down is not None else scale_intrinsics(K, (w / W, h / H))
     if renderer is None:
         renderer = get_renderer(w, h)
     elif (renderer.width, renderer.height) != (w, h):
@@ -79,7 +82,7 @@ def render_episode_depth(
     hand_meshes = _hand_vertices(what, T, canon, hands)
     objects = _object_poses(what, ep)
     chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // (11 * w * h)))
-    return _frames(T, K, renderer, hand_meshes, objects, chunk, (H, W))
+    return _frames(T, K, renderer, hand_meshes, objects, chunk, (H, W), down)
 
 
 def _hand_vertices(what: str, T: int, canon: dict, hands) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -150,8 +153,9 @@ def _object_poses(what: str, ep: NativeEpisode) -> list[tuple[np.ndarray, np.nda
     return out
 
 
-def _frames(T, K, renderer, hand_meshes, objects, chunk, out_hw) -> Iterator[np.ndarray]:
-    """Render chunks of frames; yield (H, W) float32 [m] frames at out_hw."""
+def _frames(T, K, renderer, hand_meshes, objects, chunk, out_hw, down=None) -> Iterator[np.ndarray]:
+    """Render chunks of frames; yield (H, W) float32 [m] frames at out_hw (enlarged by nearest neighbour so that
+    the ``Downscale`` ``down``, when given, takes back exactly the rendered pixels)."""
     from megohand.data.store import resize_nearest
     from megohand.render import Mesh
 
@@ -166,7 +170,7 @@ def _frames(T, K, renderer, hand_meshes, objects, chunk, out_hw) -> Iterator[np.
             frames.append(meshes)
         depth = renderer.render_batch(K, frames).depth
         for d in depth:
-            yield d if d.shape == out_hw else resize_nearest(d, out_hw)
+            yield d if d.shape == out_hw else resize_nearest(d, out_hw) if down is None else down.enlarge(d, out_hw)
 
 
 __all__ = ["BACKGROUND_M", "get_renderer", "render_episode_depth"]

@@ -35,7 +35,7 @@ from typing import Iterable, Sequence, TypedDict
 import numpy as np
 import torch
 
-from megohand.data.observation import crop_box, crop_K, square_depth, square_pil, to_tensor
+from megohand.data.observation import episode_observation, to_tensor
 from megohand.data.store import Episode, EpisodeRef, Store, StoreError
 from megohand.hand.vector import HandParams, encode_chunk, params_to_state
 
@@ -125,6 +125,8 @@ class WindowDataset(torch.utils.data.Dataset):
             (brightness 0.3, contrast 0.4, saturation 0.5); depth gets the same crop, never jitter.
         seed: augmentation seed (combined with the sample index, so workers are reproducible).
         window_scope: "segment" or "episode": where a window's future may run (module docstring).
+        copies: read an episode's training-size copy where one fits ``image_size`` (docs/data_format.md); False:
+            always the stored frames.
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class WindowDataset(torch.utils.data.Dataset):
         seed: int = 0,
         progress: bool = False,
         window_scope: str = "segment",
+        copies: bool = True,
     ):
         if window_scope not in WINDOW_SCOPES:
             raise ValueError(f"window_scope must be one of {WINDOW_SCOPES}, got {window_scope!r}")
@@ -155,6 +158,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.horizon, self.side, self.stride = int(horizon), side, int(stride)
         self.image_size, self.stored_depth = int(image_size), stored_depth
         self.augment, self.seed, self.window_scope = augment, seed, window_scope
+        self.copies = copies
         if episodes is None:
             if isinstance(datasets, str):
                 datasets = [datasets]
@@ -257,19 +261,12 @@ class WindowDataset(torch.utils.data.Dataset):
 
         rng = np.random.default_rng((self.seed, i)) if self.augment else None
         S = self.image_size
-        W, H = ep.meta.width, ep.meta.height
-        box = crop_box(W, H, 0.95 if self.augment else 1.0, rng)
-        side = box[2]
-        # a reduced JPEG decode is fine while the crop keeps >= S pixels: ask for >= S * (W, H) / side
-        img = ep.rgb_image(k, min_size=(-(-S * W // side), -(-S * H // side)) if side >= 2 * S else None)
-        img = square_pil(img, box, S, img.size[0] / W)
-        image = to_tensor(img if rng is None else _color_jitter(img, rng))
-
         has_depth = self.stored_depth != "none" and ep.has_depth
-        depth = square_depth(ep.depth_mm(k), box, S) if has_depth else torch.zeros(1, S, S)
+        img, depth, K = episode_observation(ep, k, S, 0.95 if self.augment else 1.0, rng, has_depth, self.copies)
+        image = to_tensor(img if rng is None else _color_jitter(img, rng))
+        depth = depth if has_depth else torch.zeros(1, S, S)
         from megohand.data.synthetic.facts import image_targets
 
-        K = crop_K(ep.K, *box, S)
         ground_uv, ground_valid = image_targets(self.facts(e), k, K, S)
         return Sample(
             image=image,

@@ -100,6 +100,9 @@ class EvalConfig:
     one batch gets the same noise)."""
     frame_cache_mb: int = 2048
     """Decoded frames kept in memory across methods and conditions [MiB] (0: decode every time)."""
+    image_size: int | None = None
+    """Input size S of the models evaluated: frames come from each episode's training-size copy that fits S
+    (docs/data_format.md), else the stored frames; None: the stored frames (`megohand eval` sets the checkpoint's)."""
     reliance: tuple[str, ...] = ("rgb", "depth", "text")
     """Input-reliance rows: the model again with its RGB, depth or text taken from another test episode (a fixed
     derangement), windows and TOF rollouts; () = none."""
@@ -132,6 +135,7 @@ class EpisodeData:
         return self.instruction
 
     frames: "FrameCache | None" = None  # decoded frames shared by every method and condition
+    frame_set: object = None  # the episode's FrameSet to read (a training-size copy), None: the stored frames
 
     def frame(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Frame k decoded: rgb uint8 (H, W, 3), depth float (H, W) [m] or None (through ``frames`` when set)."""
@@ -139,7 +143,7 @@ class EpisodeData:
         hit = None if self.frames is None else self.frames.get(key)
         if hit is None:
             ep = self.episode_obj
-            hit = (np.asarray(ep.rgb(k)), ep.depth(k))
+            hit = (np.asarray(ep.rgb(k, self.frame_set)), ep.depth(k, self.frame_set))
             if self.frames is not None:
                 self.frames.put(key, hit)
         return hit
@@ -213,8 +217,8 @@ def derangement(eps: list[EpisodeData]) -> list[int | None]:
     """Partner index of every episode: the next episode of equal image size (cyclic), None when it has none."""
     groups: dict = defaultdict(list)
     for i, e in enumerate(eps):
-        m = e.episode_obj.meta
-        groups[(m.width, m.height)].append(i)
+        fs = getattr(e, "frame_set", None) or e.episode_obj.meta  # the frames read: a copy's or the stored size
+        groups[(fs.width, fs.height)].append(i)
     partner: list[int | None] = [None] * len(eps)
     for members in groups.values():
         if len(members) > 1:
@@ -431,6 +435,7 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
         eps = [load_episode(store, dataset, ref.episode) for ref in refs]
         for ep in eps:
             ep.frames = frames
+            ep.frame_set = ep.episode_obj.frames_for(cfg.image_size)
         partner = derangement(eps) if cfg.reliance else [None] * len(eps)
         windows = 0
         for e_i, ep in enumerate(eps):

@@ -125,10 +125,10 @@ def encode_chunk(state: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., L, 99) actions (layout in the module docstring).
     """
-    cur = state_to_rotations(state)
-    fut = state_to_rotations(future)
-    rel_R = cur.wrist_R.unsqueeze(-3).transpose(-1, -2) @ fut.wrist_R
-    dt = fut.transl - cur.transl.unsqueeze(-2)
+    cur_R = rot6d_to_matrix(state[..., SLICE_WRIST_ROT])  # only the wrist is relative: fingers are copied
+    fut_R = rot6d_to_matrix(future[..., SLICE_WRIST_ROT])
+    rel_R = cur_R.unsqueeze(-3).transpose(-1, -2) @ fut_R
+    dt = future[..., SLICE_TRANSL] - state[..., SLICE_TRANSL].unsqueeze(-2)
     return torch.cat([future[..., SLICE_FINGERS], matrix_to_rot6d(rel_R), dt], dim=-1)
 
 

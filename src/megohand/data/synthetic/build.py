@@ -32,14 +32,14 @@ def episode_meta(ep: SyntheticEpisode, cfg: SynthConfig, hand):
     )
 
 
-def _init(root: str, cfg: SynthConfig, mano_dir: str | None) -> None:
+def _init(root: str, cfg: SynthConfig, mano_dir: str | None, copy_sizes: tuple[int, ...] = ()) -> None:
     import torch
 
     from megohand.data.store import StoreWriter
     from megohand.hand import load_hand_model
 
     torch.set_num_threads(1)
-    _WORKER.update(cfg=cfg, hand=load_hand_model(mano_dir, side="right"), writer=StoreWriter(root),
+    _WORKER.update(cfg=cfg, hand=load_hand_model(mano_dir, side="right"), writer=StoreWriter(root, copy_sizes=copy_sizes),
                    renderer=make_renderer(cfg.width, cfg.height))
 
 
@@ -74,10 +74,11 @@ def check_config(root: Path, cfg: SynthConfig) -> None:
 
 
 def synthesize(root: str | Path, episodes: int, cfg: SynthConfig, workers: int = 1, mano_dir: str | None = None,
-               progress: bool = True) -> list[int]:
+               progress: bool = True, copy_sizes: tuple[int, ...] = ()) -> list[int]:
     """Write episodes ``0..episodes-1`` of ``cfg`` into the store at ``root``, skipping those already
     written (resume). ``workers`` > 1 uses that many processes (episodes are independent and
-    deterministic per index). Returns the indices written now."""
+    deterministic per index); ``copy_sizes``: training-size copies (``StoreWriter``). Returns the indices written
+    now."""
     from tqdm import tqdm
 
     from megohand.data.store import StoreWriter
@@ -89,7 +90,7 @@ def synthesize(root: str | Path, episodes: int, cfg: SynthConfig, workers: int =
     bar = tqdm(total=episodes, initial=episodes - len(todo), desc="synth", unit="ep", disable=not progress)
     done = []
     if workers <= 1 or len(todo) <= 1:
-        _init(str(root), cfg, mano_dir)
+        _init(str(root), cfg, mano_dir, copy_sizes)
         for i in todo:
             done.append(_make(i)[0])
             bar.update(1)
@@ -98,7 +99,7 @@ def synthesize(root: str | Path, episodes: int, cfg: SynthConfig, workers: int =
         # (plain fork is unsafe once the parent has used torch's OpenMP threads).
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["megohand.data.synthetic.build", "megohand.render", "megohand.hand"])
-        with ctx.Pool(workers, initializer=_init, initargs=(str(root), cfg, mano_dir)) as pool:
+        with ctx.Pool(workers, initializer=_init, initargs=(str(root), cfg, mano_dir, copy_sizes)) as pool:
             for i, _ in pool.imap_unordered(_make, todo):
                 done.append(i)
                 bar.update(1)
