@@ -6,8 +6,10 @@ top, a box, a cylinder and a sphere; camera looking down at the table. Resolutio
 Two output sets: "all" (depth + RGB + instance mask, what the synthetic world stores) and "depth" (what
 virtual depth stores). Per resolution and output set: ``render`` one frame at a time ("single"), then
 ``render_batch`` with 8, 32 and 128 frames per call (a call of more frames than ``batch_capacity`` is drawn
-in several batches). A rate is the best of several passes over 128 frames (load from other processes only
-ever adds time); ``fps_mean`` is the mean over the timed passes.
+in several batches). Then "virtual_depth": ``megohand.data.virtual_depth.render_episode_depth`` of a
+128-frame episode (both hands through the hand layer, a box and a sphere posed per frame; 2 x 3196 + 2316
+faces), one frame per call against its default chunks. A rate is the best of several passes over 128
+frames (load from other processes only ever adds time); ``fps_mean`` is the mean over the timed passes.
 
     python benchmarks/render.py                     # CPU (Mesa llvmpipe through EGL) or GPU (NVIDIA EGL)
     python benchmarks/render.py --seconds 2 --device-name h100
@@ -123,6 +125,65 @@ def bench(w: int, h: int, frames: list[list[Mesh]], seconds: float) -> list[dict
     return rows
 
 
+def virtual_depth_episode(T: int, w: int, h: int):
+    """A camera-frame episode of T frames for ``render_episode_depth``: both hands (the hand layer's mesh,
+    rest pose, moving) over a box and a sphere that turn and slide; (episode, canonical hands)."""
+    from megohand.data.sources.common import Convention, NativeEpisode, ObjectTrack
+
+    t = np.arange(T) / T
+    poses = []
+    for k, (x, y, z) in enumerate([(-0.08, 0.1, 0.55), (0.09, 0.08, 0.6)]):
+        P = np.tile(np.eye(4), (T, 1, 1))
+        a = 2 * np.pi * t + k
+        P[:, 0, 0], P[:, 0, 2], P[:, 2, 0], P[:, 2, 2] = np.cos(a), np.sin(a), -np.sin(a), np.cos(a)
+        P[:, :3, 3] = np.stack([x + 0.02 * np.sin(a), np.full(T, y), np.full(T, z)], 1)
+        poses.append(P)
+    objects = [ObjectTrack("box", *box((0.08, 0.06, 0.1)), poses[0]),
+               ObjectTrack("ball", *uv_sphere(0.04, 24, 48), poses[1])]
+    f = 0.9 * w
+    ep = NativeEpisode(dataset="bench", episode="virtual_depth", instruction="", fps=30.0, width=w, height=h,
+                       K=np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]]), split="test",
+                       num_frames=T, convention=Convention(frame="camera"), objects=objects)
+    canon = {}
+    for side, x in (("right", 0.06), ("left", -0.06)):
+        transl = np.stack([x + 0.03 * np.cos(2 * np.pi * t), 0.02 * np.sin(2 * np.pi * t), np.full(T, 0.45)], 1)
+        canon[side] = {"global_orient": np.tile([np.pi / 2, 0, 0], (T, 1)), "hand_pose": np.zeros((T, 15, 3)),
+                       "betas": np.zeros((T, 10)), "transl": transl, "valid": np.ones(T, bool)}
+    return ep, canon
+
+
+def bench_virtual_depth(w: int, h: int, seconds: float) -> list[dict]:
+    """``render_episode_depth`` of a 128-frame episode (hand layer, posing, rasterising, depth read back):
+    one frame per ``render_batch`` call against the default chunks; the best pass of each."""
+    import megohand.data.virtual_depth as vd
+    from megohand.data.sources.pipeline import HandModels
+
+    hands = HandModels()
+    ep, canon = virtual_depth_episode(POOL, w, h)
+    default = vd.MAX_CHUNK
+    times = {1: [], default: []}
+    try:
+        for chunk in times:  # warm-up
+            vd.MAX_CHUNK = chunk
+            depth = np.stack(list(vd.render_episode_depth(ep, canon, hands)))
+            assert (depth < 2.0).mean() > 0.02, "hands and objects are not in view"
+        t_end = time.perf_counter() + seconds * len(times)
+        while time.perf_counter() < t_end or min(len(t) for t in times.values()) < 2:
+            for chunk, t in times.items():
+                vd.MAX_CHUNK = chunk
+                t0 = time.perf_counter()
+                for _ in vd.render_episode_depth(ep, canon, hands):
+                    pass
+                t.append(time.perf_counter() - t0)
+    finally:
+        vd.MAX_CHUNK = default
+    faces = 2 * len(hands["right"].faces) + sum(len(o.faces) for o in ep.objects)
+    return [{"width": w, "height": h, "outputs": "virtual_depth", "frames_per_call": chunk, "passes": len(t),
+             "fps": round(POOL / min(t), 1), "fps_mean": round(POOL * len(t) / sum(t), 1),
+             "ms_per_frame": round(1000 * min(t) / POOL, 3), "speedup_vs_single": round(min(times[1]) / min(t), 2),
+             "faces_per_frame": faces} for chunk, t in times.items()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=1.5, help="timed seconds per configuration (at least 2 passes)")
@@ -142,6 +203,7 @@ def main() -> None:
     rows, capacity = [], {}
     for w, h in RESOLUTIONS:
         rows += bench(w, h, frames, args.seconds)
+        rows += bench_virtual_depth(w, h, args.seconds)
         capacity[f"{w}x{h}"] = Renderer(w, h).batch_capacity
     for row in rows:
         if row["frames_per_call"] > 1:
@@ -166,9 +228,9 @@ def main() -> None:
     }
     print(f"render benchmark on {device}: {renderer_name}")
     print(f"scene: {result['scene']}; frames per draw at most {capacity}")
-    print(f"{'resolution':>12} {'outputs':>8} {'frames/call':>12} {'fps':>9} {'ms/frame':>9} {'vs single':>10}")
+    print(f"{'resolution':>12} {'outputs':>13} {'frames/call':>12} {'fps':>9} {'ms/frame':>9} {'vs single':>10}")
     for r in rows:
-        print(f"{r['width']:>6}x{r['height']:<5} {r['outputs']:>8} {r['frames_per_call']:>12} {r['fps']:>9.1f} "
+        print(f"{r['width']:>6}x{r['height']:<5} {r['outputs']:>13} {r['frames_per_call']:>12} {r['fps']:>9.1f} "
               f"{r['ms_per_frame']:>9.3f} {r['speedup_vs_single']:>9.2f}x")
     out = Path(args.out_dir) / f"render_{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -167,19 +167,20 @@ def test_lambert_shading_hand_computed():
 
 def _assert_same_up_to_ties(batch, i, single, where=""):
     """Frame i of a batch against a single render: masks equal except at pixel centres on an edge (a pixel
-    whose 3x3 neighbourhood in the single render has another id; at most 1e-4 of all pixels); where they
-    agree, depth within 1 um plus what a shift of the surface by 1/1000 pixel makes (the largest depth step
-    to a neighbour of the same id), rgb within 1 level but at ties of two faces (at most 1e-3 of all pixels)."""
+    whose 3x3 neighbourhood in the single render has another id; at most 1e-3 of all pixels); where they
+    agree, depth within 1 um plus what a shift of the surface by 1/100 pixel makes (the largest depth step
+    to a neighbour of the same id; GPUs snap vertices to 1/256 pixel), rgb within 1 level but at ties of
+    two faces (at most 1e-3 of all pixels)."""
     H_, W_ = single.mask.shape
     d, m = np.pad(single.depth, 1, mode="edge"), np.pad(single.mask, 1, mode="edge")
     nb = [(slice(1 + a, 1 + a + H_), slice(1 + b, 1 + b + W_)) for a in (-1, 0, 1) for b in (-1, 0, 1)]
     edge = np.any([m[s] != single.mask for s in nb], 0)
     slope = np.max([np.where(m[s] == single.mask, np.abs(d[s] - single.depth), 0) for s in nb], 0)
     differ = batch.mask[i] != single.mask
-    assert differ.sum() <= 1e-4 * differ.size + 1 and edge[differ].all(), where
+    assert differ.sum() <= 1e-3 * differ.size + 1 and edge[differ].all(), where
     same = ~differ
     err = np.abs(batch.depth[i] - single.depth)[same]
-    assert (err <= 1e-6 + 1e-3 * slope[same]).all(), f"{where}: depth differs by up to {err.max():.2e} m"
+    assert (err <= 1e-6 + 1e-2 * slope[same]).all(), f"{where}: depth differs by up to {err.max():.2e} m"
     off = (np.abs(batch.rgb[i][same].astype(int) - single.rgb[same]) > 1).any(-1)  # a tie of two faces
     assert off.sum() <= 1e-3 * differ.size + 1, where
 
@@ -281,9 +282,9 @@ def test_render_batch_planes_hand_computed():
             z = 1.0 / (1.0 + np.tan(a) * x)  # the ray z (x, y, 1) meets the plane z = 1 - tan(a) x_cam
             X, Y = x * z / np.cos(a), y * z
         inside = (np.abs(X) < 0.1) & (np.abs(Y) < 0.05)
-        clear = (np.abs(np.abs(X) - 0.1) > 1e-4) & (np.abs(np.abs(Y) - 0.05) > 1e-4)
+        clear = (np.abs(np.abs(X) - 0.1) > 1e-3) & (np.abs(np.abs(Y) - 0.05) > 1e-3)  # >= 0.05 px off an edge
         np.testing.assert_array_equal(out.mask[i][clear], inside[clear].astype(np.int32), err_msg=f"frame {i}")
-        np.testing.assert_allclose(out.depth[i][inside & clear], z[inside & clear], rtol=1e-6)
+        np.testing.assert_allclose(out.depth[i][inside & clear], z[inside & clear], rtol=0, atol=5e-5)
         assert (out.depth[i][~inside & clear] == 2.0).all()
     # frame 1 sits right of and below the principal point: u in 30 + 90 (0.05 +- 0.1) / 1.25 = (26.4, 40.8),
     # v in 20 + 80 (0.03 +- 0.05) / 1.25 = (18.72, 25.12)
@@ -317,6 +318,22 @@ def test_overlay_blends_only_inside_mask():
         blend(img.astype(np.float32), rendered.rgb, rendered.mask)
     col = colorize_depth(np.array([[0.0, 2.0, 5.0]]))
     assert col.shape == (1, 3, 3) and col[0, 0].sum() > col[0, 1].sum() and (col[0, 1] == col[0, 2]).all()
+
+
+def test_overlay_batch_equals_overlay_meshes():
+    from megohand.render.overlay import overlay_batch
+
+    v, f = uv_sphere(0.05, 16, 32)
+    imgs = [np.full((48, 64, 3), 30 * i, np.uint8) for i in range(5)]
+    Ks = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    frames = [[Mesh(v + [0.02 * i - 0.04, 0, 0.4], f, (1, 0.5, 0))] if i != 2 else [] for i in range(5)]
+    out = overlay_batch(imgs, Ks, frames, alpha=0.5, chunk=2)
+    for img, meshes, o in zip(imgs, frames, out):
+        one = overlay_meshes(img, Ks, meshes, alpha=0.5)
+        assert (np.abs(o.astype(int) - one).max(-1) > 1).mean() < 1e-3  # ties at the silhouette only
+    np.testing.assert_array_equal(out[2], imgs[2])
+    with pytest.raises(ValueError, match="frames of meshes"):
+        overlay_batch(imgs, Ks, frames[:3])
 
 
 def test_fork_after_context_gives_clear_error():
