@@ -7,7 +7,7 @@ import roma
 import torch
 
 from megohand.geometry.camera import project_points
-from megohand.render import Mesh, Renderer
+from megohand.render import Mesh, RenderOutput, Renderer
 from megohand.render.overlay import blend, colorize_depth, overlay_hand, overlay_meshes
 from megohand.render.primitives import box, cylinder, uv_sphere
 
@@ -165,26 +165,131 @@ def test_lambert_shading_hand_computed():
         np.testing.assert_allclose(out.rgb[16, 16], expect, atol=1.5)
 
 
-def test_render_batch_and_torch_inputs(renderer):
+def _assert_same_up_to_ties(batch, i, single, where=""):
+    """Frame i of a batch against a single render: masks equal except at pixel centres on an edge (a pixel
+    whose 3x3 neighbourhood in the single render has another id; at most 1e-3 of all pixels); where they
+    agree, depth within 1 um plus what a shift of the surface by 1/100 pixel makes (the largest depth step
+    to a neighbour of the same id; GPUs snap vertices to 1/256 pixel), rgb within 1 level but at ties of
+    two faces (at most 1e-3 of all pixels)."""
+    H_, W_ = single.mask.shape
+    d, m = np.pad(single.depth, 1, mode="edge"), np.pad(single.mask, 1, mode="edge")
+    nb = [(slice(1 + a, 1 + a + H_), slice(1 + b, 1 + b + W_)) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+    edge = np.any([m[s] != single.mask for s in nb], 0)
+    slope = np.max([np.where(m[s] == single.mask, np.abs(d[s] - single.depth), 0) for s in nb], 0)
+    differ = batch.mask[i] != single.mask
+    assert differ.sum() <= 1e-3 * differ.size + 1 and edge[differ].all(), where
+    same = ~differ
+    err = np.abs(batch.depth[i] - single.depth)[same]
+    assert (err <= 1e-6 + 1e-2 * slope[same]).all(), f"{where}: depth differs by up to {err.max():.2e} m"
+    off = (np.abs(batch.rgb[i][same].astype(int) - single.rgb[same]) > 1).any(-1)  # a tie of two faces
+    assert off.sum() <= 1e-3 * differ.size + 1, where
+
+
+@pytest.mark.parametrize("device_normals", [False, True])
+def test_smooth_shading_matches_analytic_sphere(device_normals):
+    """Smooth shading (vertex normals summed on the device) of a fine sphere: colour = c (amb + (1 - amb)
+    |n . view|) with n the true sphere normal at the ray hit; a flat box in the same frames stays flat. The
+    vertex normals summed by numpy and on the device (a geometry shader's points, added by blending)."""
+    w = h = 96
+    Ks = np.array([[120.0, 0, 47.5], [0, 120.0, 47.5], [0, 0, 1]])
+    c, rad, col = np.array([0.0, 0.0, 0.6]), 0.15, np.array([0.9, 0.6, 0.3])
+    vs, fs = uv_sphere(rad, 96, 192)
+    vb, fb = box((0.05, 0.05, 0.05))
+    frame = [Mesh(vs + c, fs, col, smooth=True), Mesh(vb + [0.09, 0.09, 0.4], fb, (1, 1, 1))]
+    out = Renderer(w, h, ambient=0.3, device_normals=device_normals).render_batch(Ks, [frame, [], frame])
+    d = _rays(Ks, w, h)
+    a, b, cc = (d * d).sum(-1), -2 * d @ c, c @ c - rad * rad
+    disc = b * b - 4 * a * cc
+    t = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
+    p = d * t[..., None]
+    n = (p - c) / rad
+    view = -p / np.linalg.norm(p, axis=-1, keepdims=True)
+    expect = col * (0.3 + 0.7 * np.abs((n * view).sum(-1)))[..., None] * 255
+    inner = (disc > 0.002 * b * b) & (out.mask[0] == 1)  # away from the rim, where the polygon's outline differs
+    assert inner.sum() > 2000, inner.sum()
+    assert np.abs(out.rgb[0][inner] - expect[inner]).max() <= 2.0
+    _assert_same_up_to_ties(out, 2, RenderOutput(out.depth[0], out.rgb[0], out.mask[0]))
+    front = (out.mask[0] == 2) & (np.abs(out.depth[0] - 0.375) < 1e-5)  # the box's face at z = 0.375, normal -z
+    flat = 255 * (0.3 + 0.7 * 0.375 / np.linalg.norm(d * 0.375, axis=-1))
+    assert front.sum() > 20 and np.abs(out.rgb[0][front] - flat[front][:, None]).max() <= 1.5
+    assert (out.rgb[1] == 0).all()
+
+
+def test_render_batch_equals_single_frames():
+    """Batched frames (several draws and one draw; per-frame K and pose; meshes reaching far outside the
+    view) equal one-frame-at-a-time renders; nothing of a frame leaks into its neighbours' rows."""
+    w, h = 96, 71  # odd: the frames of a batch start on rows of both parities
     vs, fs = uv_sphere(0.05, 16, 32)
     vc, fc = cylinder(0.03, 0.1, 24)
-    frames = [
-        [Mesh(torch.tensor(vs) + torch.tensor([0.0, 0, 0.4]), torch.tensor(fs), (1, 0, 0))],
-        [Mesh(vs + [0.05, 0, 0.5], fs, (0, 1, 0)), Mesh(vc + [-0.05, 0, 0.5], fc, (0, 0, 1))],
-        [],
-    ]
-    Ts = np.repeat(np.eye(4)[None], 3, 0)
-    Ts[2, 2, 3] = 1.0
-    out = renderer.render_batch(K, frames, Ts)
-    assert out.depth.shape == (3, H, W) and out.rgb.shape == (3, H, W, 3) and out.mask.shape == (3, H, W)
-    for i, meshes in enumerate(frames):
-        one = renderer.render(K, meshes, Ts[i])
-        np.testing.assert_array_equal(out.mask[i], one.mask)
-        np.testing.assert_array_equal(out.depth[i], one.depth)
-        np.testing.assert_array_equal(out.rgb[i], one.rgb)
-    assert set(np.unique(out.mask[1])) == {0, 1, 2}
+    vb, fb = box((20.0, 20.0, 0.01))  # a wall far larger than any view
+    rng = np.random.default_rng(0)
+    frames, Ks, Ts = [], [], []
+    for i in range(11):
+        Ki = np.array([[80.0 + 5 * i, 3.0 * (i % 2), 47.5 + i], [0, 85.0, 35.5 - i], [0, 0, 1]])
+        Ti = np.eye(4)
+        Ti[:3, :3] = roma.rotvec_to_rotmat(torch.tensor(rng.normal(0, 0.1, 3))).numpy()
+        Ti[:3, 3] = rng.normal(0, 0.02, 3)
+        meshes = [
+            Mesh(torch.tensor(vs) + torch.tensor([0.02 * i - 0.1, 0.01, 0.4]), torch.tensor(fs), (1, 0, 0), smooth=True),
+            Mesh(vc + [-0.05, 0.06 * (i % 3 - 1), 0.5], fc, (0, 0, 1)),
+        ]
+        if i % 3 == 1:
+            meshes.append(Mesh(vb + [0, 0, 0.7], fb, (0, 1, 0)))
+        frames.append([] if i % 3 == 2 or i == 0 else meshes)
+        Ks.append(Ki)
+        Ts.append(Ti)
+    Ks, Ts = np.stack(Ks), np.stack(Ts)
+    for per_draw in (None, 4):
+        r = Renderer(w, h, frames_per_draw=per_draw)
+        out = r.render_batch(Ks, frames, Ts)
+        assert out.depth.shape == (11, h, w) and out.rgb.shape == (11, h, w, 3) and out.mask.shape == (11, h, w)
+        for i, meshes in enumerate(frames):
+            _assert_same_up_to_ties(out, i, r.render(Ks[i], meshes, Ts[i]), where=f"frame {i}, frames_per_draw={per_draw}")
+            if not meshes:  # the wall of the frames beside it stays in their rows
+                assert (out.mask[i] == 0).all() and (out.depth[i] == 2.0).all()
+        assert set(np.unique(out.mask[1])) == {1, 2, 3} and set(np.unique(out.mask[3])) == {0, 1, 2}
+    depth_only = r.render_batch(Ks, frames, Ts, outputs=("depth",))
+    assert depth_only.rgb is None and depth_only.mask is None
+    np.testing.assert_array_equal(depth_only.depth, out.depth)
     with pytest.raises(ValueError, match="frames"):
-        renderer.render_batch(np.stack([K, K]), frames)
+        r.render_batch(np.stack([K, K]), frames)
+    with pytest.raises(ValueError, match="outputs"):
+        r.render_batch(K, frames, outputs=("normals",))
+
+
+def test_render_batch_planes_hand_computed():
+    """Batched planes at known poses: depth [m] = camera z of the plane at each pixel centre, exactly where
+    a hand-computed pinhole projection (OpenCV: u right, v down) puts them; per-frame K and T_cam_from_world."""
+    w, h = 64, 48
+    v, f = box((0.2, 0.1, 0.0))  # a 0.2 x 0.1 m rectangle in the plane z = 0 of its frame (two faces overlap)
+    Ks = np.array([[[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]], [[90.0, 0, 30.0], [0, 80.0, 20.0], [0, 0, 1]],
+                   [[70.0, 0, 31.5], [0, 70.0, 23.5], [0, 0, 1]]])
+    Ts = np.repeat(np.eye(4)[None], 3, 0)
+    Ts[0, :3, 3] = [0.0, 0.0, 0.8]      # fronto-parallel at 0.8 m, centred
+    Ts[1, :3, 3] = [0.05, 0.03, 1.25]   # right of and below the optical axis
+    a = 0.6                             # turned about the camera's y axis: z = 1.0 - tan(a) x
+    Ts[2, :3, :3] = roma.rotvec_to_rotmat(torch.tensor([0.0, a, 0.0], dtype=torch.float64)).numpy()
+    Ts[2, :3, 3] = [0.0, 0.0, 1.0]
+    out = Renderer(w, h, frames_per_draw=2).render_batch(Ks, [[Mesh(v, f)]] * 3, Ts)
+    u, vv = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    for i in range(3):
+        (fx, s, cx), (_, fy, cy) = Ks[i][0], Ks[i][1]
+        x, y = (u - cx) / fx, (vv - cy) / fy  # ray through each pixel centre, z = 1
+        if i < 2:
+            z = np.full_like(u, Ts[i][2, 3])
+            X, Y = x * z - Ts[i][0, 3], y * z - Ts[i][1, 3]  # point on the plane, in the rectangle's frame
+        else:
+            z = 1.0 / (1.0 + np.tan(a) * x)  # the ray z (x, y, 1) meets the plane z = 1 - tan(a) x_cam
+            X, Y = x * z / np.cos(a), y * z
+        inside = (np.abs(X) < 0.1) & (np.abs(Y) < 0.05)
+        clear = (np.abs(np.abs(X) - 0.1) > 1e-3) & (np.abs(np.abs(Y) - 0.05) > 1e-3)  # >= 0.05 px off an edge
+        np.testing.assert_array_equal(out.mask[i][clear], inside[clear].astype(np.int32), err_msg=f"frame {i}")
+        np.testing.assert_allclose(out.depth[i][inside & clear], z[inside & clear], rtol=0, atol=5e-5)
+        assert (out.depth[i][~inside & clear] == 2.0).all()
+    # frame 1 sits right of and below the principal point: u in 30 + 90 (0.05 +- 0.1) / 1.25 = (26.4, 40.8),
+    # v in 20 + 80 (0.03 +- 0.05) / 1.25 = (18.72, 25.12)
+    cols, rows = np.flatnonzero(out.mask[1].any(0)), np.flatnonzero(out.mask[1].any(1))
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (27, 40, 19, 25)
 
 
 def test_bad_input():
@@ -213,6 +318,22 @@ def test_overlay_blends_only_inside_mask():
         blend(img.astype(np.float32), rendered.rgb, rendered.mask)
     col = colorize_depth(np.array([[0.0, 2.0, 5.0]]))
     assert col.shape == (1, 3, 3) and col[0, 0].sum() > col[0, 1].sum() and (col[0, 1] == col[0, 2]).all()
+
+
+def test_overlay_batch_equals_overlay_meshes():
+    from megohand.render.overlay import overlay_batch
+
+    v, f = uv_sphere(0.05, 16, 32)
+    imgs = [np.full((48, 64, 3), 30 * i, np.uint8) for i in range(5)]
+    Ks = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    frames = [[Mesh(v + [0.02 * i - 0.04, 0, 0.4], f, (1, 0.5, 0))] if i != 2 else [] for i in range(5)]
+    out = overlay_batch(imgs, Ks, frames, alpha=0.5, chunk=2)
+    for img, meshes, o in zip(imgs, frames, out):
+        one = overlay_meshes(img, Ks, meshes, alpha=0.5)
+        assert (np.abs(o.astype(int) - one).max(-1) > 1).mean() < 1e-3  # ties at the silhouette only
+    np.testing.assert_array_equal(out[2], imgs[2])
+    with pytest.raises(ValueError, match="frames of meshes"):
+        overlay_batch(imgs, Ks, frames[:3])
 
 
 def test_fork_after_context_gives_clear_error():

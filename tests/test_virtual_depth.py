@@ -190,7 +190,7 @@ def test_hands_match_an_exact_zbuffer(hands):
 
 
 def test_chunks_and_render_size(monkeypatch):
-    """Chunked rendering equals one chunk; a render_size half as large is the half-size render
+    """Chunked rendering equals one chunk up to float rounding (and ties at edges); a render_size half as large is the half-size render
     (K scaled), enlarged by nearest neighbour."""
     import megohand.data.virtual_depth as vd
     from megohand.data.store import resize_nearest, scale_intrinsics
@@ -199,7 +199,10 @@ def test_chunks_and_render_size(monkeypatch):
     ep = _episode(5, [ObjectTrack("square", *_square(0.3), poses)])
     full = _render(ep)
     monkeypatch.setattr(vd, "MAX_CHUNK", 2)
-    np.testing.assert_array_equal(_render(ep), full)
+    chunked = _render(ep)  # frames at other rows of the batch: float rounding, a pixel centre on an edge may flip
+    cover = (chunked < 2.0) == (full < 2.0)
+    assert cover.mean() > 0.999 and (full < 2.0).sum() > 1000
+    np.testing.assert_allclose(chunked[cover], full[cover], rtol=0, atol=1e-4)
     half = _render(ep, render_size=(32, 24))
     assert half.shape == full.shape
     small = _render(_episode(5, [ObjectTrack("square", *_square(0.3), poses)], K=scale_intrinsics(K, (0.5, 0.5)), W=32, H=24))

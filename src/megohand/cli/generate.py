@@ -310,7 +310,7 @@ def write_sequence(out: Path, seq: dict[str, np.ndarray], meta: dict) -> None:
 
 def overlay_frames(images: list[np.ndarray], vertices: np.ndarray, faces: np.ndarray, K, color=None) -> list[np.ndarray]:
     """Draw the hand of each frame (vertices (T, V, 3) camera frame [m]) over images[t] (H, W, 3) uint8."""
-    from megohand.render.overlay import HAND_COLOR, hand_mesh, overlay_meshes
+    from megohand.render.overlay import HAND_COLOR, hand_mesh, overlay_batch
 
     c = HAND_COLOR if color is None else color
-    return [overlay_meshes(img, np.asarray(K, np.float32), [hand_mesh(v, faces, c)]) for img, v in zip(images, vertices)]
+    return overlay_batch(images, np.asarray(K, np.float32), [[hand_mesh(v, faces, c)] for v in vertices])

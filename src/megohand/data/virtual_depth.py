@@ -7,9 +7,11 @@ world-frame sources) are rasterised at the RGB camera (the episode's K, width, h
 :class:`megohand.render.Renderer`. A pixel holds the camera z [m] of the nearest surface; pixels with no
 surface hold the 2 m background, and everything is clipped to [0, 2] m (farther surfaces read 2 m).
 
-Frames are rendered in chunks (many frames per ``render_batch`` call) and streamed: the result is an
-iterator of T float32 (H, W) frames, which ``StoreWriter.write_episode(depth=...)`` consumes one by one.
-One renderer per image size is kept per process (the GL context is per process; a GPU's EGL when present).
+Frames are rendered in chunks of up to ``MAX_CHUNK`` frames (one ``render_batch`` call each, depth only: the
+renderer draws as many frames per draw call as its framebuffer holds and reads them back at once) and
+streamed: the result is an iterator of T float32 (H, W) frames, which ``StoreWriter.write_episode(depth=...)``
+consumes one by one. One renderer per image size is kept per process (the GL context is per process; a GPU's
+EGL when present).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import numpy as np
 from megohand.data.sources.common import NativeEpisode, SourceError
 
 BACKGROUND_M = 2.0  # paper: background and upper clip of rendered depth [m]
-CHUNK_BYTES = 256 << 20  # render_batch output (depth + rgb + mask, 11 bytes/pixel) per chunk
-MAX_CHUNK = 64
+CHUNK_BYTES = 256 << 20  # per chunk: the depth frames (4 bytes/pixel), and the vertices (32 bytes each)
+MAX_CHUNK = 256
 
 _RENDERERS: dict[tuple[int, int], object] = {}
 
@@ -81,7 +83,8 @@ def render_episode_depth(
         raise ValueError(f"{what}: renderer is {renderer.width}x{renderer.height}, frames are {w}x{h}")
     hand_meshes = _hand_vertices(what, T, canon, hands)
     objects = _object_poses(what, ep)
-    chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // (11 * w * h)))
+    vertices = sum(v.shape[1] for _, v, _ in hand_meshes) + sum(len(v) for v, _, _ in objects)
+    chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // (4 * w * h), CHUNK_BYTES // (32 * max(vertices, 1))))
     return _frames(T, K, renderer, hand_meshes, objects, chunk, (H, W), down)
 
 
@@ -154,21 +157,24 @@ def _object_poses(what: str, ep: NativeEpisode) -> list[tuple[np.ndarray, np.nda
 
 
 def _frames(T, K, renderer, hand_meshes, objects, chunk, out_hw, down=None) -> Iterator[np.ndarray]:
-    """Render chunks of frames; yield (H, W) float32 [m] frames at out_hw (enlarged by nearest neighbour so that
-    the ``Downscale`` ``down``, when given, takes back exactly the rendered pixels)."""
+    """Render chunks of frames (depth only, many frames per draw); yield (H, W) float32 [m] frames at out_hw
+    (enlarged by nearest neighbour so that the ``Downscale`` ``down``, when given, takes back exactly the rendered
+    pixels)."""
     from megohand.data.store import resize_nearest
     from megohand.render import Mesh
 
     for s in range(0, T, chunk):
+        e = min(s + chunk, T)
+        posed = []  # every object over the chunk at once: (n, V, 3) camera-frame vertices, faces, known (n,)
+        for v, f, P in objects:
+            R, t = P[s:e, :3, :3].astype(np.float32), P[s:e, :3, 3].astype(np.float32)
+            posed.append((np.einsum("nij,vj->nvi", R, v) + t[:, None], f, np.isfinite(P[s:e]).all((1, 2))))
         frames = []
-        for t in range(s, min(s + chunk, T)):
+        for t in range(s, e):
             meshes = [Mesh(verts[t], faces) for valid, verts, faces in hand_meshes if valid[t]]
-            for v, f, P in objects:
-                M = P[t]
-                if np.isfinite(M).all():
-                    meshes.append(Mesh(v @ M[:3, :3].T.astype(np.float32) + M[:3, 3].astype(np.float32), f))
+            meshes += [Mesh(pv[t - s], f) for pv, f, known in posed if known[t - s]]
             frames.append(meshes)
-        depth = renderer.render_batch(K, frames).depth
+        depth = renderer.render_batch(K, frames, outputs=("depth",)).depth
         for d in depth:
             yield d if d.shape == out_hw else resize_nearest(d, out_hw) if down is None else down.enlarge(d, out_hw)
 

@@ -50,6 +50,26 @@ def overlay_meshes(image: np.ndarray, K, meshes: list[Mesh], alpha: float = 0.6,
     return blend(image, out.rgb, out.mask, alpha)
 
 
+def overlay_batch(images, K, frames: list[list[Mesh]], alpha: float = 0.6, chunk: int = 64) -> list[np.ndarray]:
+    """:func:`overlay_meshes` of many frames, rendered ``chunk`` frames per ``render_batch`` call: images T
+    (H, W, 3) uint8 of one size, K (3, 3) or (T, 3, 3), frames T lists of Mesh -> T (H, W, 3) uint8."""
+    images = [np.asarray(im) for im in images]
+    if len(images) != len(frames):
+        raise ValueError(f"{len(images)} images but {len(frames)} frames of meshes")
+    if not images:
+        return []
+    if any(im.ndim != 3 or im.shape[2] != 3 or im.shape != images[0].shape for im in images):
+        raise ValueError(f"images must be (H, W, 3) uint8 of one size, got {sorted({im.shape for im in images})}")
+    H, W = images[0].shape[:2]
+    K = _np(K, np.float64)
+    out = []
+    for s in range(0, len(images), chunk):
+        e = min(s + chunk, len(images))
+        r = _renderer(W, H).render_batch(K if K.ndim == 2 else K[s:e], frames[s:e], outputs=("rgb", "mask"))
+        out += [blend(im, rgb, mask, alpha) for im, rgb, mask in zip(images[s:e], r.rgb, r.mask)]
+    return out
+
+
 def overlay_hand(image: np.ndarray, K, vertices, faces, alpha: float = 0.6, color=HAND_COLOR) -> np.ndarray:
     """Draw one hand mesh (camera-frame vertices (V, 3) [m], faces (F, 3)) over ``image`` (H, W, 3) uint8."""
     return overlay_meshes(image, K, [hand_mesh(vertices, faces, color)], alpha)

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from megohand.render.overlay import PRED_COLOR, TRUE_COLOR, hand_mesh, overlay_meshes
+from megohand.render.overlay import PRED_COLOR, TRUE_COLOR, hand_mesh, overlay_batch
 
 
 def _rgb255(color) -> tuple[int, int, int]:
@@ -78,15 +78,15 @@ def comparison_frames(images: Sequence[np.ndarray], K, faces, pred_vertices, tru
     faces = np.asarray(faces)
     entries = [(pred_label, PRED_COLOR)] + ([(true_label, TRUE_COLOR)] if true_vertices is not None else [])
     numbers = list(range(len(images))) if numbers is None else list(numbers)
-    out = []
+    bigs, meshes = [], []
     for t, img in enumerate(images):
         big, Kb = upscale(np.asarray(img, np.uint8), K, min_side)
-        meshes = []
-        for verts, color in ((true_vertices, TRUE_COLOR), (pred_vertices, PRED_COLOR)):
-            if verts is not None and np.isfinite(verts[t]).all():
-                meshes.append(hand_mesh(verts[t], faces, color))
-        if meshes:
-            big = overlay_meshes(big, Kb, meshes, alpha=alpha)
+        bigs.append(big)
+        meshes.append([hand_mesh(verts[t], faces, color)
+                       for verts, color in ((true_vertices, TRUE_COLOR), (pred_vertices, PRED_COLOR))
+                       if verts is not None and np.isfinite(verts[t]).all()])
+    out = []
+    for t, big in enumerate(overlay_batch(bigs, Kb, meshes, alpha=alpha) if bigs else []):
         W = big.shape[1]
         status = f"frame {numbers[t]:3d} / {max(numbers)}{note}"
         out.append(np.concatenate([legend_bar(W, title, status, entries, max(12, W // 30)), big], axis=0))

@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from megohand.data.store import Episode
-from megohand.render.overlay import TRUE_COLOR, TRUE_COLOR_LEFT, blend, colorize_depth, hand_mesh
+from megohand.render.overlay import TRUE_COLOR, TRUE_COLOR_LEFT, colorize_depth, hand_mesh, overlay_batch
 
 # Stored hands are the truth: the ground-truth colours of megohand.render.overlay, one per side.
 HAND_COLORS = {"right": TRUE_COLOR, "left": TRUE_COLOR_LEFT}
@@ -58,6 +58,15 @@ def depth_range(episode: Episode, background: float = 2.0) -> tuple[float, float
     return max(0.0, float(np.percentile(v, 1)) - 0.05), float(np.percentile(v, 99)) + 0.05
 
 
+def _overlaid(episode: Episode, order: list[int], K, sides: dict, alpha: float, chunk: int = 64) -> Iterator[np.ndarray]:
+    """RGB frames ``order`` with the valid hands of ``sides`` blended over them, rendered in chunks."""
+    for s in range(0, len(order), chunk):
+        ks = order[s:s + chunk]
+        meshes = [[hand_mesh(v[k], f, HAND_COLORS[side]) for side, (v, valid, f) in sides.items() if valid[k]]
+                  for k in ks]
+        yield from overlay_batch([episode.rgb(k) for k in ks], K, meshes, alpha)
+
+
 def episode_panels(episode: Episode, hands: dict, alpha: float = 0.55, scale: int = 2,
                    frames: list[int] | None = None, caption: bool = True) -> Iterator[np.ndarray]:
     """Yield one (H', W', 3) uint8 picture per frame: [RGB + hand overlay | colour-mapped depth],
@@ -68,27 +77,17 @@ def episode_panels(episode: Episode, hands: dict, alpha: float = 0.55, scale: in
     ``hands``: {"right": HandModel, "left": HandModel} for the sides to draw (a side whose frames
     are all invalid is skipped).
     """
-    from megohand.render import Renderer
-
     meta = episode.meta
     T = episode.num_frames
     K = np.asarray(episode.K, dtype=np.float64)
-    first = episode.rgb(0)
-    H, W = first.shape[:2]
-    renderer = Renderer(W, H)
     near, far = depth_range(episode)
     sides = {}
     for side, model in hands.items():
         verts, valid = hand_vertices(episode, model, side)
         if valid.any():
             sides[side] = (verts, valid, model.faces.cpu().numpy())
-    for k in range(T) if frames is None else frames:
-        rgb = episode.rgb(k)
-        meshes = [hand_mesh(v[k], f, HAND_COLORS[side])
-                  for side, (v, valid, f) in sides.items() if valid[k]]
-        if meshes:
-            out = renderer.render(K, meshes)
-            rgb = blend(rgb, out.rgb, out.mask, alpha)
+    order = list(range(T) if frames is None else frames)
+    for k, rgb in zip(order, _overlaid(episode, order, K, sides, alpha)):
         depth = episode.depth(k)
         right = colorize_depth(depth, max_depth=far, min_depth=near) if depth is not None else np.full_like(rgb, 40)
         panel = np.concatenate([rgb, right], axis=1)
