@@ -232,7 +232,8 @@ def gl_context():
     return _CONTEXTS[pid]
 
 
-ATLAS_PIXELS = 1 << 24  # most framebuffer pixels of one batch (16 bytes each on the device: 256 MiB)
+ATLAS_PIXELS = 1 << 21  # most framebuffer pixels of one batch: measured best on an H100 at 1.6-2.5 M (32 frames of
+# 224x224, 8 of 640x480; larger batches were slower), benchmarks/results/render_gpu.json
 _OUTPUTS = ("depth", "rgb", "mask")
 
 
