@@ -95,6 +95,9 @@ def test_training_on_a_synthetic_store_lowers_the_loss(store, tmp_path):
     train_loss = [x["train/loss_fm"] for x in logs if "train/loss_fm" in x]
     assert train_loss[-1] < 0.85 * train_loss[0], train_loss
     assert any("eval/loss_fm" in x for x in logs)
+    waits = [x["train/data_wait_share"] for x in logs if "train/data_wait_share" in x]
+    assert waits and all(0 <= w <= 1 for w in waits)  # num_workers=0: loading is part of the step, so > 0
+    assert max(waits) > 0
     assert [p.name for _, p in ck.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-0000050"]
     from megohand.models import MEgoHandPolicy
 

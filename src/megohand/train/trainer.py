@@ -340,7 +340,7 @@ class Trainer:
         bar = tqdm(total=stop_at, initial=self.step, desc="train", unit="step",
                    disable=not (cfg.progress and acc.is_main_process))
         sums: dict[str, torch.Tensor] = {}
-        n_sum, t0, samples = 0, time.perf_counter(), 0
+        n_sum, t0, samples, waited = 0, time.perf_counter(), 0, 0.0
         saved_at = self.step if self.resume_dir is not None else -1
         self.model.train()
         while self.step < stop_at:
@@ -360,7 +360,13 @@ class Trainer:
                 generator=torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch),
             )
             finished_epoch = True
-            for batch in loader:
+            batch_iter = iter(loader)
+            while True:
+                t_wait = time.perf_counter()  # the time spent waiting for batches is logged as data_wait_share
+                batch = next(batch_iter, None)
+                if batch is None:
+                    break
+                waited += time.perf_counter() - t_wait
                 info = self.train_step(batch)
                 self.batch_pos += 1
                 samples += len(batch["state"]) * acc.num_processes
@@ -376,9 +382,10 @@ class Trainer:
                     dt = time.perf_counter() - t0
                     logs["train/lr"] = self.sched.get_last_lr()[0]
                     logs["train/samples_per_s"] = samples / max(dt, 1e-9)
+                    logs["train/data_wait_share"] = waited / max(dt, 1e-9)  # near 1: loading frames limits training
                     self._log(writer, logs)
                     bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
-                    sums, n_sum, t0, samples = {}, 0, time.perf_counter(), 0
+                    sums, n_sum, t0, samples, waited = {}, 0, time.perf_counter(), 0, 0.0
                 t_pause = time.perf_counter()  # evaluation and checkpoints do not count in samples/s
                 if self.eval_ds is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
                     self._log(writer, self.evaluate())
