@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from megohand.cli.benchmark import Benchmark, group_runs, mean_spread
+from megohand.cli.benchmark import Benchmark, group_runs, mean_spread, speed_lines
 
 
 def test_group_runs_and_mean_spread_by_hand():
@@ -31,6 +31,7 @@ def test_benchmark_toy_run(tmp_path):
     assert report["runs"] == {"T_s0": ["--model.modalities", "T", "--seed", "0"]}
     assert report["train"]["steps"] == 1 and report["episodes"] == 12
     assert report["train"]["batch_size"] == 4  # the config as run, --train-args included
+    assert report["train_speed"]["T_s0"] == {}  # one logged interval, the start-up one, is left out
     window = report["results"]["window"]
     base = window["T_s0"]["[synthetic]"]["mpjpe_cm"]
     assert math.isfinite(base) and {"static", "const-vel"} <= set(window)
@@ -42,3 +43,19 @@ def test_benchmark_toy_run(tmp_path):
     mtime = (tmp_path / "work" / "T_s0" / "model" / "config.json").stat().st_mtime
     b.run()
     assert (tmp_path / "work" / "T_s0" / "model" / "config.json").stat().st_mtime == mtime
+
+
+def test_training_speed_from_metrics(tmp_path):
+    from megohand.cli.benchmark import training_speed
+
+    rows = [{"step": 10, "train/samples_per_s": 5.0, "train/data_wait_share": 0.9},  # start-up: left out
+            {"step": 20, "train/samples_per_s": 100.0, "train/data_wait_share": 0.5},
+            {"step": 20, "eval/loss_fm": 0.3},
+            {"step": 30, "train/samples_per_s": 300.0, "train/data_wait_share": 0.1},
+            {"step": 40, "train/samples_per_s": 200.0, "train/data_wait_share": 0.2}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert training_speed(tmp_path) == {"samples_per_s": 200.0, "data_wait_share": 0.2}
+    assert training_speed(tmp_path / "missing") == {}
+    assert speed_lines({"T_s0": training_speed(tmp_path), "TID_s0": {}})[0] == \
+        "Training speed (median over logged intervals): T_s0 200 samples/s (waiting for data 20 %)."
+    assert speed_lines({"T_s0": {}}) == []

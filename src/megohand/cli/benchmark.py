@@ -128,7 +128,8 @@ class Benchmark:
             experiment=self.config, hand_model=hand.name, runs={k: list(v) for k, v in runs.items()},
             train=json.loads((self.work / next(iter(runs)) / "train_config.json").read_text()),  # as run: with --train-args
             episodes=episodes,
-            train_minutes=minutes, minutes=(time.time() - t0) / 60,
+            train_minutes=minutes, train_speed={name: training_speed(self.work / name) for name in runs},
+            minutes=(time.time() - t0) / 60,
             device=torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
             command="megohand benchmark " + " ".join(sys.argv[2:]),
         )
@@ -145,6 +146,30 @@ SUMMARY = (("window", "mpjpe_cm", "window MPJPE (cm)"), ("window", "mwte_cm", "w
            ("rollout-tof", "target_acc", "TOF target acc."), ("rollout-tof", "dest_cm", "TOF dest. (cm)"),
            ("rollout-tof", "jitter_m_s3", "TOF jitter (m/s³)"), ("rollout-raw", "mpjpe_cm", "no-TOF MPJPE (cm)"),
            ("rollout-raw", "target_acc", "no-TOF target acc."))
+
+
+def training_speed(run: Path) -> dict:
+    """Median training samples/s and share of wall time waiting for batches over a run's logged intervals (its
+    ``metrics.jsonl``; the first interval, with start-up, left out); empty when the run logged neither."""
+    import json
+    import statistics
+
+    path = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    out = {}
+    for key, name in (("train/samples_per_s", "samples_per_s"), ("train/data_wait_share", "data_wait_share")):
+        values = [r[key] for r in rows if key in r][1:]
+        if values:
+            out[name] = statistics.median(values)
+    return out
+
+
+def speed_lines(speed: dict[str, dict]) -> list[str]:
+    """One markdown line (and a blank one) with each run's median samples/s and data-wait share, if any."""
+    parts = [f"{name} {v['samples_per_s']:.0f} samples/s" + (f" (waiting for data {100 * v['data_wait_share']:.0f} %)"
+                                                            if "data_wait_share" in v else "")
+             for name, v in speed.items() if "samples_per_s" in v]
+    return ["Training speed (median over logged intervals): " + "; ".join(parts) + ".", ""] if parts else []
 
 
 def group_runs(methods: list[str]) -> dict[str, list[str]]:
@@ -175,6 +200,7 @@ def summary_markdown(report: dict) -> str:
     lines = [f"# Benchmark `{report['experiment']}`", "",
              f"{info['episodes']} test episodes, {info['windows']} windows; {report['train']['steps']} steps at batch "
              f"{report['train']['batch_size']}; hand model {report['hand_model']}; {report['device']}.", "",
+             *speed_lines(report.get("train_speed", {})),
              "| method | seeds | " + " | ".join(c[2] for c in SUMMARY) + " |", "|---|---|" + "---|" * len(SUMMARY)]
 
     def cell(names, proto, metric):
