@@ -41,6 +41,8 @@ from results_io import write_json  # benchmarks/results_io.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs from a checkout without install
 
+from megohand.data import DEFAULT_COPY_SIZES  # noqa: E402
+
 OAKINK2_TASK = "scene_04__A008/seq__ff070467cd91f735acab__2023-04-23-11-28-29"
 ARCTIC_TASK = "s01/box_use_02"
 MESA_EGL_VENDOR = "/usr/share/glvnd/egl_vendor.d/50_mesa.json"
@@ -246,7 +248,7 @@ def write_arctic(root: Path, T: int, hands_model, H=2000, W=2800) -> str:
 # ----------------------------------------------------------------------------- timing
 
 
-def time_dataset(name, root, task, hands, short_side, repeats) -> dict:
+def time_dataset(name, root, task, hands, short_side, repeats, copy_sizes=DEFAULT_COPY_SIZES) -> dict:
     from megohand.data.sources import get_source
     from megohand.data.sources.pipeline import convert_episode, episode_hands, stored_size
     from megohand.data.store import Store, StoreWriter
@@ -254,7 +256,7 @@ def time_dataset(name, root, task, hands, short_side, repeats) -> dict:
 
     src = get_source(name)(root)
     store = root.parent / f"store_{name}"
-    writer = StoreWriter(store, max_short_side=short_side)
+    writer = StoreWriter(store, max_short_side=short_side, copy_sizes=copy_sizes)  # as `megohand convert` writes
     ep = src.load(task)
     size = stored_size(ep, short_side)
     canon = episode_hands(ep, hands)
@@ -315,6 +317,9 @@ def main() -> None:
     ap.add_argument("--arctic-short-side", type=int, default=480,
                     help="--max-short-side of the ARCTIC store (0: keep and render 2800x2000)")
     ap.add_argument("--repeats", type=int, default=2, help="timed conversions per dataset (best is reported)")
+    ap.add_argument("--copy-sizes", type=int, nargs="*", default=list(DEFAULT_COPY_SIZES),
+                    help="training-size copies written beside the frames (as `megohand convert --copy-sizes`; "
+                         "none: give the option without values)")
     ap.add_argument("--device-name", default=None, help="name in the JSON file name (default cpu/gpu)")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
@@ -340,7 +345,7 @@ def main() -> None:
                 task, short = write_arctic(root, args.arctic_frames, hands), (args.arctic_short_side or None)
             else:
                 raise SystemExit(f"unknown dataset {name!r} (oakink2, arctic)")
-            rows.append(time_dataset(name, root, task, hands, short, args.repeats))
+            rows.append(time_dataset(name, root, task, hands, short, args.repeats, args.copy_sizes))
 
     result = {
         "benchmark": "convert",
@@ -350,8 +355,9 @@ def main() -> None:
         "gl_version": info["GL_VERSION"],
         "hand_model": hands.name,
         "what": "end to end = source.load + convert_episode (canonical hands, RGB decode, rendered depth, "
-                "JPEG q90 + zstd depth + Parquet write); render only = render_episode_depth (hand layer for all "
-                "frames + rasterise + read-back of depth, RGB and mask), at the stored size",
+                "JPEG q90 + zstd depth + Parquet write, training-size copies); render only = render_episode_depth "
+                "(hand layer for all frames + rasterise + read-back of depth), at the stored size",
+        "copy_sizes": list(args.copy_sizes),
         "scene": "both hands, a 4096-face cylinder 'mug' (ARCTIC: + a 12-face lid part), a 12-face box (OakInk2)",
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
                  "torch_threads": torch.get_num_threads(), "LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS"),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tyro.conf import Positional
 
+from megohand.data import DEFAULT_COPY_SIZES
+
 
 @dataclass
 class AddCopies:
@@ -19,7 +21,7 @@ class AddCopies:
 
     path: Positional[Path]
     """Store folder (the one holding store.json)."""
-    sizes: list[int] = field(default_factory=lambda: [224, 128])
+    sizes: list[int] = field(default_factory=lambda: list(DEFAULT_COPY_SIZES))
     """Short sides of the copies [px] (the models' input sizes: 224 for the paper preset, 128 for compact; a model
     reads the smallest copy at least its size). Frames whose short side is not larger get no copy."""
     datasets: list[str] | None = None

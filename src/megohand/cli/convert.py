@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from megohand.data import DEFAULT_COPY_SIZES
 from megohand.data.sources import SOURCES
 from megohand.errors import UserError, check
 
@@ -67,7 +68,7 @@ class Convert:
     converge further at proportional cost."""
     max_short_side: int | None = None
     """Downscale stored frames whose short side is larger (K scaled to match); at least 16."""
-    copy_sizes: tuple[int, ...] = (224, 128)
+    copy_sizes: tuple[int, ...] = DEFAULT_COPY_SIZES
     """Short sides [px] of training-size copies written beside the stored frames (RGB, depth, K scaled;
     docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, about 3x
     (640x480) to 6x (1080p) faster than the full frames. The default holds one per preset (paper 224, compact

@@ -8,6 +8,8 @@ from typing import Literal
 
 from tyro.conf import Positional
 
+from megohand.data import DEFAULT_COPY_SIZES
+
 
 @dataclass
 class Label:
@@ -60,7 +62,7 @@ class Label:
     """MANO folder (default $MANO_MODEL_DIR, else the bundled open hand)."""
     max_short_side: int | None = None
     """Downscale stored frames whose short side is larger (K scaled to match)."""
-    copy_sizes: tuple[int, ...] = (224, 128)
+    copy_sizes: tuple[int, ...] = DEFAULT_COPY_SIZES
     """Short sides [px] of training-size copies written beside the stored frames (RGB, depth, K scaled;
     docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, about 3x
     (640x480) to 6x (1080p) faster than the full frames. The default holds one per preset (paper 224, compact

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from megohand.data import DEFAULT_COPY_SIZES
+
 
 @dataclass
 class Synth:
@@ -38,7 +40,7 @@ class Synth:
     """Fraction of episodes from train combos kept for validation (split "val")."""
     mano_dir: Path | None = None
     """MANO folder (MANO_RIGHT.pkl); default $MANO_MODEL_DIR, else the bundled open hand."""
-    copy_sizes: tuple[int, ...] = (224, 128)
+    copy_sizes: tuple[int, ...] = DEFAULT_COPY_SIZES
     """Short sides [px] of training-size copies written beside the stored frames (RGB, depth, K scaled;
     docs/data_format.md "Training-size copies"): a model of input size S reads the smallest copy >= S, about 3x
     (640x480) to 6x (1080p) faster than the full frames. The default holds one per preset (paper 224, compact
