@@ -582,33 +582,32 @@ def add_episode_copies(path: Path, sizes: Iterable[int], jpeg_quality: int = 90,
 def _clean_stale_files(folder: Path) -> None:
     """Remove the temporary packs (``.<name>.tmp.<pid>.<hex>``) of copy writers that no longer run."""
     for f in folder.glob(".*.tmp.*"):
-        try:
-            pid = int(f.name.split(".")[-2])
-            os.kill(pid, 0)
-        except (ValueError, IndexError):
-            continue
-        except ProcessLookupError:
+        if _left_by_dead_writer(f.name):
             f.unlink(missing_ok=True)
-        except PermissionError:
-            pass
+
+
+def _left_by_dead_writer(name: str) -> bool:
+    """Whether a temporary name ``....<pid>.<hex>`` belongs to another process that no longer runs."""
+    try:
+        pid = int(name.split(".")[-2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
 
 
 def _clean_stale_tmp(tmp_root: Path) -> None:
     """Remove temporary episode folders left by processes that no longer run (killed writers)."""
     for d in tmp_root.iterdir():
-        parts = d.name.split(".")
-        try:
-            pid = int(parts[-2]) if ".old." not in d.name else None
-        except (ValueError, IndexError):
-            continue
-        if pid is None or pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if ".old." not in d.name and _left_by_dead_writer(d.name):
             shutil.rmtree(d, ignore_errors=True)
-        except PermissionError:
-            pass
 
 
 def _fixed_list(a: np.ndarray):
