@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -916,9 +917,9 @@ class Episode:
         return bool(self.store_info.get("depth_file"))
 
     # -- frames
-    @property
+    @functools.cached_property
     def full_frames(self) -> "FrameSet":
-        """The stored frames (meta width, height, K; rgb.pack, depth.pack)."""
+        """The stored frames (meta width, height, K; rgb.pack, depth.pack); built once (read per frame)."""
         return FrameSet(None, self.meta.width, self.meta.height, self.K, self.store_info.get("rgb_file", "rgb.pack"),
                         self.store_info.get("depth_file"))
 
