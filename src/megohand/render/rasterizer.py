@@ -132,8 +132,8 @@ void main() {
 """
 
 
-def _np(x, dtype) -> np.ndarray:
-    """numpy view of an array or torch tensor (detached, on the CPU)."""
+def _np(x, dtype=None) -> np.ndarray:
+    """numpy view of an array or torch tensor (detached, on the CPU); ``dtype`` None keeps its type."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.ascontiguousarray(np.asarray(x, dtype=dtype))
@@ -478,7 +478,7 @@ def _pack(frames: list[list[Mesh]], first: int = 0):
     vs, fs, colors, keys, smooth = [], [], [], [], []
     for j, meshes in enumerate(frames):
         for i, m in enumerate(meshes):
-            v, f = _np(m.vertices, np.float32), np.asarray(m.faces.detach().cpu() if hasattr(m.faces, "detach") else m.faces)
+            v, f = _np(m.vertices, np.float32), _np(m.faces)
             if v.ndim != 2 or v.shape[1] != 3:
                 raise ValueError(f"frame {first + j}: Mesh.vertices must be (V, 3), got {v.shape}")
             if f.ndim != 2 or f.shape[1] != 3 or (f.size and f.dtype.kind not in "iu"):
