@@ -77,9 +77,9 @@ def test_modality_dropout_reaches_the_encoders():
         seen["text"] = list(instr)
         return orig_text(instr, B)
 
-    def spy_tokens(image, text, depth=None, has_depth=None):
+    def spy_tokens(image, text, depth=None, has_depth=None, **kw):
         seen["image"], seen["has_depth"] = image.clone(), has_depth
-        return orig_tokens(image, text, depth, has_depth)
+        return orig_tokens(image, text, depth, has_depth, **kw)
 
     p.prepare_text, p.encode_tokens = spy_text, spy_tokens
     p(grounded_batch())

@@ -198,10 +198,10 @@ class MEgoHandPolicy(nn.Module):
         B = image.shape[0] if image is not None and self.config.uses_image else len(instructions)
         return self.encode_tokens(image, self.prepare_text(instructions, B), depth, has_depth)
 
-    def encode_tokens(self, image, text: dict, depth=None, has_depth=None):
+    def encode_tokens(self, image, text: dict, depth=None, has_depth=None, ground: bool = False):
         """encode after prepare_text: the tensor part (no host syncs when ``text['padded']`` is False). Also returns
-        the grounding logits (B, G^2, 2) (None without the grounding head); with ``grounding.tokens`` their
-        tokens (B, 2, D) end the vision-language tokens."""
+        the grounding logits (B, G^2, 2) when ``ground`` or ``grounding.tokens`` (else None; None without the
+        grounding head); with ``grounding.tokens`` their tokens (B, 2, D) end the vision-language tokens."""
         cfg = self.config
         img = d_store = feats = valid = d_in = None
         depth_tokens = None
@@ -215,7 +215,7 @@ class MEgoHandPolicy(nn.Module):
             img = img.to(self.dtype)  # bf16 weights without autocast take bf16 images
         vl, mask = self.backbone.forward_tokens(img, text, depth_tokens)
         logits = None
-        if self.grounding_head is not None:
+        if self.grounding_head is not None and (ground or self.grounding_tokens is not None):
             logits = self.grounding_head(self.backbone.image_tokens(vl, text))
             if self.grounding_tokens is not None:
                 vl = torch.cat([vl, self.grounding_tokens(logits, d_in, valid).to(vl.dtype)], dim=1)
@@ -244,7 +244,7 @@ class MEgoHandPolicy(nn.Module):
             has_depth = has & keep_d & keep_i
         depth = batch.get("depth") if self.depth_encoder is not None else None
         text = self.prepare_text(instructions, B)
-        vl, mask, feats, valid, d_store, ground_logits = self.encode_tokens(image, text, depth, has_depth)
+        vl, mask, feats, valid, d_store, ground_logits = self.encode_tokens(image, text, depth, has_depth, ground=True)
         # non_blocking: from the DataLoader's pinned memory the copies queue behind the GPU work, no host sync
         state = self.norm.state(batch["state"].to(dev, non_blocking=True).float())
         action = self.norm.action(batch["action"].to(dev, non_blocking=True).float())
