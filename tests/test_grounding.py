@@ -140,3 +140,39 @@ def test_grounding_tokens_reach_the_action_head_and_survive_a_checkpoint(tmp_pat
     assert torch.allclose(q.sample(b["image"], text, state, noise, 2), p.sample(b["image"], text, state, noise, 2))
     loss, info = p.train()(grounded_batch())
     assert torch.isfinite(loss) and "loss_ground" in info
+
+
+def test_film_starts_as_the_plain_cnn_then_reads_the_sentence(tmp_path):
+    from megohand.models.depth import SmallCNN
+
+    torch.manual_seed(0)
+    film, plain = SmallCNN(3, 32, num_down=2, cond_dim=8), SmallCNN(3, 32, num_down=2)
+    plain.load_state_dict({k: v for k, v in film.state_dict().items() if not k.startswith("film.")})
+    x, cond = torch.randn(2, 3, 16, 16), torch.randn(2, 8)
+    assert torch.allclose(film(x, cond), plain(x), atol=1e-6)  # zero-initialised: identity conditioning
+    # hand-computed FiLM of the first stage: x * (1 + gamma) + beta after the GroupNorm
+    with torch.no_grad():
+        film.film[0].bias[:16] = 1.0   # gamma = 1 on all 16 channels of stage 1 -> that stage's normed output doubles
+        film.film[0].bias[16:] = 0.5   # beta = 0.5
+    conv, norm, act = list(film.net)[:3]
+    stage1 = act(norm(conv(x)) * 2 + 0.5)
+    rest = torch.nn.Sequential(*list(film.net)[3:])
+    with torch.no_grad():
+        assert torch.allclose(film(x, cond), rest(stage1), atol=1e-5)
+    # in the policy: a different sentence changes the image tokens only with film
+    cfg = compact_cfg(modalities="TI")
+    cfg = replace(cfg, backbone=cfg.backbone.replace(film=True))
+    p = MEgoHandPolicy(cfg).eval()
+    for lin in p.backbone.vision.film:
+        torch.nn.init.normal_(lin.weight, std=0.5)
+    img = torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8)
+    a = p.backbone.vision(img.float() / 127.5 - 1, p.backbone.text_tokens(p.prepare_text(["the red box"], 1)).mean(1))
+    b = p.backbone.vision(img.float() / 127.5 - 1, p.backbone.text_tokens(p.prepare_text(["the blue box"], 1)).mean(1))
+    assert not torch.allclose(a, b)
+    p.save_pretrained(tmp_path / "m")
+    q = MEgoHandPolicy.from_pretrained(tmp_path / "m").eval()
+    assert q.config.backbone.compact.film and torch.equal(q.backbone.vision.film[0].weight, p.backbone.vision.film[0].weight)
+    text = p.prepare_text(["the red box"], 1)
+    assert torch.allclose(q.encode_tokens(img, text)[0], p.encode_tokens(img, text)[0], atol=1e-6)
+    # without text there is nothing to condition on: a plain CNN
+    assert MEgoHandPolicy(replace(cfg, modalities="V")).backbone.vision.film is None

@@ -109,8 +109,11 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
-def test_kill_and_resume_is_exact(store, tmp_path):
-    cfg = tiny_train_cfg(store, tmp_path / "full", steps=12, save_every=6)
+@pytest.mark.parametrize("kw", [{}, {"batch_size": 32, "num_workers": 1}], ids=["in-process", "epochs-and-a-worker"])
+def test_kill_and_resume_is_exact(store, tmp_path, kw):
+    """Mid-epoch in one process; and with batches of 32 (about 4 per epoch), so the run and its resume cross epochs
+    inside one DataLoader with a worker process and augmentation."""
+    cfg = tiny_train_cfg(store, tmp_path / "full", steps=12, save_every=6, **kw)
     full = train(cfg)
     part = replace(cfg, out=tmp_path / "killed", stop_after=7)  # dies after step 7: last checkpoint is step 6
     ck_dir = train(part)

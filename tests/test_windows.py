@@ -215,3 +215,21 @@ def test_training_and_inference_see_the_same_picture(tmp_path):
     centre = Image.fromarray(np.ascontiguousarray(ep.episode_obj.rgb(sample["meta"]["k"])[:, 8:56]))
     expect = np.asarray(centre.resize((S, S), Image.BILINEAR)).transpose(2, 0, 1)
     np.testing.assert_array_equal(sample["image"].numpy(), expect)
+
+
+def test_bytes_lru_bounds_bytes_and_keeps_none():
+    from megohand.data.cache import BytesLRU
+
+    c = BytesLRU(max_bytes=1000)
+    calls = []
+    make = lambda n: lambda: (calls.append(n), torch.zeros(n, dtype=torch.uint8))[1]  # noqa: E731
+    c.get_or_make("a", make(400)), c.get_or_make("b", make(400)), c.get_or_make("a", make(400))
+    assert calls == [400, 400] and c.bytes == 800  # "a" came from the cache
+    c.get_or_make("c", make(400))  # over budget: "b" (oldest use) leaves
+    assert set(c.items) == {"a", "c"} and c.bytes == 800
+    assert c.get_or_make("none", lambda: calls.append("none")) is None and "none" in c  # a missing fact stays known
+    c.get_or_make("none", lambda: calls.append("again"))
+    assert "again" not in calls
+    c.put("a", np.zeros(100, np.uint8))  # replacing an entry re-counts its bytes
+    assert c.bytes == 500 and c.get("a").nbytes == 100
+    assert c.get_or_make("huge", make(2000)).numel() == 2000 and "huge" not in c  # larger than the budget: not kept

@@ -17,6 +17,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "no-grounding": ("--model.grounding.weight=0",),
     "no-dropout": ("--model.dropout.text=0", "--model.dropout.image=0", "--model.dropout.depth=0"),
     "grounding-tokens": ("--model.grounding.tokens",),
+    "film": ("--model.backbone.film",),
 }
 """Named changes of the recipe (``megohand train`` overrides) for the A/B rows of the benchmark."""
 
@@ -36,7 +37,8 @@ class Benchmark:
     seeds: tuple[int, ...] = (0,)
     """Training seeds of every variant."""
     ablations: tuple[str, ...] = ()
-    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens), first seed only."""
+    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens, film), first seed
+    only."""
     episodes: int | None = None
     """Episodes to draw (None: the experiment's)."""
     steps: int | None = None
@@ -89,7 +91,8 @@ class Benchmark:
         tc = exp.train
         compute_store_statistics(store, ["synthetic"], tc.side, tc.model.horizon, split="train", mode=tc.normalizer,
                                  window_scope=tc.window_scope)
-        runs = {f"{v}_s{s}": ("--model.modalities", v, "--seed", str(s)) for v in self.variants for s in self.seeds}
+        # seed by seed: stopped early, a benchmark has every variant of its first seeds
+        runs = {f"{v}_s{s}": ("--model.modalities", v, "--seed", str(s)) for s in self.seeds for v in self.variants}
         for a in self.ablations:
             runs[f"TID_s{self.seeds[0]}_{a}"] = ("--model.modalities", "TID", "--seed", str(self.seeds[0]), *ABLATIONS[a])
         exe = [sys.executable, "-m", "megohand.cli.main", "train", "--config", self.config]

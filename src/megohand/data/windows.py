@@ -28,13 +28,13 @@ later steps of a chunk are rarely supervised.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Sequence, TypedDict
 
 import numpy as np
 import torch
 
+from megohand.data.cache import BytesLRU
 from megohand.data.observation import episode_observation, to_tensor
 from megohand.data.store import Episode, EpisodeRef, Store, StoreError
 from megohand.hand.vector import HandParams, encode_chunk, params_to_state
@@ -61,6 +61,9 @@ class Sample(TypedDict):
 
 
 WINDOW_SCOPES = ("segment", "episode")
+CACHE_BYTES = 256 << 20
+"""Per process (each DataLoader worker has its own) and per cache (hand states, scene facts): enough for every
+episode of a few-thousand-episode synthetic store, about 800 long real ones."""
 
 
 def episode_ranges(num_frames: int, segments: Sequence) -> list[tuple[int, int, str | None]]:
@@ -173,8 +176,7 @@ class WindowDataset(torch.utils.data.Dataset):
             if missing:
                 raise StoreError(f"stored_depth='required' but {len(missing)} episodes have no depth, e.g. {missing[:3]}")
         self._build_index(progress)
-        self._states: OrderedDict = OrderedDict()
-        self._facts: OrderedDict = OrderedDict()
+        self._states, self._facts = BytesLRU(CACHE_BYTES), BytesLRU(CACHE_BYTES)
 
     def _build_index(self, progress: bool) -> None:
         import pyarrow.parquet as pq
@@ -216,8 +218,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getstate__(self):
         s = self.__dict__.copy()
-        s["_states"] = OrderedDict()
-        s["_facts"] = OrderedDict()
+        s["_states"], s["_facts"] = BytesLRU(CACHE_BYTES), BytesLRU(CACHE_BYTES)
         return s
 
     def window(self, i: int) -> tuple[EpisodeRef, int, int, str]:
@@ -226,26 +227,17 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def states(self, ep_index: int) -> torch.Tensor:
         """(T, 109) states of episode ``ep_index`` (cached per process)."""
-        st = self._states.get(ep_index)
-        if st is None:
-            st = episode_states(self.store.open(self.refs[ep_index]), self.side)
-            self._states[ep_index] = st
-            while len(self._states) > 256:
-                self._states.popitem(last=False)
-        else:
-            self._states.move_to_end(ep_index)
-        return st
+        return self._states.get_or_make(ep_index, lambda: episode_states(self.store.open(self.refs[ep_index]), self.side))
 
     def facts(self, ep_index: int):
         """Scene facts (``megohand.data.synthetic.facts``) of episode ``ep_index`` or None (cached per process)."""
-        if ep_index not in self._facts:
-            from megohand.data.synthetic.facts import scene_facts
+        from megohand.data.synthetic.facts import scene_facts
 
+        def make():
             ep = self.store.open(self.refs[ep_index])
-            self._facts[ep_index] = scene_facts(ep.meta.extra, ep.T_cam_from_world)
-            while len(self._facts) > 256:
-                self._facts.popitem(last=False)
-        return self._facts[ep_index]
+            return scene_facts(ep.meta.extra, ep.T_cam_from_world)
+
+        return self._facts.get_or_make(ep_index, make)
 
     def __getitem__(self, i: int) -> Sample:
         if not -len(self) <= i < len(self):

@@ -23,13 +23,14 @@ unknown) and the query stride; the model and the static baseline ignore both.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from megohand.data.cache import BytesLRU
 from megohand.errors import UserError
 from megohand.hand.vector import decode_chunk, state_to_params
 from megohand.inference.baselines import ConstantVelocityPolicy, StaticPolicy
@@ -157,28 +158,13 @@ class EpisodeData:
         return img, torch.from_numpy(np.stack([f[1] for f in frames])).float().unsqueeze(1)
 
 
-class FrameCache:
-    """Decoded frames, least recently used first out, up to ``max_bytes``: an evaluation reads the same frames for
-    every method and every input-reliance condition, and decoding them again cost more than the models on a GPU."""
+class FrameCache(BytesLRU):
+    """Decoded frames (image, depth or None), least recently used first out, up to ``max_bytes``: an evaluation reads
+    the same frames for every method and every input-reliance condition, and decoding them again cost more than the
+    models on a GPU."""
 
     def __init__(self, max_bytes: int = 2 << 30):
-        self.max_bytes, self.bytes, self.items = int(max_bytes), 0, OrderedDict()
-
-    def get(self, key):
-        hit = self.items.get(key)
-        if hit is not None:
-            self.items.move_to_end(key)
-        return hit
-
-    def put(self, key, value) -> None:
-        size = sum(a.nbytes for a in value if a is not None)
-        if size > self.max_bytes:
-            return
-        self.items[key] = value
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, old = self.items.popitem(last=False)
-            self.bytes -= sum(a.nbytes for a in old if a is not None)
+        super().__init__(max_bytes)
 
 
 def load_episode(store, dataset: str, episode: str, side: str = "right") -> EpisodeData:

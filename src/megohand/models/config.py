@@ -38,6 +38,9 @@ class CompactBackboneConfig:
     """compact: layers of the fusion transformer."""
     fusion_heads: int = 4
     """compact: heads of the fusion transformer."""
+    film: bool = False
+    """compact: condition the vision CNN on the instruction (FiLM from the mean text token, as RT-1 does), so the
+    pixels are read for what the sentence asks (with text and image only)."""
 
 
 @dataclass(frozen=True)

@@ -94,9 +94,13 @@ def normalise_depth(depth: torch.Tensor, max_depth: float) -> torch.Tensor:
 
 
 class SmallCNN(nn.Module):
-    """Strided conv stack: (B, C_in, H, W) -> (B, width, H / 2^n, W / 2^n) with GroupNorm + GELU."""
+    """Strided conv stack: (B, C_in, H, W) -> (B, width, H / 2^n, W / 2^n) with GroupNorm + GELU.
 
-    def __init__(self, in_ch: int, width: int, num_down: int = 4):
+    With ``cond_dim``, FiLM (Perez et al. 2018, the sentence conditioning of RT-1's image encoder): a condition
+    (B, cond_dim) scales and shifts every stage after its GroupNorm, x * (1 + gamma) + beta; the maps start at zero,
+    so training starts from the unconditioned network."""
+
+    def __init__(self, in_ch: int, width: int, num_down: int = 4, cond_dim: int = 0):
         super().__init__()
         chans = [in_ch] + [max(width // 2 ** (num_down - 1 - i), 16) for i in range(num_down)]
         layers = []
@@ -105,9 +109,25 @@ class SmallCNN(nn.Module):
         layers.append(nn.Conv2d(chans[-1], width, 1))
         self.net = nn.Sequential(*layers)
         self.out_channels = width
+        self.film = None
+        if cond_dim:
+            self.film = nn.ModuleList(nn.Linear(cond_dim, 2 * c) for c in chans[1:])
+            for lin in self.film:
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
 
-    def forward(self, x):
-        return self.net(x)
+    def forward(self, x, cond: torch.Tensor | None = None):
+        """x (B, C_in, H, W), cond (B, cond_dim) (only and always with ``cond_dim``) -> (B, width, h, w)."""
+        if self.film is None:
+            return self.net(x)
+        if cond is None:
+            raise ValueError("this SmallCNN is FiLM-conditioned: pass cond (B, cond_dim)")
+        layers = list(self.net)
+        for i, film in enumerate(self.film):
+            conv, norm, act = layers[3 * i: 3 * i + 3]
+            gamma, beta = film(cond)[:, :, None, None].chunk(2, dim=1)
+            x = act(norm(conv(x)) * (1 + gamma) + beta)
+        return layers[-1](x)
 
 
 class DepthEncoder(nn.Module):

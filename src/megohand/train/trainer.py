@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -62,6 +63,23 @@ def collate(samples: list[dict]) -> dict:
     out = default_collate([{k: v for k, v in s.items() if k != "meta"} for s in samples])
     out["meta"] = meta
     return out
+
+
+class EpochSamples(torch.utils.data.Dataset):
+    """``dataset`` indexed by epoch * len(dataset) + i: sample i with the epoch's augmentation draws (a WindowDataset's
+    ``seed`` becomes seed * 1_000_003 + epoch), so one DataLoader serves every epoch."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, j: int):
+        epoch, i = divmod(int(j), len(self.dataset))
+        if hasattr(self.dataset, "seed") and hasattr(self.dataset, "augment"):
+            self.dataset.seed = self.seed * 1_000_003 + epoch  # new augmentation draws each epoch
+        return self.dataset[i]
 
 
 def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -313,6 +331,22 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
         return info
 
+    def _epoch_batches(self, positions: deque):
+        """This process's batches from (epoch, batch_pos) on, epoch after epoch, as indices of ``EpochSamples``
+        (epoch * N + window); the (epoch, batch position) of each batch handed out is appended to ``positions``."""
+        acc, cfg, n = self.acc, self.cfg, len(self.train_ds)
+        epoch, pos = self.epoch, self.batch_pos
+        while True:
+            batches = rank_batches(epoch_order(self.train_ds, epoch, cfg.seed), acc.process_index, acc.num_processes,
+                                   cfg.batch_size)
+            if not batches:
+                raise ValueError(f"{n} training samples cannot fill one batch of {cfg.batch_size} on each of "
+                                 f"{acc.num_processes} processes")
+            for b in range(pos, len(batches)):
+                positions.append((epoch, b))
+                yield [epoch * n + i for i in batches[b]]
+            epoch, pos = epoch + 1, 0
+
     def run(self) -> Path:
         """Train to ``steps`` (or ``stop_after``); returns the final policy folder (or the last checkpoint)."""
         from tqdm import tqdm
@@ -343,61 +377,49 @@ class Trainer:
         n_sum, t0, samples, waited = 0, time.perf_counter(), 0, 0.0
         saved_at = self.step if self.resume_dir is not None else -1
         self.model.train()
+        # One DataLoader for the whole run (its workers keep their caches across epochs); the batch sampler walks the
+        # epochs from (epoch, batch_pos), and the loader delivers batches in order, so a queue of their positions
+        # tells which one arrived: (epoch, batch_pos) are those of the batches consumed, whatever was prefetched.
+        positions: deque = deque()
+        loader = torch.utils.data.DataLoader(
+            EpochSamples(self.train_ds, cfg.seed), batch_sampler=self._epoch_batches(positions),
+            num_workers=cfg.num_workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch),
+            prefetch_factor=4 if cfg.num_workers else None,
+        )
+        batch_iter = iter(loader)
         while self.step < stop_at:
-            batches = rank_batches(epoch_order(self.train_ds, self.epoch, cfg.seed), acc.process_index,
-                                   acc.num_processes, cfg.batch_size)
-            if not batches:
-                raise ValueError(f"{len(self.train_ds)} training samples cannot fill one batch of {cfg.batch_size} "
-                                 f"on each of {acc.num_processes} processes")
-            if self.batch_pos >= len(batches):
-                self.epoch, self.batch_pos = self.epoch + 1, 0
+            t_wait = time.perf_counter()  # the time spent waiting for batches is logged as data_wait_share
+            batch = next(batch_iter)
+            waited += time.perf_counter() - t_wait
+            self.epoch, self.batch_pos = positions.popleft()
+            self.batch_pos += 1
+            info = self.train_step(batch)
+            samples += len(batch["state"]) * acc.num_processes
+            for k, v in info.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            n_sum += 1
+            if not acc.sync_gradients:
                 continue
-            if hasattr(self.train_ds, "seed") and hasattr(self.train_ds, "augment"):
-                self.train_ds.seed = cfg.seed * 1_000_003 + self.epoch  # new augmentation draws each epoch
-            loader = torch.utils.data.DataLoader(
-                self.train_ds, batch_sampler=batches[self.batch_pos:], num_workers=cfg.num_workers,
-                collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                generator=torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch),
-            )
-            finished_epoch = True
-            batch_iter = iter(loader)
-            while True:
-                t_wait = time.perf_counter()  # the time spent waiting for batches is logged as data_wait_share
-                batch = next(batch_iter, None)
-                if batch is None:
-                    break
-                waited += time.perf_counter() - t_wait
-                info = self.train_step(batch)
-                self.batch_pos += 1
-                samples += len(batch["state"]) * acc.num_processes
-                for k, v in info.items():
-                    sums[k] = sums.get(k, 0) + v.detach().float()
-                n_sum += 1
-                if not acc.sync_gradients:
-                    continue
-                self.step += 1
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == stop_at:
-                    logs = {f"train/{k}": acc.reduce(v / n_sum, "mean").item() for k, v in sums.items()}
-                    dt = time.perf_counter() - t0
-                    logs["train/lr"] = self.sched.get_last_lr()[0]
-                    logs["train/samples_per_s"] = samples / max(dt, 1e-9)
-                    logs["train/data_wait_share"] = waited / max(dt, 1e-9)  # near 1: loading frames limits training
-                    self._log(writer, logs)
-                    bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
-                    sums, n_sum, t0, samples, waited = {}, 0, time.perf_counter(), 0, 0.0
-                t_pause = time.perf_counter()  # evaluation and checkpoints do not count in samples/s
-                if self.eval_ds is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
-                    self._log(writer, self.evaluate())
-                if self.step % cfg.save_every == 0 or self.step == stop_at:
-                    self.save_checkpoint()
-                    saved_at = self.step
-                t0 += time.perf_counter() - t_pause
-                if self.step >= stop_at:
-                    finished_epoch = False
-                    break
-            if finished_epoch:
-                self.epoch, self.batch_pos = self.epoch + 1, 0
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == stop_at:
+                logs = {f"train/{k}": acc.reduce(v / n_sum, "mean").item() for k, v in sums.items()}
+                dt = time.perf_counter() - t0
+                logs["train/lr"] = self.sched.get_last_lr()[0]
+                logs["train/samples_per_s"] = samples / max(dt, 1e-9)
+                logs["train/data_wait_share"] = waited / max(dt, 1e-9)  # near 1: loading frames limits training
+                self._log(writer, logs)
+                bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                sums, n_sum, t0, samples, waited = {}, 0, time.perf_counter(), 0, 0.0
+            t_pause = time.perf_counter()  # evaluation and checkpoints do not count in samples/s
+            if self.eval_ds is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
+                self._log(writer, self.evaluate())
+            if self.step % cfg.save_every == 0 or self.step == stop_at:
+                self.save_checkpoint()
+                saved_at = self.step
+            t0 += time.perf_counter() - t_pause
+        del batch_iter, loader
         bar.close()
         if saved_at != self.step:
             self.save_checkpoint()

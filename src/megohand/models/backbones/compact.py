@@ -28,7 +28,7 @@ class CompactBackbone(nn.Module):
         self.image_grid = image_size // 16
         self.image_token_dim = cfg.width
         w = cfg.width
-        self.text = self.tokenizer = None
+        self.text = self.tokenizer = self.vision = None
         if use_text:
             if aux_dir is not None:  # rebuild from the checkpoint; weights come from its safetensors
                 self.tokenizer = AutoTokenizer.from_pretrained(aux_dir / "text")
@@ -42,7 +42,7 @@ class CompactBackbone(nn.Module):
             use_sdpa(self.text).requires_grad_(cfg.tune_text)
             self.text_proj = nn.Linear(self.text.config.hidden_size, w)
         if use_image:
-            self.vision = SmallCNN(3, w, num_down=4)
+            self.vision = SmallCNN(3, w, num_down=4, cond_dim=w if (cfg.film and use_text) else 0)
             self.image_pos = nn.Parameter(torch.randn(self.image_grid**2, w) * 0.02)
         self.type_embed = nn.Embedding(2, w)
         layer = nn.TransformerEncoderLayer(
@@ -90,11 +90,16 @@ class CompactBackbone(nn.Module):
         """The tensor part of forward (no host syncs): image (B, 3, S, S) [0, 1], text from prepare_text,
         depth_tokens (B, grid^2, width) or None -> (tokens (B, S', out_dim), mask (B, S') bool)."""
         parts, masks = [], []
+        sentence = None
         if self.use_text:
-            parts.append(self.text_tokens(text) + self.type_embed.weight[0])
+            t = self.text_tokens(text)
+            parts.append(t + self.type_embed.weight[0])
             masks.append(text["mask"])
+            if self.vision is not None and self.vision.film is not None:  # mean over the real (unpadded) tokens
+                m = text["mask"].to(t.dtype)[..., None]
+                sentence = (t * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.use_image:
-            x = self.vision(image * 2 - 1).flatten(2).transpose(1, 2) + self.image_pos
+            x = self.vision(image * 2 - 1, sentence).flatten(2).transpose(1, 2) + self.image_pos
             if depth_tokens is not None:
                 x = x + depth_tokens
             parts.append(x + self.type_embed.weight[1])
