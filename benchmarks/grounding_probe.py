@@ -7,6 +7,8 @@ share of targets whose soft-argmax location lies within one token cell of the tr
 
 - ``late``: the image CNN never sees the text; the fusion transformer must match colour words to image tokens.
 - ``film``: the CNN is conditioned on the sentence (``--model.backbone.film``, FiLM as in RT-1).
+- ``refer``: ``late``, and half of every batch asks instead for a random visible object by name ("the red cube"),
+  with that object's location as the target: the hand's motion cannot answer that, only the colour and shape can.
 
 The control: the same model with the instruction taken from another window (``shuffled text``) must fall to chance,
 or the head finds the object without reading the sentence (e.g. the only object of its shape).
@@ -39,12 +41,18 @@ def load(store: Path, split: str, n: int, size: int, seed: int) -> dict:
     ds = WindowDataset(store, split=split, image_size=size, window_scope="episode", stored_depth="none")
     idx = np.random.default_rng(seed).permutation(len(ds))[:n]
     samples = [ds[int(i)] for i in idx]
-    objects = []  # every object's centre in the model image, [0, 1] (NaN: behind the camera)
+    objects, names, early, start = [], [], [], []  # every object's centre in the model image, [0, 1] (NaN: behind the camera)
     for i, s in zip(idx, samples):
         facts = ds.facts(int(ds._ep[i]))
+        k = s["meta"]["k"]
+        early.append(facts.contact_frame is None or k < facts.contact_frame)
+        reach = [a for a, _, phase in ds.store.open(ds.refs[int(ds._ep[i])]).meta.extra["phases"] if phase == "reach"]
+        start.append(bool(reach) and reach[0] <= k < reach[0] + 3)
         objects.append((project(s["K"].numpy(), facts.centers[s["meta"]["k"]]) + 0.5) / size)
+        names.append([f"{o['color']} {o['shape']}" for o in ds.store.open(ds.refs[int(ds._ep[i])]).meta.extra["objects"]])
         if facts.target != 0:  # the instructed object first
             objects[-1][[0, facts.target]] = objects[-1][[facts.target, 0]]
+            names[-1][0], names[-1][facts.target] = names[-1][facts.target], names[-1][0]
     width = max(len(o) for o in objects)
     objects = [np.pad(o, ((0, width - len(o)), (0, 0)), constant_values=np.nan) for o in objects]
     return {
@@ -53,6 +61,10 @@ def load(store: Path, split: str, n: int, size: int, seed: int) -> dict:
         "uv": torch.stack([s["ground_uv"] for s in samples]),
         "valid": torch.stack([s["ground_valid"] for s in samples]),
         "objects": torch.from_numpy(np.stack(objects)).float(),  # (n, N, 2), the instructed one first
+        "names": names,  # n lists of "colour shape", in the order of objects
+        "before_contact": torch.tensor(early),  # (n,) the hand has not touched the instructed object yet
+        "reach_start": torch.tensor(start),  # (n,) first 3 frames of the reach: the hand has barely moved, the text
+        # names the object (before, the idle phase's text is "rest"), only colour and shape in the image say where
     }
 
 
@@ -62,7 +74,7 @@ def evaluate(policy: MEgoHandPolicy, data: dict, sigma: float, shuffle_text: boo
     policy.eval()
     texts = data["text"][1:] + data["text"][:1] if shuffle_text else data["text"]
     ce, err, n = torch.zeros(len(TARGETS)), torch.zeros(len(TARGETS)), torch.zeros(len(TARGETS))
-    picked = n_picked = 0
+    picked, n_picked = torch.zeros(3), torch.zeros(3)  # all samples; before contact; reach start
     with torch.no_grad():
         for a in range(0, len(texts), batch):
             img, uv, valid, objects = (data[k][a:a + batch] for k in ("image", "uv", "valid", "objects"))
@@ -76,12 +88,32 @@ def evaluate(policy: MEgoHandPolicy, data: dict, sigma: float, shuffle_text: boo
                 err[j] += ((pred[:, j] - uv[:, j]).norm(dim=-1) * grid)[v].sum()
                 n[j] += v.sum()
             d = (objects - pred[:, :1]).norm(dim=-1).nan_to_num(float("inf"))  # (b, N)
-            v = valid[:, 0]
-            picked += int((d.argmin(-1) == 0)[v].sum())
-            n_picked += int(v.sum())
+            hit = d.argmin(-1) == 0
+            for j, v in enumerate((valid[:, 0], valid[:, 0] & data["before_contact"][a:a + batch],
+                                   valid[:, 0] & data["reach_start"][a:a + batch])):
+                picked[j] += hit[v].sum()
+                n_picked[j] += v.sum()
+    # by name: "the <colour> <shape>" of one other visible object per sample (fixed draw); is that one found?
+    rng, queries = np.random.default_rng(0), []
+    for i, xy in enumerate(data["objects"]):
+        seen = [j for j in range(1, len(data["names"][i])) if bool(((xy[j] >= 0) & (xy[j] <= 1)).all())]
+        if seen:
+            queries.append((i, int(rng.choice(seen))))
+    found = 0
+    with torch.no_grad():
+        for a in range(0, len(queries), batch):
+            q = queries[a:a + batch]
+            idx = torch.tensor([i for i, _ in q])
+            text = policy.prepare_text([f"the {data['names'][i][j]}" for i, j in q], len(q))
+            pred, _ = expected_locations(policy.encode_tokens(data["image"][idx], text, ground=True)[-1])
+            d = (data["objects"][idx] - pred[:, :1]).norm(dim=-1).nan_to_num(float("inf"))
+            found += int((d.argmin(-1) == torch.tensor([j for _, j in q])).sum())
     policy.train()
     out = {t: {"ce": float(ce[j] / n[j]), "error_cells": float(err[j] / n[j])} for j, t in enumerate(TARGETS)}
-    out["object"]["picks_instructed"] = picked / max(n_picked, 1)
+    out["object"]["finds_named_other_object"] = found / max(len(queries), 1)
+    out["object"]["picks_instructed"] = float(picked[0] / n_picked[0].clamp(min=1))
+    out["object"]["picks_instructed_before_contact"] = float(picked[1] / n_picked[1].clamp(min=1))
+    out["object"]["picks_instructed_reach_start"] = float(picked[2] / n_picked[2].clamp(min=1))
     return out
 
 
@@ -95,8 +127,13 @@ def chance(data: dict, grid: int, sigma: float) -> dict:
         floor = float(-(p * p.clamp(min=1e-12).log()).sum(-1).mean())
         out[t] = {"floor": floor, "uniform": float(np.log(grid * grid)),
                   "centre_error_cells": float(((data["uv"][v][:, j] - 0.5).norm(dim=-1) * grid).mean())}
-    n_objects = (~data["objects"][data["valid"][:, 0]].isnan().any(-1)).sum(-1).float()
-    out["object"]["picks_instructed_at_random"] = float((1 / n_objects).mean())
+    n_objects = (~data["objects"].isnan().any(-1)).sum(-1).float()
+    out["object"]["picks_instructed_at_random"] = float((1 / n_objects[data["valid"][:, 0]]).mean())
+    out["object"]["picks_other_at_random"] = float((1 / n_objects[n_objects > 1]).mean())
+    for subset in ("before_contact", "reach_start"):
+        m = data["valid"][:, 0] & data[subset]
+        out["object"][f"picks_instructed_at_random_{subset}"] = float((1 / n_objects[m]).mean())
+        out["object"][f"{subset}_samples"] = int(m.sum())
     return out
 
 
@@ -112,9 +149,16 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
     curve, t0 = [], time.perf_counter()
     for step in range(1, args.steps + 1):
         b = torch.from_numpy(rng.integers(0, len(train["text"]), args.batch))
-        text = policy.prepare_text([train["text"][i] for i in b.tolist()], args.batch)
+        texts, uv, valid = [train["text"][i] for i in b.tolist()], train["uv"][b].clone(), train["valid"][b].clone()
+        if variant == "refer":  # half the batch: "the <colour> <shape>" of a random visible object, and where it is
+            for r, i in enumerate(b.tolist()[: args.batch // 2]):
+                seen = [j for j, xy in enumerate(train["objects"][i]) if bool(((xy >= 0) & (xy <= 1)).all())]
+                if seen:
+                    j = int(rng.choice(seen))
+                    texts[r], uv[r, 0], valid[r] = f"the {train['names'][i][j]}", train["objects"][i, j], torch.tensor([True, False])
+        text = policy.prepare_text(texts, args.batch)
         logits = policy.encode_tokens(train["image"][b], text, ground=True)[-1]
-        loss = grounding_loss(logits, train["uv"][b], train["valid"][b], args.sigma)
+        loss = grounding_loss(logits, uv, valid, args.sigma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -124,7 +168,11 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
             print(f"{variant:5s} step {step:5d}  train CE {float(loss.detach()):.3f}  test CE "
                   f"{ev['object']['ce']:.3f} / {ev['destination']['ce']:.3f}  error "
                   f"{ev['object']['error_cells']:.2f} / {ev['destination']['error_cells']:.2f} cells  picks "
-                  f"{100 * ev['object']['picks_instructed']:.0f} %  ({curve[-1]['seconds']:.0f} s)", flush=True)
+                  f"{100 * ev['object']['picks_instructed']:.0f} % (before contact "
+                  f"{100 * ev['object']['picks_instructed_before_contact']:.0f} %, reach start "
+                  f"{100 * ev['object']['picks_instructed_reach_start']:.0f} %; finds another object by name "
+                  f"{100 * ev['object']['finds_named_other_object']:.0f} %)  ({curve[-1]['seconds']:.0f} s)",
+                  flush=True)
     return {"variant": variant, "curve": curve, "final": curve[-1]["test"],
             "shuffled_text": evaluate(policy, test, args.sigma, shuffle_text=True),
             "train_seconds": time.perf_counter() - t0, "parameters": sum(p.numel() for p in params)}
@@ -133,7 +181,7 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--variants", nargs="+", default=["late", "film"], choices=["late", "film"])
+    ap.add_argument("--variants", nargs="+", default=["late", "film"], choices=["late", "film", "refer"])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -156,18 +204,22 @@ def main() -> None:
                   for k, v in vars(args).items() if k != "out"),
               "chance": chance(test, grid, args.sigma), "device": "cpu", "threads": torch.get_num_threads(),
               "runs": [run(v, train, test, args) for v in args.variants]}
-    c = report["chance"]
-    print("\n| variant | test CE, object / destination | location error [cells] | picks the instructed object "
-          "| same, text from another window |")
-    print("|---|---|---|---|---|")
-    print(f"| floor; centre guess; random object | {c['object']['floor']:.2f} / {c['destination']['floor']:.2f} (uniform "
-          f"{c['object']['uniform']:.2f}) | {c['object']['centre_error_cells']:.2f} / "
-          f"{c['destination']['centre_error_cells']:.2f} | {100 * c['object']['picks_instructed_at_random']:.0f} % | |")
+    c, d = report["chance"]["object"], report["chance"]["destination"]
+    pct = lambda r, suffix="": " / ".join(f"{100 * r[f'picks_instructed{suffix}{x}']:.0f}"  # noqa: E731
+                                          for x in ("", "_before_contact", "_reach_start")) + " %"
+    print("\n| variant | test CE, object / destination | location error [cells] | picks the instructed object: all / "
+          "before contact / reach start | same, text from another window | finds another object by name |")
+    print("|---|---|---|---|---|---|")
+    print(f"| floor; centre guess; random object | {c['floor']:.2f} / {d['floor']:.2f} (uniform {c['uniform']:.2f}) | "
+          f"{c['centre_error_cells']:.2f} / {d['centre_error_cells']:.2f} | "
+          f"{100 * c['picks_instructed_at_random']:.0f} / {100 * c['picks_instructed_at_random_before_contact']:.0f} / "
+          f"{100 * c['picks_instructed_at_random_reach_start']:.0f} % | | {100 * c['picks_other_at_random']:.0f} % |")
     for r in report["runs"]:
         f, s = r["final"], r["shuffled_text"]
         print(f"| {r['variant']} | {f['object']['ce']:.2f} / {f['destination']['ce']:.2f} | "
-              f"{f['object']['error_cells']:.2f} / {f['destination']['error_cells']:.2f} | "
-              f"{100 * f['object']['picks_instructed']:.0f} % | {100 * s['object']['picks_instructed']:.0f} % |")
+              f"{f['object']['error_cells']:.2f} / {f['destination']['error_cells']:.2f} | {pct(f['object'])} | "
+              f"{pct(s['object'])} | {100 * f['object']['finds_named_other_object']:.0f} % |")
+    print(f"({c['before_contact_samples']} test samples before contact, {c['reach_start_samples']} at the reach's start)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1))

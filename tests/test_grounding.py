@@ -176,3 +176,20 @@ def test_film_starts_as_the_plain_cnn_then_reads_the_sentence(tmp_path):
     assert torch.allclose(q.encode_tokens(img, text)[0], p.encode_tokens(img, text)[0], atol=1e-6)
     # without text there is nothing to condition on: a plain CNN
     assert MEgoHandPolicy(replace(cfg, modalities="V")).backbone.vision.film is None
+
+
+def test_referring_question_trains_the_object_channel_and_is_off_by_default():
+    torch.manual_seed(0)
+    b = grounded_batch()
+    b.update(refer_text=["the red cube", ""], refer_uv=torch.tensor([[0.2, 0.7], [0.0, 0.0]]),
+             refer_valid=torch.tensor([True, False]))
+    assert "loss_refer" not in MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0))).train()(b)[1]
+    p = MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0, refer=0.5))).train()
+    loss, info = p(b)
+    # its value: the grounding loss of the object channel for the question's text and location, sample 0 only
+    text = p.prepare_text(b["refer_text"], 2)
+    logits = p.encode_tokens(b["image"], text, b["depth"], b["has_depth"], ground=True)[-1]
+    want = grounding_loss(logits[..., :1], b["refer_uv"][:, None], torch.tensor([[True], [False]]), 0.75)
+    assert torch.allclose(info["loss_refer"], want, atol=1e-5)
+    assert torch.allclose(info["loss"], info["loss_fm"] + info["loss_depth"] * p.config.depth.supervision_weight
+                          + info["loss_ground"] + 0.5 * info["loss_refer"], atol=1e-5)

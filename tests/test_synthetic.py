@@ -464,3 +464,34 @@ def test_classic_world_is_unchanged(tmp_path):
 def test_unknown_world_is_refused(hand):
     with pytest.raises(ValueError, match="unknown synthetic world 'nope'"):
         generate_episode(SynthConfig(world="nope"), 0, hand)
+
+
+def test_referring_target_names_a_visible_object_where_the_pinhole_puts_it(hand, tmp_path):
+    """The referring question of grounding (``referring_target``): its name is one of the episode's objects, its uv
+    the pinhole projection (u = fx X / Z + cx, pixel centres at integers) of that object's centre over the image
+    size; over many draws every visible object is asked for, never one outside the picture."""
+    from megohand.data.store import Store
+    from megohand.data.synthetic.build import synthesize
+    from megohand.data.synthetic.facts import referring_target, scene_facts
+    from megohand.data.windows import WindowDataset
+
+    synthesize(tmp_path, 1, SynthConfig(seed=3, width=64, height=64), progress=False)
+    ep = Store(tmp_path).open("synthetic", "000000")
+    facts = scene_facts(ep.meta.extra, ep.T_cam_from_world)
+    objects = ep.meta.extra["objects"]
+    assert facts.names == tuple(f"{o['color']} {o['shape']}" for o in objects)
+    K, k, S = np.asarray(ep.meta.K, np.float64), 0, 64
+    X = facts.centers[k]
+    uv = (np.stack([K[0, 0] * X[:, 0] / X[:, 2] + K[0, 2], K[1, 1] * X[:, 1] / X[:, 2] + K[1, 2]], -1) + 0.5) / S
+    inside = np.all((uv >= 0) & (uv <= 1), -1) & (X[:, 2] > 0)
+    rng, asked = np.random.default_rng(0), set()
+    for _ in range(200):
+        text, q, ok = referring_target(facts, k, K, S, rng)
+        j = facts.names.index(text.removeprefix("the "))
+        assert ok and inside[j]
+        np.testing.assert_allclose(q, uv[j], atol=1e-5)
+        asked.add(j)
+    assert asked == set(np.flatnonzero(inside))
+    assert referring_target(None, k, K, S, rng) == ("", pytest.approx(np.zeros(2)), False)
+    s = WindowDataset(tmp_path, split=None, image_size=64, window_scope="episode")[0]
+    assert s["refer_valid"] and s["refer_text"].removeprefix("the ") in facts.names

@@ -18,6 +18,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "no-dropout": ("--model.dropout.text=0", "--model.dropout.image=0", "--model.dropout.depth=0"),
     "grounding-tokens": ("--model.grounding.tokens",),
     "film": ("--model.backbone.film",),
+    "refer": ("--model.grounding.refer=0.5",),
 }
 """Named changes of the recipe (``megohand train`` overrides) for the A/B rows of the benchmark."""
 
@@ -37,8 +38,8 @@ class Benchmark:
     seeds: tuple[int, ...] = (0,)
     """Training seeds of every variant."""
     ablations: tuple[str, ...] = ()
-    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens, film), first seed
-    only."""
+    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens, film,
+    refer), first seed only."""
     episodes: int | None = None
     """Episodes to draw (None: the experiment's)."""
     steps: int | None = None

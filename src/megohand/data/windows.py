@@ -13,6 +13,10 @@ A sample at frame k of an episode (docs/data_format.md, docs/model.md)::
                                       frame) or where the hand is not valid
     ground_uv    float32 (2, 2)       where the instructed object and its destination are in the image, [0, 1]
     ground_valid bool (2,)            whether each is known and in the picture (synthetic scene facts)
+    refer_text   str                  "the <colour> <shape>" of one object in the picture drawn at random ("" when
+                                      unknown): the referring question of grounding (docs/model.md)
+    refer_uv     float32 (2,)         where that object is in the image, [0, 1]
+    refer_valid  bool
     meta         dict                 dataset, episode, k
 
 Values are not normalised (megohand.data.normalize does that). Windows start at every ``stride``-th frame
@@ -53,6 +57,9 @@ class Sample(TypedDict):
     K: torch.Tensor
     ground_uv: torch.Tensor
     ground_valid: torch.Tensor
+    refer_text: str
+    refer_uv: torch.Tensor
+    refer_valid: bool
     instruction: str
     state: torch.Tensor
     action: torch.Tensor
@@ -257,9 +264,11 @@ class WindowDataset(torch.utils.data.Dataset):
         img, depth, K = episode_observation(ep, k, S, 0.95 if self.augment else 1.0, rng, has_depth, self.copies)
         image = to_tensor(img if rng is None else _color_jitter(img, rng))
         depth = depth if has_depth else torch.zeros(1, S, S)
-        from megohand.data.synthetic.facts import image_targets
+        from megohand.data.synthetic.facts import image_targets, referring_target
 
-        ground_uv, ground_valid = image_targets(self.facts(e), k, K, S)
+        facts = self.facts(e)
+        ground_uv, ground_valid = image_targets(facts, k, K, S)
+        refer_text, refer_uv, refer_valid = referring_target(facts, k, K, S, np.random.default_rng((self.seed, i, 1)))
         return Sample(
             image=image,
             depth=depth,
@@ -267,6 +276,9 @@ class WindowDataset(torch.utils.data.Dataset):
             K=torch.from_numpy(K.astype(np.float32)),
             ground_uv=torch.from_numpy(ground_uv),
             ground_valid=torch.from_numpy(ground_valid),
+            refer_text=refer_text,
+            refer_uv=torch.from_numpy(refer_uv),
+            refer_valid=refer_valid,
             instruction=text,
             state=state.clone(),
             action=action.float(),

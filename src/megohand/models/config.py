@@ -209,6 +209,11 @@ class GroundingConfig:
     """Also feed the head's answer to the action head: one token per target (expected location, depth there,
     peak probability; ``megohand.models.grounding.GroundingTokens``), appended to the vision-language tokens.
     Then inference runs the head too."""
+    refer: float = 0.0
+    """Weight of the referring question (0 = off): a second pass of the cerebrum on the same picture with the text
+    "the <colour> <shape>" of a random object in it, and the same loss on where that object is. The hand's motion
+    often shows which object is instructed; this question only colour and shape answer (``refer_*`` of
+    ``megohand.data.windows``)."""
 
 
 @dataclass(frozen=True)

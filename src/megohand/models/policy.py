@@ -273,6 +273,15 @@ class MEgoHandPolicy(nn.Module):
                                     cfg.grounding.sigma)
             loss = loss + cfg.grounding.weight * loss_g
             info["loss_ground"] = loss_g.detach()
+        if self.grounding_head is not None and cfg.grounding.refer > 0 and "refer_text" in batch:
+            # the same pictures asked for another object by name (only samples whose image was kept)
+            ok = torch.as_tensor(batch["refer_valid"]).bool().cpu() & keep_i
+            refer = self.prepare_text(list(batch["refer_text"]), B)
+            logits = self.encode_tokens(image, refer, depth, has_depth, ground=True)[-1]
+            loss_r = grounding_loss(logits[..., :1], batch["refer_uv"].to(dev, non_blocking=True)[:, None],
+                                    ok.to(dev, non_blocking=True)[:, None], cfg.grounding.sigma)
+            loss = loss + cfg.grounding.refer * loss_r
+            info["loss_refer"] = loss_r.detach()
         info["loss"] = loss.detach()
         return loss, info
 

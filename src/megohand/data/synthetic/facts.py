@@ -22,7 +22,8 @@ class SceneFacts:
     of the instructed object; ``destination`` (T, 3) where the instructed object's centre should end up (the
     meta's destination, a base centre on the table, raised by half the object's height), or None (tasks without
     one); ``contact_frame``: first frame at which the hand touches the instructed object
-    (None: never); ``release_frame``: last frame the object is carried (None: never carried).
+    (None: never); ``release_frame``: last frame the object is carried (None: never carried); ``names``: each
+    object's name as the instructions say it ("red cube"; empty when unknown).
     """
 
     centers: np.ndarray
@@ -30,18 +31,23 @@ class SceneFacts:
     destination: np.ndarray | None
     contact_frame: int | None
     release_frame: int | None
+    names: tuple[str, ...] = ()
 
     @property
     def num_objects(self) -> int:
         return self.centers.shape[1]
 
 
-def object_heights(objects: list[dict]) -> np.ndarray:
-    """(N,) height above the table [m] of the stored objects (``SceneObject.to_dict`` entries)."""
+def scene_objects(objects: list[dict]) -> list:
+    """The stored objects (``SceneObject.to_dict`` entries) as ``SceneObject``s."""
     from megohand.data.synthetic.scene import SceneObject
 
-    return np.array([SceneObject(o["shape"], o["color"], tuple(o["dims"]), tuple(o["xy"]), o["yaw"]).height
-                     for o in objects], dtype=np.float64)
+    return [SceneObject(o["shape"], o["color"], tuple(o["dims"]), tuple(o["xy"]), o["yaw"]) for o in objects]
+
+
+def object_heights(objects: list[dict]) -> np.ndarray:
+    """(N,) height above the table [m] of the stored objects (``SceneObject.to_dict`` entries)."""
+    return np.array([o.height for o in scene_objects(objects)], dtype=np.float64)
 
 
 def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts | None:
@@ -75,7 +81,8 @@ def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts 
         contact = int(carried[0])
     return SceneFacts(centers=centers, target=target, destination=destination,
                       contact_frame=None if contact is None else int(contact),
-                      release_frame=int(carried[-1]) if len(carried) else None)
+                      release_frame=int(carried[-1]) if len(carried) else None,
+                      names=tuple(o.name for o in scene_objects(extra["objects"])))
 
 
 def to_camera(T_cam_from_world: np.ndarray, X_world: np.ndarray) -> np.ndarray:
@@ -114,3 +121,19 @@ def image_targets(facts: SceneFacts | None, k: int, K: np.ndarray, size: int) ->
         if np.all(np.isfinite(q)) and np.all((q >= 0) & (q <= 1)):
             uv[i], valid[i] = q, True
     return uv, valid
+
+
+def referring_target(facts: SceneFacts | None, k: int, K: np.ndarray, size: int,
+                     rng: np.random.Generator) -> tuple[str, np.ndarray, bool]:
+    """A question only colour and shape can answer: one object in frame ``k``'s picture drawn at random (any of
+    them, the instructed one included), its reference "the <name>" and where it is, uv (2,) float32 in [0, 1] as in
+    ``image_targets``; ("", zeros, False) without facts, names, or a visible object."""
+    none = ("", np.zeros(2, np.float32), False)
+    if facts is None or len(facts.names) != facts.num_objects:
+        return none
+    q = (project(K, facts.centers[k]) + 0.5) / size  # (N, 2)
+    seen = np.flatnonzero(np.all(np.isfinite(q) & (q >= 0) & (q <= 1), axis=-1))
+    if not len(seen):
+        return none
+    j = int(rng.choice(seen))
+    return f"the {facts.names[j]}", q[j].astype(np.float32), True
