@@ -56,7 +56,7 @@ def test_compact_forward_backward_reaches_every_trainable_parameter(compact_poli
                                                          ("TI", True, True, False), ("TID", True, True, True)])
 def test_modalities(modalities, text, image, depth):
     p = MEgoHandPolicy(compact_cfg(modalities=modalities))
-    assert (p.backbone.text is not None) == text and hasattr(p.backbone, "vision") == image
+    assert (p.backbone.text is not None) == text and (p.backbone.vision is not None) == image
     assert (p.depth_encoder is not None) == depth
     vl, mask, *_ = p.encode(sample_batch()["image"], ["a cup", "the drawer"])
     n_text = 4 if text else 0  # [CLS] word [SEP] padded to the longer one: "the drawer" -> 4 tokens
