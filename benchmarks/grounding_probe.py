@@ -2,20 +2,25 @@
 
 Trains only the backbone and the grounding head (``megohand.models.grounding``) of the compact TI policy on windows
 of a synthetic store (``megohand synth --world grounded``), and reports on the test split (held-out shape / colour /
-task combos): the grounding cross-entropy (its floor, the target's entropy, and a uniform guess beside it) and the
-share of targets whose soft-argmax location lies within one token cell of the truth. Variants:
+task combos): the grounding cross-entropy (beside its floor, the target's entropy, and a uniform guess), the mean
+location error in token cells, and whether the soft-argmax location lies nearest the instructed object (over all
+windows, before contact, and in the first 3 frames of the reach, where the hand has not moved yet); and, asked by
+name for another object of the picture, whether it finds that one. Variants:
 
 - ``late``: the image CNN never sees the text; the fusion transformer must match colour words to image tokens.
 - ``film``: the CNN is conditioned on the sentence (``--model.backbone.film``, FiLM as in RT-1).
 - ``refer``: ``late``, and half of every batch asks instead for a random visible object by name ("the red cube"),
   with that object's location as the target: the hand's motion cannot answer that, only the colour and shape can.
 
-The control: the same model with the instruction taken from another window (``shuffled text``) must fall to chance,
-or the head finds the object without reading the sentence (e.g. the only object of its shape).
+The control: the same model with the instruction of another window. Where it still picks the instructed object,
+the head finds it without reading the sentence (from the hand's motion, for one).
 
-    python benchmarks/grounding_probe.py --store runs/g300 --steps 600 --batch 32
+    megohand synth --out runs/g300 --episodes 300 --workers 2
+    python benchmarks/grounding_probe.py --store runs/g300 --steps 1000 --eval-every 500 --test-samples 3000 \
+        --variants late refer film --seed 1 --out benchmarks/results/grounding_probe_s1.json
 
-writes ``benchmarks/results/grounding_probe.json`` and prints a table.
+prints a table and writes the JSON (default ``benchmarks/results/grounding_probe.json``); about 7 minutes a variant
+on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -181,7 +186,7 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--variants", nargs="+", default=["late", "film"], choices=["late", "film", "refer"])
+    ap.add_argument("--variants", nargs="+", default=["late", "refer"], choices=["late", "film", "refer"])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
