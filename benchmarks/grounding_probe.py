@@ -67,6 +67,7 @@ def load(store: Path, split: str, n: int, size: int, seed: int) -> dict:
         "valid": torch.stack([s["ground_valid"] for s in samples]),
         "objects": torch.from_numpy(np.stack(objects)).float(),  # (n, N, 2), the instructed one first
         "names": names,  # n lists of "colour shape", in the order of objects
+        "visible": [np.flatnonzero(((o >= 0) & (o <= 1)).all(-1)) for o in objects],  # indices of objects in the picture
         "before_contact": torch.tensor(early),  # (n,) the hand has not touched the instructed object yet
         "reach_start": torch.tensor(start),  # (n,) first 3 frames of the reach: the hand has barely moved, the text
         # names the object (before, the idle phase's text is "rest"), only colour and shape in the image say where
@@ -100,8 +101,8 @@ def evaluate(policy: MEgoHandPolicy, data: dict, sigma: float, shuffle_text: boo
                 n_picked[j] += v.sum()
     # by name: "the <colour> <shape>" of one other visible object per sample (fixed draw); is that one found?
     rng, queries = np.random.default_rng(0), []
-    for i, xy in enumerate(data["objects"]):
-        seen = [j for j in range(1, len(data["names"][i])) if bool(((xy[j] >= 0) & (xy[j] <= 1)).all())]
+    for i, visible in enumerate(data["visible"]):
+        seen = [j for j in visible if j != 0]
         if seen:
             queries.append((i, int(rng.choice(seen))))
     found = 0
@@ -157,8 +158,8 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
         texts, uv, valid = [train["text"][i] for i in b.tolist()], train["uv"][b].clone(), train["valid"][b].clone()
         if variant == "refer":  # half the batch: "the <colour> <shape>" of a random visible object, and where it is
             for r, i in enumerate(b.tolist()[: args.batch // 2]):
-                seen = [j for j, xy in enumerate(train["objects"][i]) if bool(((xy >= 0) & (xy <= 1)).all())]
-                if seen:
+                seen = train["visible"][i]
+                if len(seen):
                     j = int(rng.choice(seen))
                     texts[r], uv[r, 0], valid[r] = f"the {train['names'][i][j]}", train["objects"][i, j], torch.tensor([True, False])
         text = policy.prepare_text(texts, args.batch)

@@ -35,9 +35,6 @@ class BytesLRU:
     def __init__(self, max_bytes: int):
         self.max_bytes, self.bytes, self.items = int(max_bytes), 0, OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __contains__(self, key: Hashable) -> bool:
         return key in self.items
 
@@ -52,20 +49,6 @@ class BytesLRU:
         size = nbytes(value)
         if size > self.max_bytes:
             return
-        self._store(key, value, size)
-
-    def get_or_make(self, key: Hashable, make: Callable[[], Any]):
-        """The cached value of ``key``, else ``make()`` (cached, None included: a missing fact is not recomputed)."""
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key][0]
-        value = make()
-        size = nbytes(value)
-        if size <= self.max_bytes:
-            self._store(key, value, size)
-        return value
-
-    def _store(self, key: Hashable, value: Any, size: int) -> None:
         old = self.items.pop(key, None)
         if old is not None:
             self.bytes -= old[1]
@@ -75,6 +58,11 @@ class BytesLRU:
             _, (_, gone) = self.items.popitem(last=False)
             self.bytes -= gone
 
-    def clear(self) -> None:
-        self.items.clear()
-        self.bytes = 0
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]):
+        """The cached value of ``key``, else ``make()`` (cached, None included: a missing fact is not recomputed)."""
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key][0]
+        value = make()
+        self.put(key, value)
+        return value

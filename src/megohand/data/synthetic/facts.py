@@ -45,11 +45,6 @@ def scene_objects(objects: list[dict]) -> list:
     return [SceneObject(o["shape"], o["color"], tuple(o["dims"]), tuple(o["xy"]), o["yaw"]) for o in objects]
 
 
-def object_heights(objects: list[dict]) -> np.ndarray:
-    """(N,) height above the table [m] of the stored objects (``SceneObject.to_dict`` entries)."""
-    return np.array([o.height for o in scene_objects(objects)], dtype=np.float64)
-
-
 def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts | None:
     """The facts of one episode from its meta ``extra`` and (T, 4, 4) world->camera transforms; None when the
     episode does not describe its objects (not a synthetic episode, or no camera poses)."""
@@ -64,8 +59,9 @@ def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts 
     if poses.ndim != 3 or poses.shape[0] != T:
         return None
     R = axis_angle_to_matrix(torch.as_tensor(poses[..., 3:])).numpy()  # (T, N, 3, 3)
-    up = np.zeros((len(extra["objects"]), 3))
-    up[:, 2] = object_heights(extra["objects"]) / 2
+    objects = scene_objects(extra["objects"])
+    up = np.zeros((len(objects), 3))
+    up[:, 2] = np.array([o.height for o in objects], dtype=np.float64) / 2
     centers_w = poses[..., :3] + np.einsum("tnij,nj->tni", R, up)
     centers = to_camera(T_cam_from_world, centers_w)
     target = int(extra.get("target", 0))
@@ -82,7 +78,7 @@ def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts 
     return SceneFacts(centers=centers, target=target, destination=destination,
                       contact_frame=None if contact is None else int(contact),
                       release_frame=int(carried[-1]) if len(carried) else None,
-                      names=tuple(o.name for o in scene_objects(extra["objects"])))
+                      names=tuple(o.name for o in objects))
 
 
 def to_camera(T_cam_from_world: np.ndarray, X_world: np.ndarray) -> np.ndarray:
