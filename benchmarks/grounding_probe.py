@@ -11,6 +11,10 @@ name for another object of the picture, whether it finds that one. Variants:
 - ``film``: the CNN is conditioned on the sentence (``--model.backbone.film``, FiLM as in RT-1).
 - ``refer``: ``late``, and half of every batch asks instead for a random visible object by name ("the red cube"),
   with that object's location as the target: the hand's motion cannot answer that, only the colour and shape can.
+- ``query``, ``query-refer``: the head matches each image token against a query pooled from the tokens
+  (``--model.grounding.head query``), without and with the referring question.
+- ``refer-parse``, ``query-refer-parse``: and every image token also says the colour and shape of the object whose
+  projected centre lies within one cell of it (or "none"): dense supervision of what the picture shows where.
 
 The control: the same model with the instruction of another window. Where it still picks the instructed object,
 the head finds it without reading the sentence (from the hand's motion, for one).
@@ -143,35 +147,72 @@ def chance(data: dict, grid: int, sigma: float) -> dict:
     return out
 
 
+def parse_labels(data: dict, grid: int) -> torch.Tensor:
+    """(n, G^2, 2) long: per image-token cell, the colour and shape index (in COLORS, SHAPES) of the object whose
+    projected centre is nearest the cell centre, within one cell; len(COLORS) / len(SHAPES) where there is none."""
+    from megohand.data.synthetic.scene import COLORS
+    from megohand.data.synthetic.shapes import SHAPES
+
+    colours, shapes = list(COLORS), list(SHAPES)
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    cells = torch.stack([cx.reshape(-1), cy.reshape(-1)], -1)  # (G^2, 2)
+    out = torch.empty(len(data["names"]), grid * grid, 2, dtype=torch.long)
+    for i, names in enumerate(data["names"]):
+        d = (cells[:, None] - data["objects"][i, None, : len(names)]).norm(dim=-1).nan_to_num(float("inf")) * grid
+        near, j = d.min(-1)
+        col = torch.tensor([colours.index(n.split()[0]) for n in names])[j]
+        shp = torch.tensor([shapes.index(n.split()[1]) for n in names])[j]
+        out[i, :, 0] = torch.where(near < 1, col, len(colours))
+        out[i, :, 1] = torch.where(near < 1, shp, len(shapes))
+    return out
+
+
 def run(variant: str, train: dict, test: dict, args) -> dict:
     torch.manual_seed(args.seed)
     cfg = compact()
-    cfg = cfg.__class__(**{**cfg.__dict__, "modalities": "TI", "grounding": GroundingConfig(weight=1.0, sigma=args.sigma),
+    head = "query" if variant.startswith("query") else "linear"
+    cfg = cfg.__class__(**{**cfg.__dict__, "modalities": "TI",
+                           "grounding": GroundingConfig(weight=1.0, sigma=args.sigma, head=head),
                            "backbone": cfg.backbone.replace(image_size=args.image_size, film=variant == "film")})
     policy = MEgoHandPolicy(cfg)
     params = [p for n, p in policy.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    parse = None
+    if variant.endswith("parse"):
+        from megohand.data.synthetic.scene import COLORS
+        from megohand.data.synthetic.shapes import SHAPES
+
+        grid = args.image_size // 16
+        labels = parse_labels(train, grid)
+        parse = torch.nn.Linear(cfg.dit.width, len(COLORS) + 1 + len(SHAPES) + 1)
+        params += list(parse.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     rng = np.random.default_rng(args.seed)
     curve, t0 = [], time.perf_counter()
     for step in range(1, args.steps + 1):
         b = torch.from_numpy(rng.integers(0, len(train["text"]), args.batch))
         texts, uv, valid = [train["text"][i] for i in b.tolist()], train["uv"][b].clone(), train["valid"][b].clone()
-        if variant == "refer":  # half the batch: "the <colour> <shape>" of a random visible object, and where it is
+        if "refer" in variant:  # half the batch: "the <colour> <shape>" of a random visible object, and where it is
             for r, i in enumerate(b.tolist()[: args.batch // 2]):
                 seen = train["visible"][i]
                 if len(seen):
                     j = int(rng.choice(seen))
                     texts[r], uv[r, 0], valid[r] = f"the {train['names'][i][j]}", train["objects"][i, j], torch.tensor([True, False])
         text = policy.prepare_text(texts, args.batch)
-        logits = policy.encode_tokens(train["image"][b], text, ground=True)[-1]
+        vl, *_, logits = policy.encode_tokens(train["image"][b], text, ground=True)
         loss = grounding_loss(logits, uv, valid, args.sigma)
+        if parse is not None:
+            out = parse(policy.backbone.image_tokens(vl, text))  # (B, G^2, colours + 1 + shapes + 1)
+            n_col = len(COLORS) + 1
+            loss = loss + torch.nn.functional.cross_entropy(out[..., :n_col].flatten(0, 1), labels[b, :, 0].flatten()) \
+                + torch.nn.functional.cross_entropy(out[..., n_col:].flatten(0, 1), labels[b, :, 1].flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % args.eval_every == 0 or step == args.steps:
             ev = evaluate(policy, test, args.sigma, shuffle_text=False)
             curve.append({"step": step, "train_ce": float(loss.detach()), "test": ev, "seconds": time.perf_counter() - t0})
-            print(f"{variant:5s} step {step:5d}  train CE {float(loss.detach()):.3f}  test CE "
+            print(f"{variant:11s} step {step:5d}  train CE {float(loss.detach()):.3f}  test CE "
                   f"{ev['object']['ce']:.3f} / {ev['destination']['ce']:.3f}  error "
                   f"{ev['object']['error_cells']:.2f} / {ev['destination']['error_cells']:.2f} cells  picks "
                   f"{100 * ev['object']['picks_instructed']:.0f} % (before contact "
@@ -187,7 +228,8 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--variants", nargs="+", default=["late", "refer"], choices=["late", "film", "refer"])
+    ap.add_argument("--variants", nargs="+", default=["late", "refer"], choices=["late", "film", "refer", "query", "query-refer",
+                                                                         "refer-parse", "query-refer-parse"])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)

@@ -193,3 +193,61 @@ def test_referring_question_trains_the_object_channel_and_is_off_by_default():
     assert torch.allclose(info["loss_refer"], want, atol=1e-5)
     assert torch.allclose(info["loss"], info["loss_fm"] + info["loss_depth"] * p.config.depth.supervision_weight
                           + info["loss_ground"] + 0.5 * info["loss_refer"], atol=1e-5)
+
+
+def _matching_task(n: int, grid: int = 9, dim: int = 16, seed: int = 0):
+    """Each of ``grid`` positions shows a different colour (one-hot in the first 9 dims); the context token names
+    one of them; the answer is where that colour is. Position alone says nothing: chance is 1 / grid."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.stack([torch.randperm(grid, generator=g) for _ in range(n)])  # (n, grid)
+    tokens = torch.nn.functional.one_hot(colours, dim).float()
+    asked = torch.randint(0, grid, (n,), generator=g)
+    context = torch.nn.functional.one_hot(asked, dim).float()[:, None]  # (n, 1, dim)
+    answer = (colours == asked[:, None]).float().argmax(-1)
+    return tokens, context, answer
+
+
+def test_query_head_matches_words_to_positions_where_the_linear_head_cannot():
+    from megohand.models.grounding import GroundingHead, QueryGroundingHead
+
+    tokens, context, answer = _matching_task(512)
+    test_tokens, test_context, test_answer = _matching_task(256, seed=1)
+    mask = torch.ones(context.shape[:2], dtype=torch.bool)
+    accuracy = {}
+    for name, head in (("query", QueryGroundingHead(16, heads=2)), ("linear", GroundingHead(16))):
+        torch.manual_seed(0)
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        for _ in range(150):
+            loss = torch.nn.functional.cross_entropy(head(tokens, context, mask)[..., 0], answer)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pred = head(test_tokens, test_context, torch.ones(256, 1, dtype=torch.bool))[..., 0].argmax(-1)
+        accuracy[name] = float((pred == test_answer).float().mean())
+    assert accuracy["query"] > 0.9 and accuracy["linear"] < 0.25, accuracy
+
+
+def test_query_head_ignores_padding_and_survives_a_checkpoint(tmp_path):
+    from megohand.models.grounding import QueryGroundingHead
+
+    torch.manual_seed(0)
+    head = QueryGroundingHead(16, heads=2).eval()
+    tokens, context = torch.randn(2, 9, 16), torch.randn(2, 3, 16)
+    padded = torch.cat([context, torch.randn(2, 4, 16) * 100], dim=1)
+    mask = torch.tensor([[True] * 3 + [False] * 4] * 2)
+    with torch.no_grad():
+        assert torch.allclose(head(tokens, context, torch.ones(2, 3, dtype=torch.bool)), head(tokens, padded, mask),
+                              atol=1e-5)
+        assert not torch.allclose(head(tokens, context, mask[:, :3]), head(tokens, context.flip(0), mask[:, :3]))
+    p = MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0, head="query", tokens=True))).eval()
+    assert isinstance(p.grounding_head, QueryGroundingHead)
+    b = sample_batch()
+    text = p.prepare_text(b["instruction"], 2)
+    p.save_pretrained(tmp_path / "m")
+    q = MEgoHandPolicy.from_pretrained(tmp_path / "m").eval()
+    assert q.config.grounding.head == "query"
+    with torch.no_grad():
+        assert torch.allclose(q.encode_tokens(b["image"], text)[-1], p.encode_tokens(b["image"], text)[-1], atol=1e-5)
+    loss, info = p.train()(grounded_batch())
+    assert torch.isfinite(loss) and "loss_ground" in info

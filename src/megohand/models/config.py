@@ -209,6 +209,9 @@ class GroundingConfig:
     """Also feed the head's answer to the action head: one token per target (expected location, depth there,
     peak probability; ``megohand.models.grounding.GroundingTokens``), appended to the vision-language tokens.
     Then inference runs the head too."""
+    head: Literal["linear", "query"] = "linear"
+    """``linear``: a linear map of each image token (``GroundingHead``); ``query``: each image token matched against
+    a query pooled from the vision-language tokens, the instruction's among them (``QueryGroundingHead``)."""
     refer: float = 0.0
     """Weight of the referring question (0 = off): a second pass of the cerebrum on the same picture with the text
     "the <colour> <shape>" of a random object in it, and the same loss on where that object is. The hand's motion

@@ -1,7 +1,8 @@
 """Grounding supervision: where the instructed object and its destination are, read from the image tokens.
 
 ``GroundingHead`` maps the vision-language tokens at the G x G image-token positions (B, G^2, D) to two logits per
-position (instructed object, destination). ``grounding_loss`` is the soft cross-entropy between the softmax over
+position (instructed object, destination); ``QueryGroundingHead`` does it by matching each position against a
+query pooled from all the vision-language tokens (the instruction's among them). ``grounding_loss`` is the soft cross-entropy between the softmax over
 the G^2 positions and a Gaussian around each target's projected centre, so the tokens must say where the named
 object is: text and pixels have to be matched (the synthetic world's instructions name *what*, never *where*).
 ``GroundingTokens`` (optional) turns the head's prediction into one token per target for the action head: the
@@ -24,8 +25,35 @@ class GroundingHead(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, len(TARGETS)))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, G^2, D) -> (B, G^2, 2); context and mask are ignored (the same call as QueryGroundingHead)."""
         return self.net(tokens)
+
+
+class QueryGroundingHead(nn.Module):
+    """(image tokens (B, G^2, D), vision-language tokens (B, S, D), their mask (B, S) bool) -> (B, G^2, 2) logits.
+
+    Per target, a learned query attends over the vision-language tokens (the instruction's tokens among them) and
+    each image position's logit is the scaled dot product of its key with that pooled query: the answer is a match
+    between what the words ask for and what each position shows, as in open-vocabulary detectors' text-region
+    alignment (MDETR, GLIP). A linear head on the fused tokens can, and on the synthetic world does, answer without
+    reading the words (``benchmarks/grounding_probe.py``)."""
+
+    def __init__(self, dim: int, heads: int = 4):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(len(TARGETS), dim) * 0.02)
+        self.context_norm = nn.LayerNorm(dim)
+        self.pool = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.q = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.k = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B = tokens.shape[0]
+        ctx = self.context_norm(context)
+        query = self.query.to(ctx.dtype).expand(B, -1, -1)
+        pooled = self.pool(query, ctx, ctx, key_padding_mask=~mask, need_weights=False)[0]  # (B, K, D)
+        return self.k(tokens) @ self.q(pooled).transpose(1, 2) / tokens.shape[-1] ** 0.5  # (B, G^2, K)
 
 
 def gaussian_targets(uv: torch.Tensor, grid: int, sigma: float) -> torch.Tensor:

@@ -22,7 +22,7 @@ from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
 from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, depth_supervision_loss
 from megohand.models.dit import ActionHead
-from megohand.models.grounding import GroundingHead, GroundingTokens, grounding_loss
+from megohand.models.grounding import GroundingHead, GroundingTokens, QueryGroundingHead, grounding_loss
 
 NOT_SAVED = ("depth_estimator.",)
 """State-dict key prefixes a checkpoint never holds: the frozen external depth estimator (Depth Anything), which
@@ -117,7 +117,7 @@ class MEgoHandPolicy(nn.Module):
                 self.depth_head = DepthHead(self.depth_encoder.out_channels, dc.supervision_size)
         self.grounding_head = self.grounding_tokens = None
         if config.grounding.weight > 0 and config.uses_text and config.uses_image:
-            self.grounding_head = GroundingHead(D)
+            self.grounding_head = QueryGroundingHead(D) if config.grounding.head == "query" else GroundingHead(D)
             if config.grounding.tokens:
                 self.grounding_tokens = GroundingTokens(D, config.depth.max_depth)
         self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
@@ -216,7 +216,7 @@ class MEgoHandPolicy(nn.Module):
         vl, mask = self.backbone.forward_tokens(img, text, depth_tokens)
         logits = None
         if self.grounding_head is not None and (ground or self.grounding_tokens is not None):
-            logits = self.grounding_head(self.backbone.image_tokens(vl, text))
+            logits = self.grounding_head(self.backbone.image_tokens(vl, text), vl, mask)
             if self.grounding_tokens is not None:
                 vl = torch.cat([vl, self.grounding_tokens(logits, d_in, valid).to(vl.dtype)], dim=1)
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], logits.shape[-1])], dim=1)
