@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from megohand.cli.benchmark import Benchmark, group_runs, mean_spread, speed_lines
+from megohand.cli.benchmark import Benchmark, ablation_args, group_runs, mean_spread, speed_lines
 
 
 def test_group_runs_and_mean_spread_by_hand():
@@ -16,6 +16,13 @@ def test_group_runs_and_mean_spread_by_hand():
                       "static": ["static"], "const-vel": ["const-vel"]}
     assert mean_spread([1.0, 4.0, math.nan, None]) == (2.5, 3.0)
     assert all(math.isnan(x) for x in mean_spread([math.nan]))
+
+
+def test_ablations_join_with_plus():
+    assert ablation_args("refer+parse") == ("--model.grounding.refer=0.5", "--model.grounding.parse=0.5")
+    assert ablation_args("film") == ("--model.backbone.film",)
+    with pytest.raises(SystemExit, match="unknown variants or ablations \\['nope'\\]"):
+        Benchmark(ablations=("refer+nope",)).run()
 
 
 @pytest.mark.slow

@@ -251,3 +251,39 @@ def test_query_head_ignores_padding_and_survives_a_checkpoint(tmp_path):
         assert torch.allclose(q.encode_tokens(b["image"], text)[-1], p.encode_tokens(b["image"], text)[-1], atol=1e-5)
     loss, info = p.train()(grounded_batch())
     assert torch.isfinite(loss) and "loss_ground" in info
+
+
+def test_cell_labels_hand_computed():
+    from megohand.models.grounding import cell_labels
+
+    # 4 x 4 grid, cell centres at (i + 0.5) / 4; colour ids < 6, shape ids < 4; 6 and 4 are "none"
+    uv = torch.tensor([[[0.5, 0.5], [0.1, 0.1], [0.9, 0.1]]])
+    attr = torch.tensor([[[2, 1], [0, 3], [-1, -1]]])  # the third is absent: never a label
+    got = cell_labels(uv, attr, grid=4, colours=6, shapes=4)[0].view(4, 4, 2)
+    want_colour = torch.full((4, 4), 6)
+    want_shape = torch.full((4, 4), 4)
+    want_colour[1:3, 1:3], want_shape[1:3, 1:3] = 2, 1  # (0.5, 0.5) is 0.71 cells from the 4 central centres
+    want_colour[0, 0], want_shape[0, 0] = 0, 3  # (0.1, 0.1): 0.14 cells from cell (0, 0), 1.1 from its neighbours
+    assert torch.equal(got[..., 0], want_colour) and torch.equal(got[..., 1], want_shape)
+
+
+def test_scene_parsing_loss_in_the_policy_and_off_by_default():
+    from megohand.models.grounding import cell_labels, parse_loss
+
+    torch.manual_seed(0)
+    b = grounded_batch()
+    b["object_uv"] = torch.tensor([[[0.3, 0.6], [0.8, 0.2]], [[0.5, 0.5], [0.0, 0.0]]])
+    b["object_attr"] = torch.tensor([[[1, 2], [4, 0]], [[-1, -1], [-1, -1]]])  # sample 1 shows no object
+    assert "loss_parse" not in MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0))).train()(b)[1]
+    for tokens in (False, True):
+        p = MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0, parse=0.5, tokens=tokens))).train()
+        loss, info = p(b)
+        # its value: colour + shape cross-entropy over sample 0's cells, from the image tokens of the same pass
+        vl = p.encode_tokens(b["image"], p.prepare_text(b["instruction"], 2), b["depth"], b["has_depth"])[0]
+        img = vl[:, -(p.backbone.image_grid**2 + 2 * tokens):vl.shape[1] - 2 * tokens]
+        labels = cell_labels(b["object_uv"], b["object_attr"], p.backbone.image_grid, 6, 4)
+        logits = p.parse_head(img)
+        want = (torch.nn.functional.cross_entropy(logits[0, :, :7], labels[0, :, 0])
+                + torch.nn.functional.cross_entropy(logits[0, :, 7:], labels[0, :, 1]))
+        assert torch.allclose(info["loss_parse"], want, atol=1e-5)
+        assert torch.allclose(parse_loss(logits, labels, torch.tensor([True, False]), 6), want, atol=1e-5)

@@ -495,3 +495,33 @@ def test_referring_target_names_a_visible_object_where_the_pinhole_puts_it(hand,
     assert referring_target(None, k, K, S, rng) == ("", pytest.approx(np.zeros(2)), False)
     s = WindowDataset(tmp_path, split=None, image_size=64, window_scope="episode")[0]
     assert s["refer_valid"] and s["refer_text"].removeprefix("the ") in facts.names
+
+
+def test_objects_in_image_carry_each_visible_object_with_its_colour_and_shape(hand, tmp_path):
+    """Scene parsing's targets (``objects_in_image``): every object inside the picture at its pinhole projection, its
+    colour and shape as indices of the world's vocabulary; the rest (outside, padding, no facts) -1."""
+    from megohand.data.store import Store
+    from megohand.data.synthetic.build import synthesize
+    from megohand.data.synthetic.facts import MAX_OBJECTS, objects_in_image, scene_facts
+    from megohand.data.windows import WindowDataset
+
+    synthesize(tmp_path, 1, SynthConfig(seed=3, width=64, height=64), progress=False)
+    ep = Store(tmp_path).open("synthetic", "000000")
+    facts = scene_facts(ep.meta.extra, ep.T_cam_from_world)
+    K, S = np.asarray(ep.meta.K, np.float64), 64
+    for k in (0, len(facts.centers) - 1):
+        X = facts.centers[k]
+        uv = (np.stack([K[0, 0] * X[:, 0] / X[:, 2] + K[0, 2], K[1, 1] * X[:, 1] / X[:, 2] + K[1, 2]], -1) + 0.5) / S
+        inside = np.all((uv >= 0) & (uv <= 1), -1) & (X[:, 2] > 0)
+        got_uv, attr = objects_in_image(facts, k, K, S)
+        assert got_uv.shape == (MAX_OBJECTS, 2) and attr.shape == (MAX_OBJECTS, 2)
+        for j, o in enumerate(ep.meta.extra["objects"]):
+            if inside[j]:
+                assert tuple(attr[j]) == (list(COLORS).index(o["color"]), SHAPES.index(o["shape"]))
+                np.testing.assert_allclose(got_uv[j], uv[j], atol=1e-5)
+            else:
+                assert tuple(attr[j]) == (-1, -1)
+        assert (attr[len(X):] == -1).all()
+    assert (objects_in_image(None, 0, K, S)[1] == -1).all()
+    s = WindowDataset(tmp_path, split=None, image_size=64, window_scope="episode")[0]
+    assert s["object_attr"].dtype == torch.int64 and (s["object_attr"][:, 0] >= 0).any()

@@ -19,8 +19,16 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "grounding-tokens": ("--model.grounding.tokens",),
     "film": ("--model.backbone.film",),
     "refer": ("--model.grounding.refer=0.5",),
+    "parse": ("--model.grounding.parse=0.5",),
+    "query": ("--model.grounding.head=query",),
 }
-"""Named changes of the recipe (``megohand train`` overrides) for the A/B rows of the benchmark."""
+"""Named changes of the recipe (``megohand train`` overrides) for the A/B rows of the benchmark; ``a+b`` applies
+both (``refer+parse``)."""
+
+
+def ablation_args(name: str) -> tuple[str, ...]:
+    """The ``megohand train`` overrides of an ablation name, its ``+``-joined parts in order."""
+    return tuple(arg for part in name.split("+") for arg in ABLATIONS[part])
 
 
 @dataclass
@@ -38,8 +46,8 @@ class Benchmark:
     seeds: tuple[int, ...] = (0,)
     """Training seeds of every variant."""
     ablations: tuple[str, ...] = ()
-    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens, film,
-    refer), first seed only."""
+    """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens, film, refer,
+    parse, query; ``+`` joins several: refer+parse), first seed only."""
     episodes: int | None = None
     """Episodes to draw (None: the experiment's)."""
     steps: int | None = None
@@ -81,7 +89,7 @@ class Benchmark:
         exp = get_experiment(self.config)
         if exp.world is None:
             raise SystemExit(f"experiment {self.config!r} has no synthetic world; `megohand benchmark` needs one")
-        unknown = set(self.variants) - set(VARIANTS) or set(self.ablations) - set(ABLATIONS)
+        unknown = set(self.variants) - set(VARIANTS) or {p for a in self.ablations for p in a.split("+")} - set(ABLATIONS)
         if unknown:
             raise SystemExit(f"unknown variants or ablations {sorted(unknown)}; variants {VARIANTS}, ablations "
                              f"{list(ABLATIONS)}")
@@ -95,7 +103,7 @@ class Benchmark:
         # seed by seed: stopped early, a benchmark has every variant of its first seeds
         runs = {f"{v}_s{s}": ("--model.modalities", v, "--seed", str(s)) for s in self.seeds for v in self.variants}
         for a in self.ablations:
-            runs[f"TID_s{self.seeds[0]}_{a}"] = ("--model.modalities", "TID", "--seed", str(self.seeds[0]), *ABLATIONS[a])
+            runs[f"TID_s{self.seeds[0]}_{a}"] = ("--model.modalities", "TID", "--seed", str(self.seeds[0]), *ablation_args(a))
         exe = [sys.executable, "-m", "megohand.cli.main", "train", "--config", self.config]
         minutes, jobs = {}, {}
         for name, args in runs.items():

@@ -17,6 +17,8 @@ A sample at frame k of an episode (docs/data_format.md, docs/model.md)::
                                       unknown): the referring question of grounding (docs/model.md)
     refer_uv     float32 (2,)         where that object is in the image, [0, 1]
     refer_valid  bool
+    object_uv    float32 (8, 2)       every object in the picture, [0, 1] (scene parsing, docs/model.md)
+    object_attr  int64 (8, 2)         its colour and shape index (synthetic world's vocabulary); -1: no object
     meta         dict                 dataset, episode, k
 
 Values are not normalised (megohand.data.normalize does that). Windows start at every ``stride``-th frame
@@ -60,6 +62,8 @@ class Sample(TypedDict):
     refer_text: str
     refer_uv: torch.Tensor
     refer_valid: bool
+    object_uv: torch.Tensor
+    object_attr: torch.Tensor
     instruction: str
     state: torch.Tensor
     action: torch.Tensor
@@ -264,11 +268,12 @@ class WindowDataset(torch.utils.data.Dataset):
         img, depth, K = episode_observation(ep, k, S, 0.95 if self.augment else 1.0, rng, has_depth, self.copies)
         image = to_tensor(img if rng is None else _color_jitter(img, rng))
         depth = depth if has_depth else torch.zeros(1, S, S)
-        from megohand.data.synthetic.facts import image_targets, referring_target
+        from megohand.data.synthetic.facts import image_targets, objects_in_image, referring_target
 
         facts = self.facts(e)
         ground_uv, ground_valid = image_targets(facts, k, K, S)
         refer_text, refer_uv, refer_valid = referring_target(facts, k, K, S, np.random.default_rng((self.seed, i, 1)))
+        object_uv, object_attr = objects_in_image(facts, k, K, S)
         return Sample(
             image=image,
             depth=depth,
@@ -279,6 +284,8 @@ class WindowDataset(torch.utils.data.Dataset):
             refer_text=refer_text,
             refer_uv=torch.from_numpy(refer_uv),
             refer_valid=refer_valid,
+            object_uv=torch.from_numpy(object_uv),
+            object_attr=torch.from_numpy(object_attr),
             instruction=text,
             state=state.clone(),
             action=action.float(),

@@ -212,6 +212,10 @@ class GroundingConfig:
     head: Literal["linear", "query"] = "linear"
     """``linear``: a linear map of each image token (``GroundingHead``); ``query``: each image token matched against
     a query pooled from the vision-language tokens, the instruction's among them (``QueryGroundingHead``)."""
+    parse: float = 0.0
+    """Weight of scene parsing (0 = off): every image token also says the colour and shape of the object whose
+    centre is within one token cell of it, or none (``megohand.models.grounding.ParseHead``; targets from the
+    synthetic world's scene facts, ``object_*`` of ``megohand.data.windows``)."""
     refer: float = 0.0
     """Weight of the referring question (0 = off): a second pass of the cerebrum on the same picture with the text
     "the <colour> <shape>" of a random object in it, and the same loss on where that object is. The hand's motion

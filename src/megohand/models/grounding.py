@@ -5,6 +5,8 @@ position (instructed object, destination); ``QueryGroundingHead`` does it by mat
 query pooled from all the vision-language tokens (the instruction's among them). ``grounding_loss`` is the soft cross-entropy between the softmax over
 the G^2 positions and a Gaussian around each target's projected centre, so the tokens must say where the named
 object is: text and pixels have to be matched (the synthetic world's instructions name *what*, never *where*).
+``ParseHead`` (optional) says, at every image position, the colour and shape of the object there (or none):
+dense supervision of what the picture shows where, from the scene facts (``cell_labels``).
 ``GroundingTokens`` (optional) turns the head's prediction into one token per target for the action head: the
 expected location, the depth there and the peak probability, so the flow head reads where to go as a few numbers.
 """
@@ -119,3 +121,40 @@ class GroundingTokens(nn.Module):
         feats = torch.cat([uv, z[..., None], peak[..., None], has[..., None]], dim=-1)  # (B, K, 5)
         w = self.mlp[0].weight
         return self.mlp(feats.to(w.dtype)) + self.target.to(w.dtype)
+
+
+class ParseHead(nn.Module):
+    """(B, G^2, D) image tokens -> (B, G^2, C + 1 + H + 1) logits: colour (C and "none") then shape (H and "none")."""
+
+    def __init__(self, dim: int, colours: int, shapes: int):
+        super().__init__()
+        self.colours, self.shapes = colours, shapes
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, colours + 1 + shapes + 1))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens)
+
+
+def cell_labels(uv: torch.Tensor, attr: torch.Tensor, grid: int, colours: int, shapes: int) -> torch.Tensor:
+    """Scene-parsing targets: object centres uv (B, N, 2) in [0, 1] and attributes (B, N, 2) long (colour, shape;
+    -1 = no object) -> (B, G^2, 2) long, row-major cells: the attributes of the object whose centre is nearest the
+    cell's centre within one cell, else (colours, shapes), the "none" classes."""
+    centres = (torch.arange(grid, device=uv.device, dtype=torch.float32) + 0.5) / grid
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    cells = torch.stack([cx.reshape(-1), cy.reshape(-1)], dim=-1)  # (G^2, 2)
+    d = (cells[None, :, None] - uv.float()[:, None]).norm(dim=-1) * grid  # (B, G^2, N) in cells
+    d = d.masked_fill((attr[:, None, :, 0] < 0), float("inf"))
+    near, j = d.min(dim=-1)  # (B, G^2)
+    picked = torch.gather(attr, 1, j[..., None].expand(-1, -1, 2))  # (B, G^2, 2)
+    none = torch.tensor([colours, shapes], device=attr.device)
+    return torch.where((near < 1)[..., None], picked, none)
+
+
+def parse_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, colours: int) -> torch.Tensor:
+    """Cross-entropy of colour and shape per cell: logits (B, G^2, C + 1 + H + 1), labels (B, G^2, 2), valid (B,)
+    bool -> scalar, the mean over the valid samples' cells of colour CE + shape CE (0 when none is valid)."""
+    c = colours + 1
+    ce = F.cross_entropy(logits[..., :c].float().flatten(0, 1), labels[..., 0].flatten(), reduction="none") + \
+        F.cross_entropy(logits[..., c:].float().flatten(0, 1), labels[..., 1].flatten(), reduction="none")
+    w = valid.float()[:, None].expand(labels.shape[:2]).flatten()
+    return (ce * w).sum() / (w.sum().clamp(min=1.0))

@@ -22,7 +22,8 @@ from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
 from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, depth_supervision_loss
 from megohand.models.dit import ActionHead
-from megohand.models.grounding import GroundingHead, GroundingTokens, QueryGroundingHead, grounding_loss
+from megohand.models.grounding import (GroundingHead, GroundingTokens, ParseHead, QueryGroundingHead, cell_labels,
+                                       grounding_loss, parse_loss)
 
 NOT_SAVED = ("depth_estimator.",)
 """State-dict key prefixes a checkpoint never holds: the frozen external depth estimator (Depth Anything), which
@@ -120,6 +121,12 @@ class MEgoHandPolicy(nn.Module):
             self.grounding_head = QueryGroundingHead(D) if config.grounding.head == "query" else GroundingHead(D)
             if config.grounding.tokens:
                 self.grounding_tokens = GroundingTokens(D, config.depth.max_depth)
+        self.parse_head = None
+        if config.grounding.parse > 0 and config.uses_image:
+            from megohand.data.synthetic.scene import COLORS
+            from megohand.data.synthetic.shapes import SHAPES
+
+            self.parse_head = ParseHead(D, len(COLORS), len(SHAPES))
         self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
         self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim, config.horizon))
         self.__dict__["_head_fn"] = self.head  # plain attribute (not a submodule): the compiled head or the head
@@ -282,6 +289,17 @@ class MEgoHandPolicy(nn.Module):
                                     ok.to(dev, non_blocking=True)[:, None], cfg.grounding.sigma)
             loss = loss + cfg.grounding.refer * loss_r
             info["loss_refer"] = loss_r.detach()
+        if self.parse_head is not None and "object_attr" in batch:
+            # the image tokens of the main pass (the grounding tokens, when present, end the sequence)
+            n = vl.shape[1] - (ground_logits.shape[-1] if self.grounding_tokens is not None else 0)
+            head = self.parse_head
+            attr = batch["object_attr"].to(dev, non_blocking=True)
+            labels = cell_labels(batch["object_uv"].to(dev, non_blocking=True), attr, self.backbone.image_grid,
+                                 head.colours, head.shapes)
+            ok = keep_i.to(dev, non_blocking=True) & (attr[..., 0] >= 0).any(dim=1)  # samples with objects in view
+            loss_p = parse_loss(head(self.backbone.image_tokens(vl[:, :n], text)), labels, ok, head.colours)
+            loss = loss + cfg.grounding.parse * loss_p
+            info["loss_parse"] = loss_p.detach()
         info["loss"] = loss.detach()
         return loss, info
 
