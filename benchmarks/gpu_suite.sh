@@ -46,7 +46,8 @@ for phase in "$@"; do
       ;;
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
       step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 \
-        --ablations no-grounding no-dropout grounding-tokens refer --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} \
+        --ablations no-grounding no-dropout grounding-tokens refer refer+parse refer+parse+grounding-tokens \
+        --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} \
         --train-args $BENCH_TRAIN_ARGS
       [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0 --no-check
       ;;
