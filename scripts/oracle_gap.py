@@ -17,7 +17,14 @@ episodes:
   target's base centre and sizes, the destination, the landmark's centre and size, every other object's centre and
   size, and the camera pose (rotation and translation above the table).
 
-Both are scored on the test episodes (object-colour-task combinations never trained on): the mean wrist error of
+With ``--grounding-accuracy P ...``, a third MLP per P sees text + state and only what the policy's grounding tokens
+carry (``--model.grounding.tokens``: where the instructed object and the destination are): the target's centre
+and the destination at frame k in its camera frame, the target right with probability P and otherwise, per window,
+another object's centre (what a head that picks the wrong object hands over; the same rate in training and test).
+It says how much of the gap the grounding tokens can close at the grounding accuracy a cerebrum reaches
+(``benchmarks/grounding_probe.py``).
+
+All are scored on the test episodes (object-colour-task combinations never trained on): the mean wrist error of
 the 16 future frames [cm], per phase of frame k and overall, and the ratio (text + state) / (full information);
 the static pose (no motion) for scale. Writes ``benchmarks/results/oracle_gap_<world>.json`` (or ``--out``).
 """
@@ -65,6 +72,8 @@ class Args:
     """Peak learning rate (AdamW, cosine decay)."""
     threads: int = 2
     """torch CPU threads."""
+    grounding_accuracy: tuple[float, ...] = ()
+    """Also probe what the grounding tokens carry, the instructed object found with each of these probabilities."""
     mano_dir: Path | None = None
     """MANO folder; default $MANO_MODEL_DIR, else the bundled open hand."""
     out: Path | None = None
@@ -149,6 +158,22 @@ def scene_facts(ep, ks: np.ndarray) -> np.ndarray:
     return np.concatenate(cols, axis=1)
 
 
+SCENE_TARGET, SCENE_DESTINATION = slice(0, 3), slice(6, 10)  # columns of scene_facts: target centre; destination + flag
+SCENE_OTHERS = 17  # first column of the other objects, 7 each (centre, sizes, present flag)
+
+
+def grounding_features(scene: np.ndarray, accuracy: float, rng: np.random.Generator) -> np.ndarray:
+    """(N, 7) what the grounding tokens carry, from scene_facts rows: the target's centre (another object's, present
+    in the scene, in a share 1 - accuracy of the windows that have one) and the destination with its flag."""
+    target = scene[:, SCENE_TARGET].copy()
+    present = np.stack([scene[:, SCENE_OTHERS + 7 * j + 6] > 0 for j in range(MAX_OTHERS)], 1)  # (N, MAX_OTHERS)
+    wrong = (rng.random(len(scene)) >= accuracy) & present.any(1)
+    for i in np.flatnonzero(wrong):
+        j = rng.choice(np.flatnonzero(present[i]))
+        target[i] = scene[i, SCENE_OTHERS + 7 * j: SCENE_OTHERS + 7 * j + 3]
+    return np.concatenate([target, scene[:, SCENE_DESTINATION]], 1)
+
+
 def one_hot(values: list, vocab: list) -> np.ndarray:
     """(len(values), len(vocab) + 1) one-hots; the last column is "unseen"."""
     index = {v: i for i, v in enumerate(vocab)}
@@ -223,7 +248,12 @@ def main(args: Args) -> dict:
     y = {k: d["future"].reshape(len(d["future"]), -1) for k, d in data.items()}
     gen_s = time.perf_counter() - t0
     errors = {"static pose": window_errors(np.zeros_like(y["test"]), y["test"], te["mask"])}
-    for name, x in (("text + state", x_text), ("full information", x_full)):
+    probes = [("text + state", x_text), ("full information", x_full)]
+    for p in args.grounding_accuracy:
+        rng = np.random.default_rng(args.seed)
+        probes.append((f"grounding tokens, {100 * p:.0f} % right", {
+            k: np.concatenate([x_text[k], grounding_features(d["scene"], p, rng)], 1) for k, d in data.items()}))
+    for name, x in probes:
         predict = train_probe(x["train"], y["train"], tr["mask"], args)
         errors[name] = window_errors(predict(x["test"]), y["test"], te["mask"])
     phases = sorted(set(te["phase"]), key=lambda p: -np.mean(te["phase"] == p))
@@ -238,8 +268,7 @@ def main(args: Args) -> dict:
     result = {
         "world": args.world, "args": json.loads(json.dumps(dataclasses.asdict(args), default=str)),
         "hand_model": hand.name, "train_windows": len(y["train"]), "test_windows": len(y["test"]),
-        "test_episodes": len(parts["test"]), "inputs": {"text + state": int(x_text["train"].shape[1]),
-                                                        "full information": int(x_full["train"].shape[1])},
+        "test_episodes": len(parts["test"]), "inputs": {name: int(x["train"].shape[1]) for name, x in probes},
         "unit": "cm, mean wrist error over the 16 future frames, per window (phase = phase of the window's first frame)",
         "ratio_overall": table["overall"]["ratio"], "table": table,
         "seconds": {"generate": round(gen_s, 1), "total": round(time.perf_counter() - t0, 1)},
@@ -247,10 +276,12 @@ def main(args: Args) -> dict:
     }
     print(f"oracle gap, {args.world} world: {len(parts['test'])} test episodes, {len(y['test'])} windows "
           f"(train {len(y['train'])}), {args.steps} steps per probe, {result['seconds']['total']} s")
-    print(f"{'phase':<10} {'windows':>7} {'static':>7} {'text+state':>10} {'full info':>9} {'ratio':>6}")
+    extra = [name for name, _ in probes[2:]]
+    print(f"{'phase':<10} {'windows':>7} {'static':>7} {'text+state':>10} {'full info':>9} {'ratio':>6}"
+          + "".join(f" | {name}" for name in extra))
     for p, r in table.items():
         print(f"{p:<10} {r['windows']:>7} {r['static pose']:>7.2f} {r['text + state']:>10.2f} "
-              f"{r['full information']:>9.2f} {r['ratio']:>6.2f}")
+              f"{r['full information']:>9.2f} {r['ratio']:>6.2f}" + "".join(f" | {r[name]:.2f}" for name in extra))
     out = args.out or REPO / "benchmarks" / "results" / f"oracle_gap_{args.world}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")  # atomic: temporary name, then rename
