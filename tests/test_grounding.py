@@ -287,3 +287,11 @@ def test_scene_parsing_loss_in_the_policy_and_off_by_default():
                 + torch.nn.functional.cross_entropy(logits[0, :, 7:], labels[0, :, 1]))
         assert torch.allclose(info["loss_parse"], want, atol=1e-5)
         assert torch.allclose(parse_loss(logits, labels, torch.tensor([True, False]), 6), want, atol=1e-5)
+
+
+def test_model_side_crop_is_refused_with_grounding():
+    import pytest
+
+    cfg = compact_cfg(grounding=GroundingConfig(weight=1.0))
+    with pytest.raises(ValueError, match="backbone.augment crops the image"):
+        MEgoHandPolicy(replace(cfg, backbone=cfg.backbone.replace(augment=True)))

@@ -102,6 +102,11 @@ class MEgoHandPolicy(nn.Module):
         super().__init__()
         if not (config.uses_text or config.uses_image):
             raise ValueError(f"modalities {config.modalities!r} use neither text nor image")
+        g = config.grounding
+        if config.backbone.augment and (g.weight > 0 or g.parse > 0):
+            raise ValueError("--model.backbone.augment crops the image after the grounding and scene-parsing targets "
+                             "were placed on it; use the dataset's augmentation (megohand train --augment, on by "
+                             "default) with grounding")
         self.config = config
         self.normalizer = normalizer
         D = config.dit.width
