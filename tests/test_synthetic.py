@@ -515,13 +515,11 @@ def test_objects_in_image_carry_each_visible_object_with_its_colour_and_shape(ha
         inside = np.all((uv >= 0) & (uv <= 1), -1) & (X[:, 2] > 0)
         got_uv, attr = objects_in_image(facts, k, K, S)
         assert got_uv.shape == (MAX_OBJECTS, 2) and attr.shape == (MAX_OBJECTS, 2)
-        for j, o in enumerate(ep.meta.extra["objects"]):
-            if inside[j]:
-                assert tuple(attr[j]) == (list(COLORS).index(o["color"]), SHAPES.index(o["shape"]))
-                np.testing.assert_allclose(got_uv[j], uv[j], atol=1e-5)
-            else:
-                assert tuple(attr[j]) == (-1, -1)
-        assert (attr[len(X):] == -1).all()
+        seen = [(list(COLORS).index(o["color"]), SHAPES.index(o["shape"]))
+                for j, o in enumerate(ep.meta.extra["objects"]) if inside[j]]
+        assert seen
+        assert [tuple(a) for a in attr[:len(seen)]] == seen and (attr[len(seen):] == -1).all()
+        np.testing.assert_allclose(got_uv[:len(seen)], uv[inside], atol=1e-5)
     assert (objects_in_image(None, 0, K, S)[1] == -1).all()
     s = WindowDataset(tmp_path, split=None, image_size=64, window_scope="episode")[0]
     assert s["object_attr"].dtype == torch.int64 and (s["object_attr"][:, 0] >= 0).any()

@@ -89,7 +89,8 @@ class Benchmark:
         exp = get_experiment(self.config)
         if exp.world is None:
             raise SystemExit(f"experiment {self.config!r} has no synthetic world; `megohand benchmark` needs one")
-        unknown = set(self.variants) - set(VARIANTS) or {p for a in self.ablations for p in a.split("+")} - set(ABLATIONS)
+        parts = {p for a in self.ablations for p in a.split("+")}
+        unknown = set(self.variants) - set(VARIANTS) or parts - set(ABLATIONS)
         if unknown:
             raise SystemExit(f"unknown variants or ablations {sorted(unknown)}; variants {VARIANTS}, ablations "
                              f"{list(ABLATIONS)}")
@@ -103,7 +104,8 @@ class Benchmark:
         # seed by seed: stopped early, a benchmark has every variant of its first seeds
         runs = {f"{v}_s{s}": ("--model.modalities", v, "--seed", str(s)) for s in self.seeds for v in self.variants}
         for a in self.ablations:
-            runs[f"TID_s{self.seeds[0]}_{a}"] = ("--model.modalities", "TID", "--seed", str(self.seeds[0]), *ablation_args(a))
+            runs[f"TID_s{self.seeds[0]}_{a}"] = ("--model.modalities", "TID", "--seed", str(self.seeds[0]),
+                                                 *ablation_args(a))
         exe = [sys.executable, "-m", "megohand.cli.main", "train", "--config", self.config]
         minutes, jobs = {}, {}
         for name, args in runs.items():

@@ -17,8 +17,8 @@ A sample at frame k of an episode (docs/data_format.md, docs/model.md)::
                                       unknown): the referring question of grounding (docs/model.md)
     refer_uv     float32 (2,)         where that object is in the image, [0, 1]
     refer_valid  bool
-    object_uv    float32 (8, 2)       every object in the picture, [0, 1] (scene parsing, docs/model.md)
-    object_attr  int64 (8, 2)         its colour and shape index (synthetic world's vocabulary); -1: no object
+    object_uv    float32 (16, 2)      the objects in the picture, [0, 1] (scene parsing, docs/model.md)
+    object_attr  int64 (16, 2)        their colour and shape index (synthetic world's vocabulary); -1: no object
     meta         dict                 dataset, episode, k
 
 Values are not normalised (megohand.data.normalize does that). Windows start at every ``stride``-th frame

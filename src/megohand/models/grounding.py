@@ -2,9 +2,10 @@
 
 ``GroundingHead`` maps the vision-language tokens at the G x G image-token positions (B, G^2, D) to two logits per
 position (instructed object, destination); ``QueryGroundingHead`` does it by matching each position against a
-query pooled from all the vision-language tokens (the instruction's among them). ``grounding_loss`` is the soft cross-entropy between the softmax over
-the G^2 positions and a Gaussian around each target's projected centre, so the tokens must say where the named
-object is: text and pixels have to be matched (the synthetic world's instructions name *what*, never *where*).
+query pooled from all the vision-language tokens (the instruction's among them). ``grounding_loss`` is the soft
+cross-entropy between the softmax over the G^2 positions and a Gaussian around each target's projected centre, so
+the tokens must say where the named object is: text and pixels have to be matched (the synthetic world's
+instructions name *what*, never *where*).
 ``ParseHead`` (optional) says, at every image position, the colour and shape of the object there (or none):
 dense supervision of what the picture shows where, from the scene facts (``cell_labels``).
 ``GroundingTokens`` (optional) turns the head's prediction into one token per target for the action head: the
@@ -39,8 +40,8 @@ class QueryGroundingHead(nn.Module):
     Per target, a learned query attends over the vision-language tokens (the instruction's tokens among them) and
     each image position's logit is the scaled dot product of its key with that pooled query: the answer is a match
     between what the words ask for and what each position shows, as in open-vocabulary detectors' text-region
-    alignment (MDETR, GLIP). A linear head on the fused tokens can, and on the synthetic world does, answer without
-    reading the words (``benchmarks/grounding_probe.py``)."""
+    alignment (MDETR, GLIP). Measured by ``benchmarks/grounding_probe.py``: no better than ``GroundingHead``; without
+    the referring question it does not read the words either."""
 
     def __init__(self, dim: int, heads: int = 4):
         super().__init__()

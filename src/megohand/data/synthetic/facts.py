@@ -135,15 +135,15 @@ def referring_target(facts: SceneFacts | None, k: int, K: np.ndarray, size: int,
     return f"the {facts.names[j]}", q[j].astype(np.float32), True
 
 
-MAX_OBJECTS = 8
-"""Objects a sample carries for scene parsing (``objects_in_image``); the synthetic worlds draw at most 6."""
+MAX_OBJECTS = 16
+"""Objects a sample carries for scene parsing (``objects_in_image``); the synthetic worlds draw 3 to 5 by default."""
 
 
 def objects_in_image(facts: SceneFacts | None, k: int, K: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every object of frame ``k`` in the model image, for scene parsing: uv (MAX_OBJECTS, 2) float32 in [0, 1] as in
-    ``image_targets`` and attributes (MAX_OBJECTS, 2) int64, the index of its colour in ``scene.COLORS`` and of its
-    shape in ``shapes.SHAPES``; rows of absent objects (padding, outside the picture, behind the camera, unknown
-    names) have attributes -1."""
+    """The objects of frame ``k`` inside the model image, for scene parsing, in their scene order: uv (MAX_OBJECTS, 2)
+    float32 in [0, 1] as in ``image_targets`` and attributes (MAX_OBJECTS, 2) int64, the index of its colour in
+    ``scene.COLORS`` and of its shape in ``shapes.SHAPES``; the remaining rows have attributes -1. Objects outside
+    the picture, behind the camera, with unknown names, or beyond the first MAX_OBJECTS in view are left out."""
     from megohand.data.synthetic.scene import COLORS
     from megohand.data.synthetic.shapes import SHAPES
 
@@ -151,12 +151,13 @@ def objects_in_image(facts: SceneFacts | None, k: int, K: np.ndarray, size: int)
     attr = np.full((MAX_OBJECTS, 2), -1, np.int64)
     if facts is None or len(facts.names) != facts.num_objects:
         return uv, attr
-    if facts.num_objects > MAX_OBJECTS:
-        raise ValueError(f"a scene of {facts.num_objects} objects; scene parsing carries at most {MAX_OBJECTS}")
     colours, shapes = list(COLORS), list(SHAPES)
     q = (project(K, facts.centers[k]) + 0.5) / size  # (N, 2)
-    for j, (name, p) in enumerate(zip(facts.names, q)):
+    row = 0
+    for name, p in zip(facts.names, q):
         colour, _, shape = name.partition(" ")
-        if np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1)) and colour in colours and shape in shapes:
-            uv[j], attr[j] = p, (colours.index(colour), shapes.index(shape))
+        if row < MAX_OBJECTS and np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1)) and colour in colours \
+                and shape in shapes:
+            uv[row], attr[row] = p, (colours.index(colour), shapes.index(shape))
+            row += 1
     return uv, attr
