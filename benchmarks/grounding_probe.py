@@ -13,9 +13,8 @@ name for another object of the picture, whether it finds that one. Variants:
   with that object's location as the target: the hand's motion cannot answer that, only the colour and shape can.
 - ``query``, ``query-refer``: the head matches each image token against a query pooled from the tokens
   (``--model.grounding.head query``), without and with the referring question.
-- ``refer-parse``, ``query-refer-parse``: and every image token also says the colour and shape of the object or mat
-  whose projected centre lies within one cell of it (or "none"; ``--model.grounding.parse``, the samples'
-  ``object_uv`` / ``object_attr``): dense supervision of what the picture shows where.
+- ``refer-parse``, ``query-refer-parse``: and every image token also says the colour and shape of the object whose
+  projected centre lies within one cell of it (or "none"): dense supervision of what the picture shows where.
 
 The control: the same model with the instruction of another window. Where it still picks the instructed object,
 the head finds it without reading the sentence (from the hand's motion, for one).
@@ -40,10 +39,7 @@ import torch
 
 from megohand.data.windows import WindowDataset
 from megohand.models.config import GroundingConfig, compact
-from megohand.data.synthetic.facts import PARSE_SHAPES
-from megohand.data.synthetic.scene import COLORS
-from megohand.models.grounding import (TARGETS, ParseHead, cell_labels, expected_locations, gaussian_targets,
-                                       grounding_loss, parse_loss)
+from megohand.models.grounding import TARGETS, expected_locations, gaussian_targets, grounding_loss
 from megohand.models.policy import MEgoHandPolicy
 
 
@@ -73,8 +69,6 @@ def load(store: Path, split: str, n: int, size: int, seed: int) -> dict:
         "text": [s["instruction"] for s in samples],
         "uv": torch.stack([s["ground_uv"] for s in samples]),
         "valid": torch.stack([s["ground_valid"] for s in samples]),
-        "object_uv": torch.stack([s["object_uv"] for s in samples]),  # scene parsing: objects and mats in view
-        "object_attr": torch.stack([s["object_attr"] for s in samples]),
         "objects": torch.from_numpy(np.stack(objects)).float(),  # (n, N, 2), the instructed one first
         "names": names,  # n lists of "colour shape", in the order of objects
         "visible": [np.flatnonzero(((o >= 0) & (o <= 1)).all(-1)) for o in objects],  # indices of objects in the picture
@@ -153,6 +147,27 @@ def chance(data: dict, grid: int, sigma: float) -> dict:
     return out
 
 
+def parse_labels(data: dict, grid: int) -> torch.Tensor:
+    """(n, G^2, 2) long: per image-token cell, the colour and shape index (in COLORS, SHAPES) of the object whose
+    projected centre is nearest the cell centre, within one cell; len(COLORS) / len(SHAPES) where there is none."""
+    from megohand.data.synthetic.scene import COLORS
+    from megohand.data.synthetic.shapes import SHAPES
+
+    colours, shapes = list(COLORS), list(SHAPES)
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    cells = torch.stack([cx.reshape(-1), cy.reshape(-1)], -1)  # (G^2, 2)
+    out = torch.empty(len(data["names"]), grid * grid, 2, dtype=torch.long)
+    for i, names in enumerate(data["names"]):
+        d = (cells[:, None] - data["objects"][i, None, : len(names)]).norm(dim=-1).nan_to_num(float("inf")) * grid
+        near, j = d.min(-1)
+        col = torch.tensor([colours.index(n.split()[0]) for n in names])[j]
+        shp = torch.tensor([shapes.index(n.split()[1]) for n in names])[j]
+        out[i, :, 0] = torch.where(near < 1, col, len(colours))
+        out[i, :, 1] = torch.where(near < 1, shp, len(shapes))
+    return out
+
+
 def run(variant: str, train: dict, test: dict, args) -> dict:
     torch.manual_seed(args.seed)
     cfg = compact()
@@ -163,9 +178,13 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
     policy = MEgoHandPolicy(cfg)
     params = [p for n, p in policy.named_parameters() if p.requires_grad and not n.startswith("head.")]
     parse = None
-    if variant.endswith("parse"):  # the policy's scene-parsing head, trained here beside the grounding head
-        parse = ParseHead(cfg.dit.width, len(COLORS), len(PARSE_SHAPES))
-        labels = cell_labels(train["object_uv"], train["object_attr"], args.image_size // 16, parse.colours, parse.shapes)
+    if variant.endswith("parse"):
+        from megohand.data.synthetic.scene import COLORS
+        from megohand.data.synthetic.shapes import SHAPES
+
+        grid = args.image_size // 16
+        labels = parse_labels(train, grid)
+        parse = torch.nn.Linear(cfg.dit.width, len(COLORS) + 1 + len(SHAPES) + 1)
         params += list(parse.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     rng = np.random.default_rng(args.seed)
@@ -184,7 +203,9 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
         loss = grounding_loss(logits, uv, valid, args.sigma)
         if parse is not None:
             out = parse(policy.backbone.image_tokens(vl, text))  # (B, G^2, colours + 1 + shapes + 1)
-            loss = loss + parse_loss(out, labels[b], torch.ones(len(b), dtype=torch.bool), parse.colours)
+            n_col = len(COLORS) + 1
+            loss = loss + torch.nn.functional.cross_entropy(out[..., :n_col].flatten(0, 1), labels[b, :, 0].flatten()) \
+                + torch.nn.functional.cross_entropy(out[..., n_col:].flatten(0, 1), labels[b, :, 1].flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -281,9 +281,7 @@ def test_scene_parsing_loss_in_the_policy_and_off_by_default():
         # its value: colour + shape cross-entropy over sample 0's cells, from the image tokens of the same pass
         vl = p.encode_tokens(b["image"], p.prepare_text(b["instruction"], 2), b["depth"], b["has_depth"])[0]
         img = vl[:, -(p.backbone.image_grid**2 + 2 * tokens):vl.shape[1] - 2 * tokens]
-        # 6 colours and 5 shapes (the mat last), each with a "none" class
-        assert (p.parse_head.colours, p.parse_head.shapes) == (6, 5)
-        labels = cell_labels(b["object_uv"], b["object_attr"], p.backbone.image_grid, 6, 5)
+        labels = cell_labels(b["object_uv"], b["object_attr"], p.backbone.image_grid, 6, 4)
         logits = p.parse_head(img)
         want = (torch.nn.functional.cross_entropy(logits[0, :, :7], labels[0, :, 0])
                 + torch.nn.functional.cross_entropy(logits[0, :, 7:], labels[0, :, 1]))

@@ -497,10 +497,9 @@ def test_referring_target_names_a_visible_object_where_the_pinhole_puts_it(hand,
     assert s["refer_valid"] and s["refer_text"].removeprefix("the ") in facts.names
 
 
-def test_objects_in_image_carry_each_visible_object_and_mat_with_its_colour_and_shape(hand, tmp_path):
-    """Scene parsing's targets (``objects_in_image``): every object, then every mat, inside the picture at the pinhole
-    projection of its centre (a mat's: its table position, half its thickness up, through the camera pose), colour
-    and shape as indices of the vocabulary (the mat last); the remaining rows (and all without facts) -1."""
+def test_objects_in_image_carry_each_visible_object_with_its_colour_and_shape(hand, tmp_path):
+    """Scene parsing's targets (``objects_in_image``): every object inside the picture at its pinhole projection, its
+    colour and shape as indices of the world's vocabulary; the rest (outside, padding, no facts) -1."""
     from megohand.data.store import Store
     from megohand.data.synthetic.build import synthesize
     from megohand.data.synthetic.facts import MAX_OBJECTS, objects_in_image, scene_facts
@@ -509,20 +508,16 @@ def test_objects_in_image_carry_each_visible_object_and_mat_with_its_colour_and_
     synthesize(tmp_path, 1, SynthConfig(seed=3, width=64, height=64), progress=False)
     ep = Store(tmp_path).open("synthetic", "000000")
     facts = scene_facts(ep.meta.extra, ep.T_cam_from_world)
-    mats = ep.meta.extra["landmarks"]
-    assert mats and facts.mat_names == tuple(f"{m['color']} mat" for m in mats)
     K, S = np.asarray(ep.meta.K, np.float64), 64
     for k in (0, len(facts.centers) - 1):
-        T = np.asarray(ep.T_cam_from_world[k], np.float64)
-        mat_world = np.array([[*m["xy"], m["dims"][-1] / 2] for m in mats])
-        X = np.concatenate([facts.centers[k], mat_world @ T[:3, :3].T + T[:3, 3]])
+        X = facts.centers[k]
         uv = (np.stack([K[0, 0] * X[:, 0] / X[:, 2] + K[0, 2], K[1, 1] * X[:, 1] / X[:, 2] + K[1, 2]], -1) + 0.5) / S
         inside = np.all((uv >= 0) & (uv <= 1), -1) & (X[:, 2] > 0)
         got_uv, attr = objects_in_image(facts, k, K, S)
         assert got_uv.shape == (MAX_OBJECTS, 2) and attr.shape == (MAX_OBJECTS, 2)
-        things = [(o["color"], o["shape"]) for o in ep.meta.extra["objects"]] + [(m["color"], "mat") for m in mats]
-        seen = [(list(COLORS).index(c), (*SHAPES, "mat").index(sh)) for j, (c, sh) in enumerate(things) if inside[j]]
-        assert any(sh == len(SHAPES) for _, sh in seen)  # a mat in view: the check covers mats
+        seen = [(list(COLORS).index(o["color"]), SHAPES.index(o["shape"]))
+                for j, o in enumerate(ep.meta.extra["objects"]) if inside[j]]
+        assert seen
         assert [tuple(a) for a in attr[:len(seen)]] == seen and (attr[len(seen):] == -1).all()
         np.testing.assert_allclose(got_uv[:len(seen)], uv[inside], atol=1e-5)
     assert (objects_in_image(None, 0, K, S)[1] == -1).all()

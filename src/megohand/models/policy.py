@@ -128,10 +128,10 @@ class MEgoHandPolicy(nn.Module):
                 self.grounding_tokens = GroundingTokens(D, config.depth.max_depth)
         self.parse_head = None
         if config.grounding.parse > 0 and config.uses_image:
-            from megohand.data.synthetic.facts import PARSE_SHAPES
             from megohand.data.synthetic.scene import COLORS
+            from megohand.data.synthetic.shapes import SHAPES
 
-            self.parse_head = ParseHead(D, len(COLORS), len(PARSE_SHAPES))
+            self.parse_head = ParseHead(D, len(COLORS), len(SHAPES))
         self.head = ActionHead(config.dit, config.state_dim, config.action_dim, config.horizon, context_dim=D)
         self.norm = MinMax(normalizer_bounds(normalizer, config.state_dim, config.action_dim, config.horizon))
         self.__dict__["_head_fn"] = self.head  # plain attribute (not a submodule): the compiled head or the head

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megohand.data.synthetic.shapes import SHAPES
-
 
 @dataclass
 class SceneFacts:
@@ -25,8 +23,7 @@ class SceneFacts:
     meta's destination, a base centre on the table, raised by half the object's height), or None (tasks without
     one); ``contact_frame``: first frame at which the hand touches the instructed object
     (None: never); ``release_frame``: last frame the object is carried (None: never carried); ``names``: each
-    object's name as the instructions say it ("red cube"; empty when unknown); ``mat_centers`` (T, M, 3) and
-    ``mat_names`` ("green mat"): the landmarks lying flat on the table (the grounded world's mats; none elsewhere).
+    object's name as the instructions say it ("red cube"; empty when unknown).
     """
 
     centers: np.ndarray
@@ -35,8 +32,6 @@ class SceneFacts:
     contact_frame: int | None
     release_frame: int | None
     names: tuple[str, ...] = ()
-    mat_centers: np.ndarray | None = None
-    mat_names: tuple[str, ...] = ()
 
     @property
     def num_objects(self) -> int:
@@ -75,11 +70,6 @@ def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts 
     if dest is not None:  # the base centre on the table -> the object's centre there
         dest_center = np.asarray(dest, np.float64) + up[target]
         destination = to_camera(T_cam_from_world, np.tile(dest_center, (T, 1, 1)))[:, 0]
-    mats = scene_objects(extra.get("landmarks") or [])
-    mat_centers = None
-    if mats:  # static on the table (z = 0 at the top of the table), centred half their thickness above it
-        mat_w = np.array([[o.xy[0], o.xy[1], o.height / 2] for o in mats], dtype=np.float64)
-        mat_centers = to_camera(T_cam_from_world, np.tile(mat_w, (T, 1, 1)))
     attach = np.asarray(extra.get("attach", []), dtype=np.int64)
     carried = np.flatnonzero(attach == target) if len(attach) == T else np.zeros(0, np.int64)
     contact = extra.get("contact_frame")
@@ -88,8 +78,7 @@ def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts 
     return SceneFacts(centers=centers, target=target, destination=destination,
                       contact_frame=None if contact is None else int(contact),
                       release_frame=int(carried[-1]) if len(carried) else None,
-                      names=tuple(o.name for o in objects), mat_centers=mat_centers,
-                      mat_names=tuple(o.name for o in mats))
+                      names=tuple(o.name for o in objects))
 
 
 def to_camera(T_cam_from_world: np.ndarray, X_world: np.ndarray) -> np.ndarray:
@@ -147,35 +136,28 @@ def referring_target(facts: SceneFacts | None, k: int, K: np.ndarray, size: int,
 
 
 MAX_OBJECTS = 16
-"""Objects and mats a sample carries for scene parsing (``objects_in_image``); the synthetic worlds draw 3 to 5
-objects and the grounded world 2 mats by default."""
-
-PARSE_SHAPES = (*SHAPES, "mat")
-"""Shape classes of scene parsing: the shapes a task names, then the mat."""
+"""Objects a sample carries for scene parsing (``objects_in_image``); the synthetic worlds draw 3 to 5 by default."""
 
 
 def objects_in_image(facts: SceneFacts | None, k: int, K: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The objects, then the mats, of frame ``k`` inside the model image, for scene parsing: uv (MAX_OBJECTS, 2)
-    float32 in [0, 1] as in ``image_targets`` and attributes (MAX_OBJECTS, 2) int64, the index of the colour in
-    ``scene.COLORS`` and of the shape in ``PARSE_SHAPES``; the remaining rows have attributes -1. Those outside the
-    picture, behind the camera, with unknown names, or beyond the first MAX_OBJECTS in view are left out."""
+    """The objects of frame ``k`` inside the model image, for scene parsing, in their scene order: uv (MAX_OBJECTS, 2)
+    float32 in [0, 1] as in ``image_targets`` and attributes (MAX_OBJECTS, 2) int64, the index of its colour in
+    ``scene.COLORS`` and of its shape in ``shapes.SHAPES``; the remaining rows have attributes -1. Objects outside
+    the picture, behind the camera, with unknown names, or beyond the first MAX_OBJECTS in view are left out."""
     from megohand.data.synthetic.scene import COLORS
+    from megohand.data.synthetic.shapes import SHAPES
 
     uv = np.zeros((MAX_OBJECTS, 2), np.float32)
     attr = np.full((MAX_OBJECTS, 2), -1, np.int64)
     if facts is None or len(facts.names) != facts.num_objects:
         return uv, attr
-    colours = list(COLORS)
-    names, centres = list(facts.names), [facts.centers[k]]
-    if facts.mat_centers is not None:
-        names += facts.mat_names
-        centres.append(facts.mat_centers[k])
-    q = (project(K, np.concatenate(centres)) + 0.5) / size  # (N + M, 2)
+    colours, shapes = list(COLORS), list(SHAPES)
+    q = (project(K, facts.centers[k]) + 0.5) / size  # (N, 2)
     row = 0
-    for name, p in zip(names, q):
+    for name, p in zip(facts.names, q):
         colour, _, shape = name.partition(" ")
         if row < MAX_OBJECTS and np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1)) and colour in colours \
-                and shape in PARSE_SHAPES:
-            uv[row], attr[row] = p, (colours.index(colour), PARSE_SHAPES.index(shape))
+                and shape in shapes:
+            uv[row], attr[row] = p, (colours.index(colour), shapes.index(shape))
             row += 1
     return uv, attr
