@@ -39,7 +39,8 @@ import torch
 
 from megohand.data.windows import WindowDataset
 from megohand.models.config import GroundingConfig, compact
-from megohand.models.grounding import TARGETS, expected_locations, gaussian_targets, grounding_loss
+from megohand.models.grounding import (TARGETS, cell_labels, expected_locations, gaussian_targets, grounding_loss,
+                                       parse_loss)
 from megohand.models.policy import MEgoHandPolicy
 
 
@@ -148,24 +149,18 @@ def chance(data: dict, grid: int, sigma: float) -> dict:
 
 
 def parse_labels(data: dict, grid: int) -> torch.Tensor:
-    """(n, G^2, 2) long: per image-token cell, the colour and shape index (in COLORS, SHAPES) of the object whose
-    projected centre is nearest the cell centre, within one cell; len(COLORS) / len(SHAPES) where there is none."""
+    """(n, G^2, 2) long, ``megohand.models.grounding.cell_labels`` of every object of each sample (those just outside
+    the picture too, so an edge cell within one cell of one is labelled with it)."""
     from megohand.data.synthetic.scene import COLORS
     from megohand.data.synthetic.shapes import SHAPES
 
-    colours, shapes = list(COLORS), list(SHAPES)
-    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
-    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
-    cells = torch.stack([cx.reshape(-1), cy.reshape(-1)], -1)  # (G^2, 2)
-    out = torch.empty(len(data["names"]), grid * grid, 2, dtype=torch.long)
+    attr = torch.full(data["objects"].shape, -1, dtype=torch.long)  # (n, N, 2); -1: padding or behind the camera
     for i, names in enumerate(data["names"]):
-        d = (cells[:, None] - data["objects"][i, None, : len(names)]).norm(dim=-1).nan_to_num(float("inf")) * grid
-        near, j = d.min(-1)
-        col = torch.tensor([colours.index(n.split()[0]) for n in names])[j]
-        shp = torch.tensor([shapes.index(n.split()[1]) for n in names])[j]
-        out[i, :, 0] = torch.where(near < 1, col, len(colours))
-        out[i, :, 1] = torch.where(near < 1, shp, len(shapes))
-    return out
+        for j, name in enumerate(names):
+            if not bool(data["objects"][i, j].isnan().any()):
+                colour, shape = name.split()
+                attr[i, j] = torch.tensor([list(COLORS).index(colour), SHAPES.index(shape)])
+    return cell_labels(data["objects"], attr, grid, len(COLORS), len(SHAPES))
 
 
 def run(variant: str, train: dict, test: dict, args) -> dict:
@@ -203,9 +198,7 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
         loss = grounding_loss(logits, uv, valid, args.sigma)
         if parse is not None:
             out = parse(policy.backbone.image_tokens(vl, text))  # (B, G^2, colours + 1 + shapes + 1)
-            n_col = len(COLORS) + 1
-            loss = loss + torch.nn.functional.cross_entropy(out[..., :n_col].flatten(0, 1), labels[b, :, 0].flatten()) \
-                + torch.nn.functional.cross_entropy(out[..., n_col:].flatten(0, 1), labels[b, :, 1].flatten())
+            loss = loss + parse_loss(out, labels[b], torch.ones(len(b), dtype=torch.bool), len(COLORS))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -228,8 +221,8 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--variants", nargs="+", default=["late", "refer"], choices=["late", "film", "refer", "query", "query-refer",
-                                                                         "refer-parse", "query-refer-parse"])
+    ap.add_argument("--variants", nargs="+", default=["late", "refer"],
+                    choices=["late", "film", "refer", "query", "query-refer", "refer-parse", "query-refer-parse"])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
