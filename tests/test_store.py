@@ -319,3 +319,25 @@ def test_rebuild_index(tmp_path):
     assert any(q.field == "index.json" for q in validate_store(tmp_path))
     assert StoreWriter(tmp_path).rebuild_index("arctic") == before
     assert validate_store(tmp_path) == []
+
+
+def test_reopen_skips_checks_until_meta_changes(tmp_path):
+    """An episode evicted from the open-reader LRU reopens from its checked metadata; an edited meta.json is read
+    and checked again."""
+    import json
+    import os
+
+    write(tmp_path, episode="a")
+    write(tmp_path, episode="b")
+    store = Store(tmp_path, cache_episodes=1)
+    first = store.open("arctic", "a").meta
+    store.open("arctic", "b")  # evicts a
+    assert store.open("arctic", "a").meta is first  # no parse: the same checked object
+    store.open("arctic", "b")
+    path = tmp_path / "arctic" / "episodes" / "a" / "meta.json"
+    d = json.loads(path.read_text())
+    d["fps"] = -1.0
+    path.write_text(json.dumps(d))
+    os.utime(path, ns=(1, 1))  # a different stamp even on a coarse clock
+    with pytest.raises(StoreError, match="fps: must be a positive number"):
+        store.open("arctic", "a")

@@ -811,9 +811,22 @@ class FrameSet:
 class Episode:
     """Lazy reader of one stored episode. Hands and the frame table load on first use; frames are read one at a time."""
 
-    def __init__(self, path: Path, dataset: str, episode: str):
+    def __init__(self, path: Path, dataset: str, episode: str, header: tuple[EpisodeMeta, dict] | None = None):
+        """``header``: the checked (meta, store block) of an earlier reader of this unchanged folder (``Store.open``
+        passes it, so reopening an episode costs no JSON parse and no checks)."""
         self.path = Path(path)
         self.what = f"{dataset}/{episode}"
+        if header is not None:
+            self.meta, self.store_info = header
+            self.num_frames = int(self.store_info["num_frames"])
+        else:
+            self._read_meta(dataset, episode)
+        self._table = None
+        self._hands: dict[str, dict] = {}
+        self._packs: dict[str, Pack] = {}
+        self._sets: list[FrameSet] | None = None
+
+    def _read_meta(self, dataset: str, episode: str) -> None:
         d = read_json(self.path / "meta.json", f"{self.what} [meta.json]")
         try:
             self.meta = EpisodeMeta.from_dict(d)
@@ -828,10 +841,6 @@ class Episode:
         if self.meta.episode != episode or self.meta.dataset != dataset:
             raise StoreError(f"{self.what} [meta.json]: says {self.meta.dataset}/{self.meta.episode} "
                              f"({self.path / 'meta.json'})")
-        self._table = None
-        self._hands: dict[str, dict] = {}
-        self._packs: dict[str, Pack] = {}
-        self._sets: list[FrameSet] | None = None
 
     # -- per-frame table
     def _frames(self):
@@ -1025,13 +1034,14 @@ class Store:
         self.cache_episodes = cache_episodes
         self._indexes: dict[str, dict] = {}
         self._open: OrderedDict = OrderedDict()
+        self._headers: dict = {}
 
     def __getstate__(self):
         return {"root": self.root, "cache_episodes": self.cache_episodes, "_indexes": self._indexes}
 
     def __setstate__(self, s):
         self.__dict__.update(s)
-        self._open = OrderedDict()
+        self._open, self._headers = OrderedDict(), {}
 
     def datasets(self) -> list[str]:
         """Dataset names (folders holding index.json or episodes/)."""
@@ -1074,7 +1084,17 @@ class Store:
             path = self.episode_path(dataset, episode)
             if not path.is_dir():
                 raise StoreError(f"{dataset}/{episode}: episode folder missing ({path})")
-            ep = Episode(path, dataset, episode)
+            # A training epoch visits far more episodes than the LRU holds open (each holds file handles); their
+            # checked metadata is kept apart, keyed by meta.json's stat, so a reopen skips the parse and checks.
+            meta = path / "meta.json"
+            try:
+                st = meta.stat()
+                stamp = (st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                stamp = None
+            cached = self._headers.get(key)
+            ep = Episode(path, dataset, episode, cached[1] if cached and cached[0] == stamp else None)
+            self._headers[key] = (stamp, (ep.meta, ep.store_info))
             self._open[key] = ep
             while len(self._open) > self.cache_episodes:
                 self._open.popitem(last=False)
