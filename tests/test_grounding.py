@@ -195,6 +195,37 @@ def test_referring_question_trains_the_object_channel_and_is_off_by_default():
                           + info["loss_ground"] + 0.5 * info["loss_refer"], atol=1e-5)
 
 
+
+def test_referring_question_reuses_the_image_pass_exactly():
+    """The referring question reuses the main pass's image and depth encodings: loss and every gradient are those
+    of a run that encodes the pictures again for the question (FiLM, whose image tokens read the text, recomputes
+    them)."""
+    b = grounded_batch()
+    b.update(refer_text=["the red cube", "the blue ball"], refer_uv=torch.tensor([[0.2, 0.7], [0.6, 0.3]]),
+             refer_valid=torch.tensor([True, True]))
+    for film in (False, True):
+        torch.manual_seed(0)
+        cfg = compact_cfg(grounding=GroundingConfig(weight=1.0, refer=0.5))
+        cfg = replace(cfg, backbone=replace(cfg.backbone, compact=replace(cfg.backbone.compact, film=film)))
+        p = MEgoHandPolicy(cfg).train()
+        runs = []
+        for reuse in (True, False):
+            p.zero_grad()
+            if not reuse:  # every encode_tokens call encodes its pictures itself
+                shared = p.encode_tokens
+                p.encode_tokens = lambda *a, pixels=None, **k: shared(*a, **k)
+            torch.manual_seed(1)
+            loss, _ = p(b)
+            loss.backward()
+            runs.append((loss.detach(), {n: q.grad.clone() for n, q in p.named_parameters() if q.grad is not None}))
+            p.__dict__.pop("encode_tokens", None)
+        (l1, g1), (l2, g2) = runs
+        assert torch.allclose(l1, l2, atol=1e-6) and g1.keys() == g2.keys()
+        assert any("backbone.vision" in n for n in g1)
+        for n in g1:
+            assert torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-4), n
+        assert (p.encode_pixels(b["image"], b["depth"], b["has_depth"])["vision"] is None) == film
+
 def _matching_task(n: int, grid: int = 9, dim: int = 16, seed: int = 0):
     """Each of ``grid`` positions shows a different colour (one-hot in the first 9 dims); the context token names
     one of them; the answer is where that colour is. Position alone says nothing: chance is 1 / grid."""

@@ -210,29 +210,39 @@ class MEgoHandPolicy(nn.Module):
         B = image.shape[0] if image is not None and self.config.uses_image else len(instructions)
         return self.encode_tokens(image, self.prepare_text(instructions, B), depth, has_depth)
 
-    def encode_tokens(self, image, text: dict, depth=None, has_depth=None, ground: bool = False):
-        """encode after prepare_text: the tensor part (no host syncs when ``text['padded']`` is False). Also returns
-        the grounding logits (B, G^2, 2) when ``ground`` or ``grounding.tokens`` (else None; None without the
-        grounding head); with ``grounding.tokens`` their tokens (B, 2, D) end the vision-language tokens."""
+    def encode_pixels(self, image, depth=None, has_depth=None) -> dict:
+        """The part of encode_tokens that no text changes: {img (B, 3, S, S) preprocessed, d_store, feats, valid,
+        d_in, depth_tokens (B, G^2, W), vision (B, G^2, W): the backbone's image tokens, None where they read the
+        text (FiLM)}; entries None where unused. A second question about the same pictures (the referring
+        question) reuses it instead of running the image and depth encoders again."""
         cfg = self.config
-        img = d_store = feats = valid = d_in = None
-        depth_tokens = None
+        px = dict(img=None, d_store=None, feats=None, valid=None, d_in=None, depth_tokens=None, vision=None)
         if cfg.uses_image:
-            img, d_store = self.preprocess(image, depth)
+            img, px["d_store"] = self.preprocess(image, depth)
             if self.depth_encoder is not None:
                 hd = None if has_depth is None else has_depth.to(self.device, non_blocking=True)
-                d_in, valid = self.depth_estimator(img, d_store, hd)
-                feats, depth_tokens = self.depth_encoder(d_in)
-                depth_tokens = depth_tokens * valid.to(depth_tokens.dtype)[:, None, None]
-            img = img.to(self.dtype)  # bf16 weights without autocast take bf16 images
-        vl, mask = self.backbone.forward_tokens(img, text, depth_tokens)
+                px["d_in"], px["valid"] = self.depth_estimator(img, px["d_store"], hd)
+                px["feats"], tokens = self.depth_encoder(px["d_in"])
+                px["depth_tokens"] = tokens * px["valid"].to(tokens.dtype)[:, None, None]
+            px["img"] = img = img.to(self.dtype)  # bf16 weights without autocast take bf16 images
+            if not self.backbone.vision_reads_text:
+                px["vision"] = self.backbone.vision_tokens(img)
+        return px
+
+    def encode_tokens(self, image, text: dict, depth=None, has_depth=None, ground: bool = False, pixels=None):
+        """encode after prepare_text: the tensor part (no host syncs when ``text['padded']`` is False). Also returns
+        the grounding logits (B, G^2, 2) when ``ground`` or ``grounding.tokens`` (else None; None without the
+        grounding head); with ``grounding.tokens`` their tokens (B, 2, D) end the vision-language tokens.
+        ``pixels``: encode_pixels of the same image, depth and has_depth (computed here when None)."""
+        px = self.encode_pixels(image, depth, has_depth) if pixels is None else pixels
+        vl, mask = self.backbone.forward_tokens(px["img"], text, px["depth_tokens"], vision=px["vision"])
         logits = None
         if self.grounding_head is not None and (ground or self.grounding_tokens is not None):
             logits = self.grounding_head(self.backbone.image_tokens(vl, text), vl, mask)
             if self.grounding_tokens is not None:
-                vl = torch.cat([vl, self.grounding_tokens(logits, d_in, valid).to(vl.dtype)], dim=1)
+                vl = torch.cat([vl, self.grounding_tokens(logits, px["d_in"], px["valid"]).to(vl.dtype)], dim=1)
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], logits.shape[-1])], dim=1)
-        return vl, mask, feats, valid, d_store, logits
+        return vl, mask, px["feats"], px["valid"], px["d_store"], logits
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -256,7 +266,9 @@ class MEgoHandPolicy(nn.Module):
             has_depth = has & keep_d & keep_i
         depth = batch.get("depth") if self.depth_encoder is not None else None
         text = self.prepare_text(instructions, B)
-        vl, mask, feats, valid, d_store, ground_logits = self.encode_tokens(image, text, depth, has_depth, ground=True)
+        pixels = self.encode_pixels(image, depth, has_depth)
+        vl, mask, feats, valid, d_store, ground_logits = self.encode_tokens(image, text, depth, has_depth, ground=True,
+                                                                            pixels=pixels)
         # non_blocking: from the DataLoader's pinned memory the copies queue behind the GPU work, no host sync
         state = self.norm.state(batch["state"].to(dev, non_blocking=True).float())
         action = self.norm.action(batch["action"].to(dev, non_blocking=True).float())
@@ -289,7 +301,7 @@ class MEgoHandPolicy(nn.Module):
             # the same pictures asked for another object by name (only samples whose image was kept)
             ok = torch.as_tensor(batch["refer_valid"]).bool().cpu() & keep_i
             refer = self.prepare_text(list(batch["refer_text"]), B)
-            logits = self.encode_tokens(image, refer, depth, has_depth, ground=True)[-1]
+            logits = self.encode_tokens(image, refer, depth, has_depth, ground=True, pixels=pixels)[-1]
             loss_r = grounding_loss(logits[..., :1], batch["refer_uv"].to(dev, non_blocking=True)[:, None],
                                     ok.to(dev, non_blocking=True)[:, None], cfg.grounding.sigma)
             loss = loss + cfg.grounding.refer * loss_r

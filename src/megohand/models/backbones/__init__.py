@@ -8,8 +8,11 @@ Every backbone is an ``nn.Module`` with
   to the image tokens; it is ``forward_tokens(image, prepare_text(instructions, B, device), depth_tokens)``:
 - ``prepare_text(instructions, batch, device) -> dict``: the CPU part (strings -> token-id tensors on ``device``,
   ``mask`` (B, S) bool, and ``padded``, a Python bool: whether any row is padded);
-- ``forward_tokens(image, text, depth_tokens)``: the tensor part, without host syncs (CUDA-graph capturable when
-  ``padded`` is False: the language models then get ``attention_mask=None``, the same full / causal attention);
+- ``forward_tokens(image, text, depth_tokens, vision=None)``: the tensor part, without host syncs (CUDA-graph
+  capturable when ``padded`` is False: the language models then get ``attention_mask=None``, the same full / causal
+  attention); ``vision``: ``vision_tokens(image)`` when already computed;
+- ``vision_tokens(image) -> (B, grid^2, image_token_dim)``: the image tokens before depth is added, and
+  ``vision_reads_text``: True when they depend on the instruction (then they cannot be reused for another text);
 - ``image_tokens(tokens, text) -> (B, grid^2, out_dim)``: the output tokens at the image positions (row-major),
   for the grounding supervision (``megohand.models.grounding``);
 - ``image_size``, ``image_grid`` (visual tokens = grid^2), ``image_token_dim`` (width where depth is added);
@@ -32,11 +35,14 @@ class Backbone(Protocol):
     image_size: int
     image_grid: int
     image_token_dim: int
+    vision_reads_text: bool
 
     def prepare_text(self, instructions: list[str] | None, batch: int, device) -> dict: ...
 
-    def forward_tokens(self, image: torch.Tensor | None, text: dict,
-                       depth_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def vision_tokens(self, image: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_tokens(self, image: torch.Tensor | None, text: dict, depth_tokens: torch.Tensor | None = None,
+                       vision: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def image_tokens(self, tokens: torch.Tensor, text: dict) -> torch.Tensor: ...
 

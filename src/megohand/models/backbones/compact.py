@@ -86,9 +86,19 @@ class CompactBackbone(nn.Module):
         text = self.prepare_text(instructions, len(instructions), device)
         return self.text_tokens(text), text["mask"]
 
-    def forward_tokens(self, image, text: dict, depth_tokens=None):
+    @property
+    def vision_reads_text(self) -> bool:
+        """True when the image tokens depend on the instruction (FiLM): then vision_tokens cannot be reused."""
+        return self.vision is not None and self.vision.film is not None
+
+    def vision_tokens(self, image: torch.Tensor) -> torch.Tensor:
+        """image (B, 3, S, S) [0, 1] -> image tokens (B, grid^2, width) with their positions (without FiLM)."""
+        return self.vision(image * 2 - 1).flatten(2).transpose(1, 2) + self.image_pos
+
+    def forward_tokens(self, image, text: dict, depth_tokens=None, vision=None):
         """The tensor part of forward (no host syncs): image (B, 3, S, S) [0, 1], text from prepare_text,
-        depth_tokens (B, grid^2, width) or None -> (tokens (B, S', out_dim), mask (B, S') bool)."""
+        depth_tokens (B, grid^2, width) or None -> (tokens (B, S', out_dim), mask (B, S') bool). ``vision``:
+        vision_tokens(image), when already computed."""
         parts, masks = [], []
         sentence = None
         if self.use_text:
@@ -99,7 +109,12 @@ class CompactBackbone(nn.Module):
                 m = text["mask"].to(t.dtype)[..., None]
                 sentence = (t * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.use_image:
-            x = self.vision(image * 2 - 1, sentence).flatten(2).transpose(1, 2) + self.image_pos
+            if vision is not None:
+                x = vision
+            elif sentence is not None:
+                x = self.vision(image * 2 - 1, sentence).flatten(2).transpose(1, 2) + self.image_pos
+            else:
+                x = self.vision_tokens(image)
             if depth_tokens is not None:
                 x = x + depth_tokens
             parts.append(x + self.type_embed.weight[1])
