@@ -15,6 +15,9 @@ name for another object of the picture, whether it finds that one. Variants:
   (``--model.grounding.head query``), without and with the referring question.
 - ``refer-parse``, ``query-refer-parse``: and every image token also says the colour and shape of the object whose
   projected centre lies within one cell of it (or "none"): dense supervision of what the picture shows where.
+- ``refer-dest-parse``: ``refer-parse``, and each referring question also names a destination, a mat or another
+  object in the picture ("the red cube to the blue mat"), with its location as the destination channel's target
+  (the destination is otherwise learnt from the instructions alone).
 
 The control: the same model with the instruction of another window. Where it still picks the instructed object,
 the head finds it without reading the sentence (from the hand's motion, for one).
@@ -46,15 +49,21 @@ from megohand.models.policy import MEgoHandPolicy
 
 def load(store: Path, split: str, n: int, size: int, seed: int) -> dict:
     """n random windows of ``split`` -> image uint8 (n, 3, S, S), text list, uv (n, 2, 2), valid (n, 2)."""
-    from megohand.data.synthetic.facts import project
+    from megohand.data.synthetic.facts import project, scene_objects, to_camera
 
     ds = WindowDataset(store, split=split, image_size=size, window_scope="episode", stored_depth="none")
     idx = np.random.default_rng(seed).permutation(len(ds))[:n]
     samples = [ds[int(i)] for i in idx]
     objects, names, early, start = [], [], [], []  # every object's centre in the model image, [0, 1] (NaN: behind the camera)
+    landmarks = []  # (uv [0, 1], "colour mat") of the mats in the picture
     for i, s in zip(idx, samples):
         facts = ds.facts(int(ds._ep[i]))
         k = s["meta"]["k"]
+        ep = ds.store.open(ds.refs[int(ds._ep[i])])
+        mats = scene_objects(ep.meta.extra.get("landmarks") or [])
+        uv_m = (project(s["K"].numpy(), to_camera(ep.T_cam_from_world[k:k + 1], np.array(
+            [[[o.xy[0], o.xy[1], o.height / 2] for o in mats]]))[0]) + 0.5) / size if mats else np.zeros((0, 2))
+        landmarks.append([(torch.from_numpy(q).float(), o.name) for q, o in zip(uv_m, mats) if ((q >= 0) & (q <= 1)).all()])
         early.append(facts.contact_frame is None or k < facts.contact_frame)
         reach = [a for a, _, phase in ds.store.open(ds.refs[int(ds._ep[i])]).meta.extra["phases"] if phase == "reach"]
         start.append(bool(reach) and reach[0] <= k < reach[0] + 3)
@@ -73,6 +82,7 @@ def load(store: Path, split: str, n: int, size: int, seed: int) -> dict:
         "objects": torch.from_numpy(np.stack(objects)).float(),  # (n, N, 2), the instructed one first
         "names": names,  # n lists of "colour shape", in the order of objects
         "visible": [np.flatnonzero(((o >= 0) & (o <= 1)).all(-1)) for o in objects],  # indices of objects in the picture
+        "mats": landmarks,  # n lists of (uv (2,), "colour mat") of the mats in the picture
         "before_contact": torch.tensor(early),  # (n,) the hand has not touched the instructed object yet
         "reach_start": torch.tensor(start),  # (n,) first 3 frames of the reach: the hand has barely moved, the text
         # names the object (before, the idle phase's text is "rest"), only colour and shape in the image say where
@@ -193,6 +203,14 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
                 if len(seen):
                     j = int(rng.choice(seen))
                     texts[r], uv[r, 0], valid[r] = f"the {train['names'][i][j]}", train["objects"][i, j], torch.tensor([True, False])
+                    # and, with "-dest", a destination too: a mat or another object in the picture, in the
+                    # destination channel, phrased as the tasks name one ("the red cube to the blue mat")
+                    places = [(q, n) for q, n in train["mats"][i]] + [
+                        (train["objects"][i, o], train["names"][i][o]) for o in seen if o != j]
+                    if "dest" in variant and places:
+                        q, name = places[int(rng.integers(len(places)))]
+                        texts[r] += f" to the {name}"
+                        uv[r, 1], valid[r, 1] = q, True
         text = policy.prepare_text(texts, args.batch)
         vl, *_, logits = policy.encode_tokens(train["image"][b], text, ground=True)
         loss = grounding_loss(logits, uv, valid, args.sigma)
@@ -222,7 +240,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--variants", nargs="+", default=["late", "refer"],
-                    choices=["late", "film", "refer", "query", "query-refer", "refer-parse", "query-refer-parse"])
+                    choices=["late", "film", "refer", "query", "query-refer", "refer-parse", "query-refer-parse",
+                             "refer-dest-parse"])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
