@@ -47,9 +47,11 @@ from megohand.models.grounding import (TARGETS, cell_labels, expected_locations,
 from megohand.models.policy import MEgoHandPolicy
 
 
-def load(store: Path, split: str, n: int, size: int, seed: int) -> dict:
-    """n random windows of ``split`` -> image uint8 (n, 3, S, S), text list, uv (n, 2, 2), valid (n, 2)."""
-    from megohand.data.synthetic.facts import project, scene_objects, to_camera
+def load(store: Path, split: str, n: int, size: int, seed: int, unnamed_destinations: bool = False) -> dict:
+    """n random windows of ``split`` -> image uint8 (n, 3, S, S), text list, uv (n, 2, 2), valid (n, 2).
+    The destination is a target where the window's text names it (as in training), or, with
+    ``unnamed_destinations``, wherever it is in the picture (the rule before 2026-12-06)."""
+    from megohand.data.synthetic.facts import image_targets, project, scene_objects, to_camera
 
     ds = WindowDataset(store, split=split, image_size=size, window_scope="episode", stored_depth="none")
     idx = np.random.default_rng(seed).permutation(len(ds))[:n]
@@ -68,6 +70,9 @@ def load(store: Path, split: str, n: int, size: int, seed: int) -> dict:
         reach = [a for a, _, phase in ds.store.open(ds.refs[int(ds._ep[i])]).meta.extra["phases"] if phase == "reach"]
         start.append(bool(reach) and reach[0] <= k < reach[0] + 3)
         objects.append((project(s["K"].numpy(), facts.centers[s["meta"]["k"]]) + 0.5) / size)
+        if unnamed_destinations:
+            uv, valid = image_targets(facts, k, s["K"].numpy(), size)
+            s["ground_uv"], s["ground_valid"] = torch.from_numpy(uv), torch.from_numpy(valid)
         names.append([f"{o['color']} {o['shape']}" for o in ds.store.open(ds.refs[int(ds._ep[i])]).meta.extra["objects"]])
         if facts.target != 0:  # the instructed object first
             objects[-1][[0, facts.target]] = objects[-1][[facts.target, 0]]
@@ -239,6 +244,9 @@ def run(variant: str, train: dict, test: dict, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", type=Path, required=True)
+    ap.add_argument("--unnamed-destinations", action="store_true",
+                    help="train the destination channel wherever the destination is in the picture, also where the "
+                         "window's text does not name it (the rule before 2026-12-06); the test set names it")
     ap.add_argument("--variants", nargs="+", default=["late", "refer"],
                     choices=["late", "film", "refer", "query", "query-refer", "refer-parse", "query-refer-parse",
                              "refer-dest-parse"])
@@ -256,7 +264,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    train = load(args.store, "train", args.train_samples, args.image_size, args.seed)
+    train = load(args.store, "train", args.train_samples, args.image_size, args.seed, args.unnamed_destinations)
     test = load(args.store, "test", args.test_samples, args.image_size, args.seed + 1)
     grid = args.image_size // 16
     report = {"command": "python benchmarks/grounding_probe.py " + " ".join(

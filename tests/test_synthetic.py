@@ -523,3 +523,41 @@ def test_objects_in_image_carry_each_visible_object_with_its_colour_and_shape(ha
     assert (objects_in_image(None, 0, K, S)[1] == -1).all()
     s = WindowDataset(tmp_path, split=None, image_size=64, window_scope="episode")[0]
     assert s["object_attr"].dtype == torch.int64 and (s["object_attr"][:, 0] >= 0).any()
+
+
+def test_destination_is_a_grounding_target_only_where_the_text_names_it(hand, tmp_path):
+    """``image_targets`` with the window's text: the destination counts where the text names its landmark (the
+    episode's ``params.landmark``, e.g. "carry the red cube to the blue mat") and not in phase texts that do not
+    ("reach for the red cube", "return the hand to rest"); without text, wherever it is in the picture. The
+    windows carry the rule."""
+    from megohand.data.store import Store
+    from megohand.data.synthetic.build import synthesize
+    from megohand.data.synthetic.facts import image_targets, scene_facts
+    from megohand.data.windows import WindowDataset
+
+    synthesize(tmp_path, 4, SynthConfig(seed=3, width=64, height=64), progress=False)
+    store = Store(tmp_path)
+    seen_named = seen_unnamed = 0
+    for ref in store.episodes():
+        ep = store.open(ref)
+        facts = scene_facts(ep.meta.extra, ep.T_cam_from_world)
+        landmark = (ep.meta.extra.get("params") or {}).get("landmark", "")
+        assert facts.destination_name == landmark
+        if facts.destination is None:
+            continue
+        K, k = np.asarray(ep.meta.K, np.float64), 0
+        if not image_targets(facts, k, K, 64)[1][1]:
+            continue  # destination outside the first picture
+        assert image_targets(facts, k, K, 64, f"put the {facts.names[facts.target]} on the {landmark}")[1][1]
+        assert not image_targets(facts, k, K, 64, f"reach for the {facts.names[facts.target]}")[1][1]
+        assert not image_targets(facts, k, K, 64, "return the hand to rest")[1][1]
+    ds = WindowDataset(tmp_path, split=None, image_size=64, window_scope="episode")
+    for i in range(0, len(ds), 5):
+        s = ds[i]
+        facts = ds.facts(int(ds._ep[i]))
+        if s["ground_valid"][1]:
+            assert facts.destination_name in s["instruction"]
+            seen_named += 1
+        elif facts.destination is not None and facts.destination_name not in s["instruction"]:
+            seen_unnamed += 1
+    assert seen_named and seen_unnamed

@@ -271,7 +271,7 @@ class WindowDataset(torch.utils.data.Dataset):
         from megohand.data.synthetic.facts import image_targets, objects_in_image, referring_target
 
         facts = self.facts(e)
-        ground_uv, ground_valid = image_targets(facts, k, K, S)
+        ground_uv, ground_valid = image_targets(facts, k, K, S, text)
         refer_text, refer_uv, refer_valid = referring_target(facts, k, K, S, np.random.default_rng((self.seed, i, 1)))
         object_uv, object_attr = objects_in_image(facts, k, K, S)
         return Sample(

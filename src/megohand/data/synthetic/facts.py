@@ -23,7 +23,8 @@ class SceneFacts:
     meta's destination, a base centre on the table, raised by half the object's height), or None (tasks without
     one); ``contact_frame``: first frame at which the hand touches the instructed object
     (None: never); ``release_frame``: last frame the object is carried (None: never carried); ``names``: each
-    object's name as the instructions say it ("red cube"; empty when unknown).
+    object's name as the instructions say it ("red cube"; empty when unknown); ``destination_name``: the landmark
+    the destination is named by ("blue mat", "red cube"; empty when unknown).
     """
 
     centers: np.ndarray
@@ -32,6 +33,7 @@ class SceneFacts:
     contact_frame: int | None
     release_frame: int | None
     names: tuple[str, ...] = ()
+    destination_name: str = ""
 
     @property
     def num_objects(self) -> int:
@@ -78,7 +80,8 @@ def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts 
     return SceneFacts(centers=centers, target=target, destination=destination,
                       contact_frame=None if contact is None else int(contact),
                       release_frame=int(carried[-1]) if len(carried) else None,
-                      names=tuple(o.name for o in objects))
+                      names=tuple(o.name for o in objects),
+                      destination_name=str((extra.get("params") or {}).get("landmark", "")))
 
 
 def to_camera(T_cam_from_world: np.ndarray, X_world: np.ndarray) -> np.ndarray:
@@ -102,15 +105,20 @@ def project(K: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.where(X[..., 2:3] > 1e-6, uv, np.nan)
 
 
-def image_targets(facts: SceneFacts | None, k: int, K: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def image_targets(facts: SceneFacts | None, k: int, K: np.ndarray, size: int,
+                  text: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Where the instructed object and its destination are in frame ``k``'s model image (``size`` x ``size``, pinhole
     ``K``): uv (2, 2) float32 in [0, 1] (pixel-edge coordinates divided by ``size``) and valid (2,) bool (inside
-    the picture and in front of the camera; False without facts or without a destination)."""
+    the picture and in front of the camera; False without facts or without a destination). With ``text`` (the
+    window's instruction), the destination is valid only where the text names its landmark: most phase texts
+    ("reach for the red cube", "return the hand to rest") do not, and nothing else says which mat is meant."""
     uv = np.zeros((2, 2), np.float32)
     valid = np.zeros(2, bool)
     if facts is None:
         return uv, valid
-    points = [facts.centers[k, facts.target]] + ([facts.destination[k]] if facts.destination is not None else [])
+    named = text is None or (bool(facts.destination_name) and facts.destination_name in text)
+    points = [facts.centers[k, facts.target]] + ([facts.destination[k]] if facts.destination is not None
+                                                 and named else [])
     px = project(K, np.stack(points))  # (n, 2), pixel centres at integers
     for i, p in enumerate(px):
         q = (p + 0.5) / size
