@@ -268,8 +268,9 @@ def main() -> None:
     test = load(args.store, "test", args.test_samples, args.image_size, args.seed + 1)
     grid = args.image_size // 16
     report = {"command": "python benchmarks/grounding_probe.py " + " ".join(
-                  f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                  for k, v in vars(args).items() if k != "out"),
+                  f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else
+                                                 f" {' '.join(map(str, v)) if isinstance(v, list) else v}")
+                  for k, v in vars(args).items() if k != "out" and v is not False),
               "chance": chance(test, grid, args.sigma), "device": "cpu", "threads": torch.get_num_threads(),
               "runs": [run(v, train, test, args) for v in args.variants]}
     c, d = report["chance"]["object"], report["chance"]["destination"]
