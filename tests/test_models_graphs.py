@@ -65,7 +65,7 @@ def test_eagle_split_path_equals_string_path_and_the_masked_scatter_reference(fo
         # the previous implementation: masked_scatter at <IMG_CONTEXT> and the 2D attention mask always passed
         ids, m = bb.tokenize(instr, "cpu")
         emb = bb.llm.get_input_embeddings()(ids)
-        emb = emb.masked_scatter((ids == bb.img_context_id)[..., None], bb.encode_image(img) + dt)
+        emb = emb.masked_scatter((ids == bb.img_context_id)[..., None], bb.vision_tokens(img) + dt)
         ref = bb.proj(bb.llm(inputs_embeds=emb, attention_mask=m.long()).last_hidden_state)
     assert torch.equal(tokens, t2) and torch.equal(mask, m2) and torch.equal(mask, m)
     torch.testing.assert_close(tokens[mask], ref[mask], rtol=1e-5, atol=1e-5)

@@ -91,9 +91,10 @@ class CompactBackbone(nn.Module):
         """True when the image tokens depend on the instruction (FiLM): then vision_tokens cannot be reused."""
         return self.vision is not None and self.vision.film is not None
 
-    def vision_tokens(self, image: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, S, S) [0, 1] -> image tokens (B, grid^2, width) with their positions (without FiLM)."""
-        return self.vision(image * 2 - 1).flatten(2).transpose(1, 2) + self.image_pos
+    def vision_tokens(self, image: torch.Tensor, sentence: torch.Tensor | None = None) -> torch.Tensor:
+        """image (B, 3, S, S) [0, 1] -> image tokens (B, grid^2, width) with their positions; ``sentence``
+        (B, width): the mean text token, FiLM's condition (only and always with FiLM)."""
+        return self.vision(image * 2 - 1, sentence).flatten(2).transpose(1, 2) + self.image_pos
 
     def forward_tokens(self, image, text: dict, depth_tokens=None, vision=None):
         """The tensor part of forward (no host syncs): image (B, 3, S, S) [0, 1], text from prepare_text,
@@ -109,12 +110,7 @@ class CompactBackbone(nn.Module):
                 m = text["mask"].to(t.dtype)[..., None]
                 sentence = (t * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.use_image:
-            if vision is not None:
-                x = vision
-            elif sentence is not None:
-                x = self.vision(image * 2 - 1, sentence).flatten(2).transpose(1, 2) + self.image_pos
-            else:
-                x = self.vision_tokens(image)
+            x = self.vision_tokens(image, sentence) if vision is None else vision
             if depth_tokens is not None:
                 x = x + depth_tokens
             parts.append(x + self.type_embed.weight[1])

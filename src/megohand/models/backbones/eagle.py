@@ -178,7 +178,10 @@ class EagleBackbone(nn.Module):
         return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
     # ------------------------------------------------------------------ forward
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+    vision_reads_text = False
+    """The image tokens never depend on the instruction (vision_tokens can be reused for another question)."""
+
+    def vision_tokens(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, 3, S, S) float [0, 1] -> visual tokens (B, (g/2)^2, H) after pixel shuffle and mlp1."""
         x = self.vision(pixel_values=(image * 2 - 1).to(self.mlp1[1].weight.dtype)).last_hidden_state
         g = int(x.shape[1] ** 0.5)
@@ -196,13 +199,6 @@ class EagleBackbone(nn.Module):
             text["image_index"] = index.to(device, non_blocking=True)
         return text
 
-    vision_reads_text = False
-    """The image tokens never depend on the instruction (vision_tokens can be reused for another question)."""
-
-    def vision_tokens(self, image: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, S, S) [0, 1] -> image tokens (B, grid^2, H) (encode_image)."""
-        return self.encode_image(image)
-
     def forward_tokens(self, image, text: dict, depth_tokens=None, vision=None):
         """The tensor part of forward (no host syncs): image (B, 3, S, S) [0, 1], text from prepare_text,
         depth_tokens (B, grid^2, H) or None -> (tokens (B, S, out_dim), mask (B, S) bool). ``vision``:
@@ -210,7 +206,7 @@ class EagleBackbone(nn.Module):
         ids, mask = text["input_ids"], text["mask"]
         embeds = self.llm.get_input_embeddings()(ids)
         if self.use_image:
-            vis = self.encode_image(image) if vision is None else vision
+            vis = self.vision_tokens(image) if vision is None else vision
             if depth_tokens is not None:
                 vis = vis + depth_tokens.to(vis.dtype)
             index = text["image_index"][..., None].expand(-1, -1, embeds.shape[-1])
