@@ -19,8 +19,9 @@ SYNTH_WORKERS=${SYNTH_WORKERS:-14}
 # The recipes are named experiments (megohand.train.experiments); `megohand benchmark` draws the world, trains every
 # run (resumable: re-running continues from the checkpoints, every 250 steps) and evaluates. TRAIN_ARGS: more
 # `megohand train` overrides for every run, without their leading dashes (steps=3000 lr=1e-4).
-# One run after another: a compact-preset training step is bound by the CPU that launches its kernels (one run alone:
-# 14-20 steps/s with 14 loader workers on an H200; ten runs at once on one H100: about 2 steps/s each).
+# One run after another: a compact-preset training step is bound by the CPU that launches its kernels and loads its
+# batches (H100, 16 cores, batch 256: one run alone 14.5 steps/s with 15 loader workers; two at once with 7 each about
+# 10 steps/s each, so `--parallel` pays for two runs; ten at once: about 2 steps/s each).
 BENCH_TRAIN_ARGS="num-workers=14 save-every=500 ${TRAIN_ARGS:-}"
 
 step() {  # step NAME CMD...: run, log, report

@@ -264,7 +264,7 @@ def test_demo_draws_the_world_of_its_checkpoint(tmp_path):
     from megohand.cli.demo import synth_config
     from megohand.inference.policy import DEMO_CHECKPOINT
 
-    assert synth_config(DEMO_CHECKPOINT, 5).world == "classic"  # the shipped checkpoint's synth.json says so
+    assert synth_config(DEMO_CHECKPOINT, 5).world == "grounded"  # the shipped checkpoint's synth.json says so
     (tmp_path / "synth.json").write_text(json.dumps({"seed": 0, "width": 64, "height": 48}))
     cfg = synth_config(tmp_path, 5)  # written before there were two worlds: classic
     assert (cfg.world, cfg.seed, cfg.width, cfg.height) == ("classic", 5, 64, 48)
