@@ -6,6 +6,12 @@
   mean / median / p95 / max of the per-frame mean joint error, right hands, mirrored left hands, and
   right hands on other skeletons (every bone scaled by U(0.9, 1.1) per sequence, as real joints are
   never the model's; the error is then against those joints and cannot reach 0).
+* **Foreign skeletons** [mm]: the same held-out hands as another skeleton reports them
+  (``megohand.hand.retarget.foreign_skeleton``: bones +-10 %, knuckles 15-25 mm closer to the wrist, the
+  thumb base moved 20 mm, 2 mm noise), fitted by the network, the refinement, and the refinement with
+  per-sequence skeleton adaptation: mean joint error against the noise-free foreign points (of the
+  adapted skeleton where adapted) and against the noisy ones, the hand model's own joints against the
+  hand that made the sequence, the largest |beta|. Goal: <= 3 mm after adaptation, every beta within +-3.
 * **Speed** [hands/s]: the network (``Retargeter.predict``) at several batch sizes, and network +
   refinement of one sequence of T frames (``predict`` + ``refine``) at several T. Best of
   interleaved timing blocks (other load only ever adds time).
@@ -31,24 +37,10 @@ from results_io import write_json  # benchmarks/results_io.py
 from timing import bench_device, time_impls  # benchmarks/timing.py
 
 
-# parent of each MANO21 joint (16 MANO joints, then the tips thumb, index, middle, ring, pinky)
-PARENTS21 = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14, 15, 3, 6, 12, 9]
-
-
-def scale_bones(J: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Joints (T,21,3) with every bone (joint - parent) scaled by scale (21,) (entry 0 unused):
-    another skeleton, as real joints (sensors, trackers) never are the hand model's."""
-    out = J.clone()
-    for j in range(1, 21):  # parents come first
-        p = PARENTS21[j]
-        out[:, j] = out[:, p] + scale[j] * (J[:, j] - J[:, p])
-    return out
-
-
 def errors(r, hands: int, seq_len: int, refine_steps: int, side: str, seed: int, bone_jitter: float = 0.0) -> dict:
     """Per-frame mean joint errors [mm] of the network and of the refinement on held-out sequences;
     ``bone_jitter`` > 0: every bone of each sequence scaled by U(1 - j, 1 + j) (error against those joints)."""
-    from megohand.hand.retarget import sample_sequences
+    from megohand.hand.retarget import sample_sequences, scale_bones
 
     n_seq = max(1, hands // seq_len)
     seqs = sample_sequences(r.hands["right"], n_seq, seq_len, torch.Generator().manual_seed(seed))
@@ -80,6 +72,39 @@ def errors(r, hands: int, seq_len: int, refine_steps: int, side: str, seed: int,
                 refined=stats(e_ref), refine_steps=refine_steps)
 
 
+def foreign_errors(r, sequences: int, seq_len: int, refine_steps: int, seed: int) -> dict:
+    """Fits of foreign skeletons (module docstring): per fit (network, refined, adapted) the mean over
+    sequences of the mean joint error [mm] against the clean and the observed foreign points, of the hand
+    model's joints against the true hand's, and the largest |beta| of any sequence."""
+    from megohand.hand.retarget import foreign_skeleton, sample_sequences
+
+    seqs = sample_sequences(r.hands["right"], sequences, seq_len, torch.Generator().manual_seed(seed))
+    hand = r.hands["right"]
+    rows = {name: [] for name in ("network", "refined", "adapted")}
+    for i in range(sequences):
+        p = {k: v[i].to(r.device, r.dtype) for k, v in seqs.items()}
+        with torch.no_grad():
+            J = hand(p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).joints
+        seen, clean = foreign_skeleton(J, torch.Generator().manual_seed(seed + 1000 + i))
+        a = r.predict(seen)
+        fits = {"network": a, "refined": r.refine(a, seen, steps=refine_steps, adapt=False),
+                "adapted": r.refine(a, seen, steps=refine_steps, adapt=True)}
+        for name, q in fits.items():
+            with torch.no_grad():
+                fitted = r.joints(q)  # with the adaptation's offsets where adapted
+                own = hand(q["global_orient"], q["hand_pose"], q["betas"], q["transl"]).joints
+            mm = lambda x, y: float((x - y).norm(dim=-1).mean()) * 1000  # noqa: E731
+            rows[name].append((mm(fitted, clean), mm(fitted, seen), mm(own, J), float(q["betas"].abs().max()),
+                               float(q.get("offsets", torch.zeros(21, 3)).norm(dim=-1).mean()) * 1000))
+    out = {}
+    for name, v in rows.items():
+        v = np.asarray(v)
+        out[name] = dict(to_clean_mm=float(v[:, 0].mean()), to_observed_mm=float(v[:, 1].mean()),
+                         hand_vs_true_mm=float(v[:, 2].mean()), max_abs_beta=float(v[:, 3].max()),
+                         mean_offset_mm=float(v[:, 4].mean()))
+    return dict(sequences=sequences, seq_len=seq_len, refine_steps=refine_steps, seed=seed, fits=out)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -90,6 +115,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--refine-steps", type=int, default=100)
     ap.add_argument("--bone-jitter", type=float, default=0.1,
                     help="also fit other skeletons: bones scaled by U(1-j, 1+j) per sequence (0: skip)")
+    ap.add_argument("--foreign", type=int, default=32, help="foreign-skeleton sequences to fit (0: skip)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 1024, 8192], help="network batch sizes")
     ap.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128, 512], help="frames per refined sequence")
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per row")
@@ -117,6 +143,15 @@ def main(argv=None) -> dict:
             bones = "model" if jitter == 0 else f"+-{jitter:.0%}"
             print(f"{side:6} {bones:>6} {label:10} {s['mean']:8.3f} {s['median']:8.3f} {s['p95']:8.3f} {s['max']:8.3f}",
                   flush=True)
+
+    foreign = None
+    if args.foreign > 0:
+        foreign = foreign_errors(r, args.foreign, args.seq_len, args.refine_steps, seed=123)
+        print(f"\nforeign skeletons ({args.foreign} sequences): {'fit':9} {'to clean':>9} {'to noisy':>9} "
+              f"{'hand vs true':>12} {'max |beta|':>10} {'offsets':>8}")
+        for name, f in foreign["fits"].items():
+            print(f"{'':34}{name:9} {f['to_clean_mm']:9.2f} {f['to_observed_mm']:9.2f} {f['hand_vs_true_mm']:12.2f} "
+                  f"{f['max_abs_beta']:10.2f} {f['mean_offset_mm']:8.1f}", flush=True)
 
     rows = []
     pool = sample_sequences(r.hands["right"], 1, max(args.batches + args.seq_lens), torch.Generator().manual_seed(7))
@@ -158,6 +193,7 @@ def main(argv=None) -> dict:
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         note=args.note,
         errors_mm=err,
+        foreign_skeletons=foreign,
         rows=rows,
     )
     out = args.out or Path(__file__).parent / "results" / f"retarget_{device.type}.json"

@@ -355,6 +355,72 @@ def test_unobserved_stand_in_is_not_fitted(open_retargeter):
         open_retargeter.fit_sequence(moved, unobserved=("thumb_base",))
 
 
+def _palm_axes(J: np.ndarray) -> np.ndarray:
+    """(T,3,3) palm frames written out independently: x wrist -> middle1, y index1 - pinky1 made orthogonal."""
+    x = J[:, 4] - J[:, 0]
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    y = J[:, 1] - J[:, 7]
+    y -= (y * x).sum(-1, keepdims=True) * x
+    y /= np.linalg.norm(y, axis=-1, keepdims=True)
+    return np.stack([x, y, np.cross(x, y)], axis=-1)
+
+
+def test_foreign_skeleton_moves_what_it_says():
+    """Knuckles 15-25 mm towards the wrist along the metacarpal, the thumb base 20 mm away in a direction fixed
+    to the palm, every bone within +-10 % (constant over the sequence), the noise 2 mm RMS; nothing else moves."""
+    from megohand.hand.retarget import PARENTS21, foreign_skeleton
+
+    hand = load_hand_model(None, dtype=torch.float64)
+    J, _ = smooth_sequence(np.random.default_rng(3), hand, T=12)
+    g = lambda: torch.Generator().manual_seed(9)  # noqa: E731
+    seen, moved = (x.numpy() for x in foreign_skeleton(torch.as_tensor(J), g(), bone_jitter=0.0, noise_mm=0.0))
+    np.testing.assert_array_equal(seen, moved)
+    d = np.linalg.norm(moved - J, axis=-1)  # (T,21)
+    knuckles, thumb = [1, 4, 7, 10], 13
+    assert d[:, [j for j in range(21) if j not in (*knuckles, thumb)]].max() < 1e-12
+    assert ((d[:, knuckles] > 0.015 - 1e-9) & (d[:, knuckles] < 0.025 + 1e-9)).all()
+    assert np.ptp(d[:, knuckles], axis=0).max() < 1e-9  # one shift per knuckle for the sequence
+    towards_wrist = J[:, None, 0] - J[:, knuckles]
+    cos = ((moved[:, knuckles] - J[:, knuckles]) * towards_wrist).sum(-1) / (d[:, knuckles] * np.linalg.norm(towards_wrist, axis=-1))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-9)
+    np.testing.assert_allclose(d[:, thumb], 0.020, atol=1e-9)
+    in_palm = np.einsum("tij,ti->tj", _palm_axes(J), moved[:, thumb] - J[:, thumb])
+    assert np.ptp(in_palm, axis=0).max() < 1e-9
+
+    seen, scaled = (x.numpy() for x in foreign_skeleton(torch.as_tensor(J), g(), knuckle_mm=(0.0, 0.0),
+                                                         thumb_base_mm=0.0))
+    ratio = np.stack([np.linalg.norm(scaled[:, j] - scaled[:, PARENTS21[j]], axis=-1)
+                      / np.linalg.norm(J[:, j] - J[:, PARENTS21[j]], axis=-1) for j in range(1, 21)], -1)
+    assert ((ratio > 0.9 - 1e-9) & (ratio < 1.1 + 1e-9)).all() and np.ptp(ratio, axis=0).max() < 1e-9
+    assert np.ptp(ratio) > 0.05  # the bones do differ
+    rms = np.sqrt((np.linalg.norm(seen - scaled, axis=-1) ** 2).mean()) * 1000
+    assert 1.6 < rms < 2.4, rms
+
+
+def test_skeleton_adaptation_fits_foreign_skeletons_with_plausible_betas(open_retargeter):
+    """The issue's benchmark case at test size: on foreign skeletons the adapted fit comes within 3 mm of the
+    (noise-free) points with every beta within +-3, where the refinement without adaptation stays > 4 mm away."""
+    from megohand.hand.retarget import foreign_skeleton
+
+    hand = load_hand_model(None, dtype=torch.float64)
+    r = open_retargeter
+    for seed in range(3):
+        J, _ = smooth_sequence(np.random.default_rng(20 + seed), hand, T=16)
+        seen, clean = foreign_skeleton(torch.as_tensor(J), torch.Generator().manual_seed(seed))
+        err = {}
+        for adapt in (False, True):
+            out = r.fit_sequence(seen.numpy(), unit="m", adapt=adapt)
+            p = {k: torch.as_tensor(out[k]) for k in (*PARAMS, "offsets")}
+            fitted = r.joints(p).double().numpy()  # the adapted skeleton where adapted
+            err[adapt] = np.linalg.norm(fitted - clean.numpy(), axis=-1).mean() * 1000
+            assert np.abs(out["betas"]).max() <= 3 or not adapt, out["betas"]
+            assert adapt or not out["offsets"].any()
+            np.testing.assert_allclose(  # the saved fit error is the one against what was given
+                out["fit_error_mm"], np.linalg.norm(fitted - seen.numpy(), axis=-1).mean(-1) * 1000, atol=1e-2)
+        print(f"foreign skeleton {seed}: refined {err[False]:.2f} mm, adapted {err[True]:.2f} mm")
+        assert err[True] <= 3.0 and err[False] > 4.0
+
+
 def joint_error_per_point(hand, p, J) -> np.ndarray:
     """(T,21) joint errors [m] of params ``p`` against J, full hand layer."""
     pred = fk(hand, np.asarray(p["global_orient"], np.float64), np.asarray(p["hand_pose"], np.float64).reshape(-1, 45),

@@ -276,6 +276,49 @@ def sample_sequences(hand, n: int, length: int, generator: torch.Generator | Non
     }
 
 
+# parent of each MANO21 point (the 16 MANO joints, then the tips of thumb, index, middle, ring, pinky)
+PARENTS21 = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14) + _TIP_PARENTS
+_KNUCKLES = (1, 4, 7, 10)  # index1, middle1, pinky1, ring1 (MCP)
+_THUMB_BASE = 13  # thumb1 (CMC)
+
+
+def scale_bones(joints: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """MANO21 joints (T,21,3) with every bone (point - parent) scaled by ``scale`` (21,) (entry 0 unused)."""
+    out = joints.clone()
+    for j in range(1, 21):  # parents come first
+        p = PARENTS21[j]
+        out[:, j] = out[:, p] + scale[j] * (joints[:, j] - joints[:, p])
+    return out
+
+
+def foreign_skeleton(joints: torch.Tensor, generator: torch.Generator | None = None, bone_jitter: float = 0.1,
+                     knuckle_mm: tuple[float, float] = (15.0, 25.0), thumb_base_mm: float = 20.0,
+                     noise_mm: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A hand model's joint sequence (T,21,3) [m] as another skeleton would report it (a sensor's, a tracker's,
+    an image landmarker's), constant over the sequence except the noise:
+
+    * every bone scaled by U(1 - ``bone_jitter``, 1 + ``bone_jitter``) (the person's bones differ);
+    * the four knuckles (MCP) moved towards the wrist along their metacarpal by U(``knuckle_mm``) (real
+      skeletons put them 15-25 mm closer to the wrist than MANO's joints);
+    * the thumb base (CMC) moved by ``thumb_base_mm`` in a random direction fixed in the palm frame
+      (:func:`palm_frame`);
+    * i.i.d. Gaussian noise of ``noise_mm`` RMS 3D length per point and frame.
+
+    Returns (observed (T,21,3), clean (T,21,3)) [m]: with and without the noise."""
+    g = generator
+    dt = joints.dtype
+    J = scale_bones(joints, 1 + bone_jitter * (2 * torch.rand(21, generator=g, dtype=dt) - 1))
+    out = J.clone()
+    for k in _KNUCKLES:
+        d = J[:, 0] - J[:, k]
+        shift = (knuckle_mm[0] + (knuckle_mm[1] - knuckle_mm[0]) * torch.rand((), generator=g, dtype=dt)) * 1e-3
+        out[:, k] = J[:, k] + shift * d / d.norm(dim=-1, keepdim=True)
+    u = torch.randn(3, generator=g, dtype=dt)
+    out[:, _THUMB_BASE] = J[:, _THUMB_BASE] + palm_frame(joints) @ (thumb_base_mm * 1e-3 * u / u.norm())
+    noise = torch.randn(out.shape, generator=g, dtype=dt) * (noise_mm * 1e-3 / 3 ** 0.5)
+    return out + noise, out
+
+
 def _decode(fk: JointsOnly, wrist, theta6d, betas, r6d, offset):
     """Network outputs -> (joints (B,21,3), transl (B,3)) [m]."""
     J0 = fk.hand.rest_joints(betas)[..., 0, :]
@@ -815,7 +858,8 @@ def _sync(device) -> None:
 
 
 __all__ = [
-    "InverseMANO", "JointsOnly", "PRETRAINED_DIR", "RetargetConfig", "Retargeter", "evaluate", "hand_signature",
-    "load_network", "palm_frame", "sample_params", "sample_sequences", "save_network",
+    "InverseMANO", "JointsOnly", "PARENTS21", "PRETRAINED_DIR", "RetargetConfig", "Retargeter", "evaluate",
+    "foreign_skeleton", "hand_signature", "load_network", "palm_frame", "sample_params", "sample_sequences",
+    "save_network", "scale_bones",
     "train_inverse_mano", "two_stage_loss",
 ]
