@@ -19,10 +19,10 @@ SYNTH_WORKERS=${SYNTH_WORKERS:-14}
 # The recipes are named experiments (megohand.train.experiments); `megohand benchmark` draws the world, trains every
 # run (resumable: re-running continues from the checkpoints, every 250 steps) and evaluates. TRAIN_ARGS: more
 # `megohand train` overrides for every run, without their leading dashes (steps=3000 lr=1e-4).
-# One run after another: a compact-preset training step is bound by the CPU that launches its kernels and loads its
+# Two runs at a time: a compact-preset training step is bound by the CPU that launches its kernels and loads its
 # batches (H100, 16 cores, batch 256: one run alone 14.5 steps/s with 15 loader workers; two at once with 7 each about
-# 10 steps/s each, so `--parallel` pays for two runs; ten at once: about 2 steps/s each).
-BENCH_TRAIN_ARGS="num-workers=14 save-every=500 ${TRAIN_ARGS:-}"
+# 10 steps/s each, 1.4x the total; ten at once: about 2 steps/s each).
+BENCH_TRAIN_ARGS="num-workers=7 save-every=500 ${TRAIN_ARGS:-}"
 
 step() {  # step NAME CMD...: run, log, report
   local name=$1; shift
@@ -46,14 +46,14 @@ for phase in "$@"; do
         --profile optimized --budget-s 200 --deadline-s 225
       ;;
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
-      step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 \
+      step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 --parallel 2 \
         --ablations no-grounding no-dropout grounding-tokens refer refer+parse refer+parse+grounding-tokens \
         --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} \
         --train-args $BENCH_TRAIN_ARGS
       [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0 --no-check
       ;;
     classic)
-      step benchmark_classic megohand benchmark --config synthetic-classic --work runs/benchmark_classic \
+      step benchmark_classic megohand benchmark --config synthetic-classic --work runs/benchmark_classic --parallel 2 \
         --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} --train-args $BENCH_TRAIN_ARGS
       ;;
     dist)  # 1 GPU, paper preset (random init): train 8 steps, stop at 4, resume, compare with an uninterrupted run

@@ -66,3 +66,25 @@ def test_training_speed_from_metrics(tmp_path):
     assert speed_lines({"T_s0": training_speed(tmp_path), "TID_s0": {}})[0] == \
         "Training speed (median over logged intervals): T_s0 200 samples/s (waiting for data 20 %)."
     assert speed_lines({"T_s0": {}}) == []
+
+
+def test_run_commands_keeps_to_its_limit_and_names_the_failed_log(tmp_path):
+    import sys
+
+    from megohand.cli.benchmark import run_commands
+
+    # each command records its start and end time; at most two may overlap
+    stamp = "import sys, time; open(sys.argv[1], 'w').write(f'{time.time()} '); time.sleep(0.8); " \
+            "open(sys.argv[1], 'a').write(f'{time.time()}'); print('done', sys.argv[1])"
+    cmds = {f"r{i}": [sys.executable, "-c", stamp, str(tmp_path / f"r{i}.t")] for i in range(5)}
+    minutes = run_commands(cmds, tmp_path / "logs", at_once=2)
+    assert set(minutes) == set(cmds) and all(m > 0.8 / 60 for m in minutes.values())
+    spans = [tuple(map(float, (tmp_path / f"r{i}.t").read_text().split())) for i in range(5)]
+    overlap = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+    assert overlap == 2  # two at a time, not one, not five
+    assert "done" in (tmp_path / "logs" / "r3.log").read_text()
+    fail = {"ok": [sys.executable, "-c", "pass"], "bad": [sys.executable, "-c", "raise SystemExit(3)"]}
+    with pytest.raises(SystemExit, match=r"training run bad failed \(exit 3\): see .*bad\.log"):
+        run_commands(fail, tmp_path / "logs", at_once=2)
+    with pytest.raises(SystemExit, match="at least 1"):
+        run_commands(cmds, tmp_path / "logs", at_once=0)

@@ -1,8 +1,8 @@
 """``megohand benchmark``: the synthetic benchmark of a named experiment, end to end.
 
 For the experiment's world (``megohand.train.experiments``): draw the store, compute its statistics once, train
-every (variant, seed, ablation) with ``megohand train --config NAME`` (resumable; in parallel on one GPU with
-``--parallel``), then evaluate all models and the baselines with ``megohand eval``'s protocols, input-reliance rows
+every (variant, seed, ablation) with ``megohand train --config NAME`` (resumable; several at once on one GPU with
+``--parallel N``), then evaluate all models and the baselines with ``megohand eval``'s protocols, input-reliance rows
 and task metrics, and write ``<out>/<name>.json`` and ``.md`` with the mean and spread over seeds.
 """
 
@@ -55,9 +55,11 @@ class Benchmark:
     train_args: tuple[str, ...] = ()
     """More ``megohand train`` overrides for every run, without their leading dashes (tyro would read them as options
     of this verb): --train-args num-workers=2 save-every=250."""
-    parallel: bool = False
-    """Train all runs at once (one process each). Only pays with spare CPU cores: a compact-preset step is bound by the
-    CPU that launches its kernels (measured: one run alone 14-20 steps/s on an H200, ten at once about 2 each)."""
+    parallel: int = 1
+    """Training runs at once (one process each, its output in work/logs/<run>.log); 1: one after another. A
+    compact-preset step is bound by the CPU that launches its kernels and loads its batches: on one H100 with 16
+    cores, batch 256, one run alone made 14.5 steps/s with 15 loader workers, two at once about 10 each with 7 (1.4x
+    the total), ten at once about 2 each. Give each run its share of loader workers (--train-args num-workers=N)."""
     workers: int = 4
     """Processes that draw the world."""
     train_only: bool = False
@@ -71,7 +73,6 @@ class Benchmark:
 
     def run(self) -> None:
         import json
-        import subprocess
         import sys
         import time
 
@@ -107,26 +108,11 @@ class Benchmark:
             runs[f"TID_s{self.seeds[0]}_{a}"] = ("--model.modalities", "TID", "--seed", str(self.seeds[0]),
                                                  *ablation_args(a))
         exe = [sys.executable, "-m", "megohand.cli.main", "train", "--config", self.config]
-        minutes, jobs = {}, {}
-        for name, args in runs.items():
-            run = self.work / name
-            if (run / "model" / "config.json").is_file():
-                continue
-            cmd = [*exe, "--store", str(store), "--out", str(run), *(["--steps", str(self.steps)] if self.steps else []),
-                   *(a if a.startswith("-") else f"--{a}" for a in self.train_args), *args]
-            log = self.work / "logs" / f"{name}.log"  # beside the run: `megohand train` wants an empty --out
-            log.parent.mkdir(parents=True, exist_ok=True)
-            print("+", " ".join(cmd), flush=True)
-            t = time.time()
-            if self.parallel:
-                jobs[name] = (subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT), t)
-            else:
-                subprocess.run(cmd, check=True)
-                minutes[name] = (time.time() - t) / 60
-        for name, (proc, t) in jobs.items():
-            if proc.wait() != 0:
-                raise SystemExit(f"training run {name} failed: see {self.work / 'logs' / (name + '.log')}")
-            minutes[name] = (time.time() - t) / 60
+        todo = {name: [*exe, "--store", str(store), "--out", str(self.work / name),
+                       *(["--steps", str(self.steps)] if self.steps else []),
+                       *(a if a.startswith("-") else f"--{a}" for a in self.train_args), *args]
+                for name, args in runs.items() if not (self.work / name / "model" / "config.json").is_file()}
+        minutes = run_commands(todo, self.work / "logs", self.parallel)  # logs beside the runs: train wants an empty --out
         if self.train_only:
             return
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,6 +146,38 @@ SUMMARY = (("window", "mpjpe_cm", "window MPJPE (cm)"), ("window", "mwte_cm", "w
            ("rollout-tof", "target_acc", "TOF target acc."), ("rollout-tof", "dest_cm", "TOF dest. (cm)"),
            ("rollout-tof", "jitter_m_s3", "TOF jitter (m/s³)"), ("rollout-raw", "mpjpe_cm", "no-TOF MPJPE (cm)"),
            ("rollout-raw", "target_acc", "no-TOF target acc."))
+
+
+def run_commands(commands: dict[str, list[str]], logs: Path, at_once: int = 1) -> dict[str, float]:
+    """Run each named command, at most ``at_once`` at a time (1: in order, output to the console; more: output to
+    ``logs/<name>.log``). Returns the minutes each took; the first that fails raises SystemExit naming its log."""
+    import subprocess
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    if at_once < 1:
+        raise SystemExit(f"--parallel must be at least 1, got {at_once}")
+
+    def run(name: str) -> tuple[str, float]:
+        log = logs / f"{name}.log"
+        print("+", " ".join(commands[name]), flush=True)
+        t = time.time()
+        if at_once == 1:
+            rc = subprocess.run(commands[name]).returncode
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as out:
+                rc = subprocess.run(commands[name], stdout=out, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            raise SystemExit(f"training run {name} failed (exit {rc})" + (f": see {log}" if at_once > 1 else ""))
+        return name, (time.time() - t) / 60
+
+    pool = ThreadPoolExecutor(at_once)
+    futures = [pool.submit(run, name) for name in commands]
+    try:
+        return dict(f.result() for f in futures)
+    finally:  # after a failure: the queued runs never start, the running ones finish
+        pool.shutdown(cancel_futures=True)
 
 
 def training_speed(run: Path) -> dict:
