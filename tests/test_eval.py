@@ -286,6 +286,34 @@ def test_eval_cli_baselines_only(store, tmp_path, capsys):
     assert "not found" in cli_error(capsys, ["eval", "--root", tmp_path / "nope", "--baselines-only"])
 
 
+def test_eval_val_split_reads_only_val_episodes(tmp_path, capsys):
+    """--protocol.split val evaluates the val episodes (here 1 of 24 frames: 1 window) and not the test ones (2 of
+    40 frames: 4 windows each); a store without that split gets a one-line error."""
+    from megohand.cli.main import main
+
+    w = StoreWriter(tmp_path / "s")
+    K = [[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]
+    for split, n, T in (("test", 2, 40), ("val", 1, 24)):
+        for i in range(n):
+            meta = EpisodeMeta(dataset="taco", episode=f"{split}/ep{i}", instruction="pick up the cup", fps=30.0, K=K,
+                               split=split, hand_source="synthetic")
+            w.write_episode(meta, {"right": cv_episode(T, seed=i)}, np.zeros((T, 8, 8, 3), np.uint8))
+    hand = tiny_hand_file(tmp_path / "hand.npz")
+    args = ["eval", "--root", str(tmp_path / "s"), "--baselines-only", "--mano-dir", str(hand), "--protocol.horizon",
+            "8", "--protocol.window-stride", "8", "--protocol.rollout-frames", "0"]
+    for split, episodes, windows in (("test", 2, 8), ("val", 1, 2)):
+        main([*args, "--out", str(tmp_path / split), "--protocol.split", split])
+        rep = json.loads((tmp_path / split / "eval.json").read_text())
+        assert rep["datasets"]["taco"]["episodes"] == episodes and rep["datasets"]["taco"]["windows"] == windows
+        assert rep["config"]["split"] == split
+    StoreWriter(tmp_path / "t").write_episode(
+        EpisodeMeta(dataset="taco", episode="a", instruction="x", fps=30.0, K=K, split="test", hand_source="synthetic"),
+        {"right": cv_episode(20, seed=0)}, np.zeros((20, 8, 8, 3), np.uint8))
+    err = cli_error(capsys, [*args[:2], str(tmp_path / "t"), *args[3:], "--out", str(tmp_path / "x"),
+                             "--protocol.split", "val"])
+    assert "no val episodes" in err
+
+
 def _with_normalizer(model):
     """The tiny policy with a normaliser (min_max bounds of +-1 on state, +-0.1 on action)."""
     from megohand.data.normalize import Normalizer

@@ -1,4 +1,5 @@
-"""Evaluation of chunk policies on a store's test split (protocols: docs/metrics.md, docs/inference.md).
+"""Evaluation of chunk policies on a store's test split, or its val split to choose inference settings (protocols:
+docs/metrics.md, docs/inference.md).
 
 Two protocols, both on the right hand in the camera frame:
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -107,6 +108,9 @@ class EvalConfig:
     reliance: tuple[str, ...] = ("rgb", "depth", "text")
     """Input-reliance rows: the model again with its RGB, depth or text taken from another test episode (a fixed
     derangement), windows and TOF rollouts; () = none."""
+    split: Literal["test", "val"] = "test"
+    """Store split to evaluate: test for the figures you report, val to choose inference settings (noise scale,
+    query stride, Euler steps) without looking at the test episodes."""
 
 
 @dataclass
@@ -393,7 +397,8 @@ def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, Policy
 
 def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConfig, log=print,
                    progress: bool = False) -> dict:
-    """Evaluate every method on the test split of ``store`` (a :class:`megohand.data.store.Store`);
+    """Evaluate every method on the ``cfg.split`` split (test by default) of ``store`` (a
+    :class:`megohand.data.store.Store`);
     ``progress``: a progress bar over episodes (each counted once for its windows, once for its rollout).
 
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
@@ -407,11 +412,11 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     frames = FrameCache(cfg.frame_cache_mb << 20)
     info: dict = {}
     by_ds: dict[str, list] = defaultdict(list)
-    for ref in store.episodes(split="test"):
+    for ref in store.episodes(split=cfg.split):
         by_ds[ref.dataset].append(ref)
     if not by_ds:
-        raise UserError("no test episodes (split 'test') in this store", path=getattr(store, "root", None),
-                        hint="evaluate a store with a test split (megohand synth / convert write one)")
+        raise UserError(f"no {cfg.split} episodes (split {cfg.split!r}) in this store", path=getattr(store, "root", None),
+                        hint=f"evaluate a store with a {cfg.split} split (megohand synth / convert write one)")
     from tqdm import tqdm
 
     n_eps = sum(min(len(r), cfg.max_episodes or len(r)) for r in by_ds.values())
