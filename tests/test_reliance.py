@@ -74,6 +74,13 @@ def test_reliance_control_blind_vs_looking(scenes):
     # the static hand never reaches: its target accuracy is a share in [0, 1] over the episodes with a contact
     acc = res["rollout-tof"]["blind"]["synthetic"]["target_acc"]
     assert 0.0 <= acc <= 1.0 and res["rollout-tof"]["blind"]["synthetic"]["task_episodes"] >= 1
+    # the per-episode outcomes are the ones the share counts
+    rows = rep["task_outcomes"]["rollout-tof"]["blind"]
+    assert len(rows) == res["rollout-tof"]["blind"]["synthetic"]["task_episodes"]
+    assert math.isclose(np.mean([r["hit"] for r in rows]), acc)
+    assert all(r["hit"] == (r["closest"] == r["target"]) for r in rows)
+    assert {r["episode"] for r in rows} <= {ref.episode for ref in store.episodes(split="test")}
+    assert set(rep["task_outcomes"]["rollout-tof"]) >= {"blind", "looks", reliance_name("looks", "rgb")}
 
 
 def test_task_metric_hand_computed(scenes):
@@ -101,8 +108,19 @@ def test_task_metric_hand_computed(scenes):
             continue
         j = hand.forward_params(state_to_params(e.states[:1].double())).joints[0].numpy()
         g = j[[16, 17, 18]].mean(0)
-        expect.append(int(np.argmin(np.linalg.norm(f.centers[f.contact_frame] - g, axis=-1))) == f.target)
-    assert math.isclose(out["p"]["static"]["d"]["target_acc"], float(np.mean(expect)))
+        expect.append(int(np.argmin(np.linalg.norm(f.centers[f.contact_frame] - g, axis=-1))))
+    rows = pool.outcomes[("p", "static")]
+    assert [r["closest"] for r in rows] == expect and [r["episode"] for r in rows] == [
+        e.episode for e in eps if e.facts.contact_frame < gt.shape[1]]
+    hits = [c == e.facts.target for c, e in zip(expect, [e for e in eps if e.facts.contact_frame < gt.shape[1]])]
+    assert math.isclose(out["p"]["static"]["d"]["target_acc"], float(np.mean(hits)))
+
+    from megohand.cli.demo import scene_lines
+
+    lines = scene_lines(eps, rows)
+    assert lines[0] == f"closed loop + TOF, {sum(hits)} of {len(rows)} scenes reach the instructed object:"
+    assert len(lines) == 1 + len(rows) and all(f"scene {r['episode']}:" in line for r, line in zip(rows, lines[1:]))
+    assert scene_lines(eps, []) == []
 
 
 def test_task_metric_primitives():

@@ -92,8 +92,10 @@ class Demo:
         print(f"[{time.perf_counter() - t0:5.1f} s] evaluated")
         write_report(report, self.out, "demo", "MEgoHand demo: held-out synthetic scenes (unseen combinations)")
 
-        ep = pick_scene([load_episode(store, r.dataset, r.episode) for r in store.episodes(split="test")],
-                        self.rollout_frames)
+        scenes = [load_episode(store, r.dataset, r.episode) for r in store.episodes(split="test")]
+        for line in scene_lines(scenes, report["task_outcomes"].get("rollout-tof", {}).get("model", [])):
+            print(line)
+        ep = pick_scene(scenes, self.rollout_frames)
         T = min(self.rollout_frames, ep.states.shape[0] - 2)
 
         def observe(k):
@@ -113,12 +115,32 @@ class Demo:
         print(f"scene {ep.episode}: \"{ep.instruction}\" (model, TOF: cyan; ground truth: magenta)")
         outcome = task_outcome(hand, res.states[0], ep, first_frame=1)
         if outcome is not None:
-            names = [f"{o['color']} {o['shape']}" for o in ep.episode_obj.meta.extra["objects"]]
+            names = object_names(ep)
             target, got = names[ep.facts.target], names[outcome["closest"]]
             print(f"the model's hand reaches the {got}" + (" (the instructed object)" if outcome["hit"] else
                                                            f", not the instructed {target}")
                   + ("" if outcome["dest_cm"] is None else f"; leaves it {outcome['dest_cm']:.1f} cm from its destination"))
         print(f"[{time.perf_counter() - t0:5.1f} s] wrote {self.out / 'demo.mp4'} and {self.out / 'demo.png'}")
+
+
+def object_names(ep) -> list[str]:
+    """"<colour> <shape>" of each object of a synthetic episode (``EpisodeData``), in the scene facts' order."""
+    return [f"{o['color']} {o['shape']}" for o in ep.episode_obj.meta.extra["objects"]]
+
+
+def scene_lines(eps: list, outcomes: list[dict]) -> list[str]:
+    """One line per scene whose contact frame the rollout reached: its instruction and the object the model's
+    hand came to (``outcomes``: the report's ``task_outcomes`` rows of the model, closed loop with TOF)."""
+    by_name = {(e.dataset, e.episode): e for e in eps}
+    lines = []
+    for o in outcomes:
+        e = by_name[(o["dataset"], o["episode"])]
+        names = object_names(e)
+        got = names[o["closest"]]
+        lines.append(f"  scene {e.episode}: \"{e.instruction}\" -> the {got}"
+                     + (" (the instructed object)" if o["hit"] else f", not the {names[o['target']]}"))
+    return [f"closed loop + TOF, {sum(o['hit'] for o in outcomes)} of {len(outcomes)} scenes reach the instructed "
+            "object:", *lines] if outcomes else []
 
 
 def pick_scene(eps: list, rollout_frames: int):

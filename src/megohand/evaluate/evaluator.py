@@ -275,6 +275,7 @@ class _Pool:
         self.hand = hand
         self.parts: dict[tuple, list] = defaultdict(list)
         self.task: dict[tuple, dict] = defaultdict(lambda: {"hits": [], "dest": []})
+        self.outcomes: dict[tuple, list] = defaultdict(list)  # (protocol, method) -> one dict per episode
 
     def add(self, key: tuple, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, fps: float) -> None:
         """pred, gt: (N, T, 109) states; mask (N, T) bool."""
@@ -291,6 +292,8 @@ class _Pool:
         for b, ep in enumerate(eps):
             out = task_outcome(self.hand, states[b], ep, first_frame)
             if out is not None:
+                self.outcomes[key[:2]].append({"dataset": ep.dataset, "episode": ep.episode, "target": int(ep.facts.target),
+                                               **out})
                 self.task[key]["hits"].append(out["hit"])
                 if out["dest_cm"] is not None:
                     self.task[key]["dest"].append(out["dest_cm"])
@@ -403,7 +406,9 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
 
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
     ``results[protocol][method][dataset or group] = {metric: value}``; methods that look at the observation also
-    appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``).
+    appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``);
+    ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, dest_cm}`` per rolled-out
+    episode with scene facts (``task_outcome``; object indices into the episode's ``objects``).
     """
     unknown = set(cfg.reliance) - set(RELIANCE)
     if unknown:
@@ -465,4 +470,8 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
                 }
     present = {m for proto in results.values() for m in proto}
     reliance = [n for m in methods for n in (reliance_name(m, s) for s in cfg.reliance) if n in present]
-    return {"config": asdict(cfg), "methods": list(methods), "reliance": reliance, "datasets": info, "results": results}
+    outcomes = {proto: {} for proto in results}
+    for (proto, method), rows in sorted(pool.outcomes.items()):
+        outcomes.setdefault(proto, {})[method] = rows
+    return {"config": asdict(cfg), "methods": list(methods), "reliance": reliance, "datasets": info, "results": results,
+            "task_outcomes": outcomes}
