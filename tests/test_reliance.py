@@ -81,6 +81,23 @@ def test_reliance_control_blind_vs_looking(scenes):
     assert all(r["hit"] == (r["closest"] == r["target"]) for r in rows)
     assert {r["episode"] for r in rows} <= {ref.episode for ref in store.episodes(split="test")}
     assert set(rep["task_outcomes"]["rollout-tof"]) >= {"blind", "looks", reliance_name("looks", "rgb")}
+    assert all((r["target_object"] == r["reached_object"]) == r["hit"] for r in rows)
+    md = __import__("megohand.evaluate.tables", fromlist=["x"]).results_markdown(rep)
+    assert f"| blind | {len(rows)} | {sum(r['hit'] for r in rows)} |" in md
+
+
+def test_miss_kinds_by_hand():
+    from megohand.evaluate.tables import miss_kind, miss_table
+
+    assert miss_kind("red box", "red box") == "hit"
+    assert miss_kind("purple box", "purple sphere") == "colour"
+    assert miss_kind("red cylinder", "green cylinder") == "shape"
+    assert miss_kind("red cone", "blue box") == "other"
+    outs = [{"target_object": t, "reached_object": r} for t, r in
+            [("red box", "red box"), ("red box", "red cone"), ("red box", "blue box"), ("red box", "blue cone"),
+             ("red box", "red cone")]]
+    assert miss_table({"m": outs, "n": [{"hit": True}]}).splitlines()[-1] == "| m | 5 | 1 | 2 | 1 | 1 |"
+    assert miss_table({"n": [{"hit": True}]}) == ""
 
 
 def test_task_metric_hand_computed(scenes):

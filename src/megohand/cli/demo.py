@@ -135,10 +135,8 @@ def scene_lines(eps: list, outcomes: list[dict]) -> list[str]:
     lines = []
     for o in outcomes:
         e = by_name[(o["dataset"], o["episode"])]
-        names = object_names(e)
-        got = names[o["closest"]]
-        lines.append(f"  scene {e.episode}: \"{e.instruction}\" -> the {got}"
-                     + (" (the instructed object)" if o["hit"] else f", not the {names[o['target']]}"))
+        lines.append(f"  scene {e.episode}: \"{e.instruction}\" -> the {o['reached_object']}"
+                     + (" (the instructed object)" if o["hit"] else f", not the {o['target_object']}"))
     return [f"closed loop + TOF, {sum(o['hit'] for o in outcomes)} of {len(outcomes)} scenes reach the instructed "
             "object:", *lines] if outcomes else []
 

@@ -292,8 +292,11 @@ class _Pool:
         for b, ep in enumerate(eps):
             out = task_outcome(self.hand, states[b], ep, first_frame)
             if out is not None:
+                objects = [f"{o['color']} {o['shape']}" for o in ep.episode_obj.meta.extra.get("objects", [])]
+                names = {"target_object": objects[ep.facts.target], "reached_object": objects[out["closest"]]} \
+                    if objects else {}
                 self.outcomes[key[:2]].append({"dataset": ep.dataset, "episode": ep.episode, "target": int(ep.facts.target),
-                                               **out})
+                                               **out, **names})
                 self.task[key]["hits"].append(out["hit"])
                 if out["dest_cm"] is not None:
                     self.task[key]["dest"].append(out["dest_cm"])
@@ -408,7 +411,8 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     ``results[protocol][method][dataset or group] = {metric: value}``; methods that look at the observation also
     appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``);
     ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, dest_cm}`` per rolled-out
-    episode with scene facts (``task_outcome``; object indices into the episode's ``objects``).
+    episode with scene facts (``task_outcome``; object indices into the episode's ``objects``), with
+    ``target_object`` and ``reached_object`` ("<colour> <shape>") where the episode lists its objects.
     """
     unknown = set(cfg.reliance) - set(RELIANCE)
     if unknown:

@@ -85,12 +85,40 @@ def results_markdown(report: dict, title: str = "Evaluation") -> str:
         if rel:
             lines += ["Input reliance (the same windows, rollouts and noise; one input taken from another test episode):",
                       "", rel, ""]
+    misses = miss_table(report.get("task_outcomes", {}).get("rollout-tof", {}))
+    if misses:
+        lines += ["Closed loop + TOF, what the hand reached (episodes; a miss of the right colour and wrong shape, of "
+                  "the right shape and wrong colour, or neither):", "", misses, ""]
     if any(k in res.get(p, {}).get(m, {}).get(s, {}) for p in res for m in res[p] for s in res[p][m]
            for k in ("target_acc",)):
         lines.append("Target acc. = share of episodes whose closest object to the grip point (mean of thumb, index and "
                      "middle tips) at the contact frame is the instructed one; Dest. = distance from where the hand "
                      "leaves the instructed object to its destination.")
     return "\n".join(lines)
+
+
+def miss_kind(target: str, reached: str) -> str:
+    """"hit", "colour" (right colour, wrong shape), "shape" (right shape, wrong colour) or "other", from two
+    "<colour> <shape>" names."""
+    if target == reached:
+        return "hit"
+    (tc, ts), (rc, rs) = target.rsplit(" ", 1), reached.rsplit(" ", 1)
+    return "colour" if tc == rc else "shape" if ts == rs else "other"
+
+
+def miss_table(outcomes: dict[str, list[dict]]) -> str:
+    """Per method, its task outcomes (``evaluate_store``'s ``task_outcomes[protocol]``) counted by ``miss_kind``;
+    "" when no outcome names its objects."""
+    rows = []
+    for method, outs in outcomes.items():
+        kinds = [miss_kind(o["target_object"], o["reached_object"]) for o in outs if "target_object" in o]
+        if kinds:
+            rows.append(f"| {method} | {len(kinds)} | {kinds.count('hit')} | {kinds.count('colour')} | "
+                        f"{kinds.count('shape')} | {kinds.count('other')} |")
+    if not rows:
+        return ""
+    return "\n".join(["| method | episodes | reached the instructed object | right colour, wrong shape | "
+                      "right shape, wrong colour | neither |", "|---|---|---|---|---|---|", *rows])
 
 
 def reliance_table(res: dict, reliance: list[str], subset: str) -> str:
