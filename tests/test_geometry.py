@@ -121,6 +121,10 @@ def test_project_points_hand_computed():
     X = torch.tensor([[0.1, -0.2, 2.0], [0.0, 0.0, 1.0]])
     uv = camera.project_points(X, K)
     np.testing.assert_allclose(uv.numpy(), [[55.0, 40.0], [50.0, 60.0]], atol=1e-5)
+    np.testing.assert_allclose(camera.project_points(X.numpy(), K.numpy()), [[55.0, 40.0], [50.0, 60.0]], atol=1e-5)
+    Kb = torch.stack([K, 2 * K])  # a batch of cameras: the transpose is of the last two axes
+    np.testing.assert_allclose(camera.project_points(X.numpy()[None].repeat(2, 0), Kb.numpy()),
+                               camera.project_points(X.expand(2, 2, 3), Kb).numpy(), atol=1e-5)
 
 
 def test_rigid_inverse_and_transform(rng):

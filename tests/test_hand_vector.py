@@ -45,6 +45,8 @@ def test_encode_decode_chunk_round_trip_and_meaning():
     fut[..., 90:100] = cur[:, None, 90:100]  # betas are repeated, not predicted
     act = hv.encode_chunk(cur, fut)
     assert act.shape == (3, 16, hv.ACTION_DIM)
+    torch.testing.assert_close(hv.encode_chunk(cur, fut, hv.wrist_rotations(cur), hv.wrist_rotations(fut)), act,
+                               rtol=0, atol=0)  # the loaders' precomputed rotations change nothing
     np.testing.assert_allclose(hv.decode_chunk(cur, act).numpy(), fut.numpy(), atol=1e-10)
     # relative wrist rotation is R_k^T R_{k+i}; translation is a camera-frame difference
     Rk = Rotation.from_matrix(hv.state_to_rotations(cur).wrist_R[0].numpy())

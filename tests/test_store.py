@@ -341,3 +341,29 @@ def test_reopen_skips_checks_until_meta_changes(tmp_path):
     os.utime(path, ns=(1, 1))  # a different stamp even on a coarse clock
     with pytest.raises(StoreError, match="fps: must be a positive number"):
         store.open("arctic", "a")
+
+
+def test_reopened_pack_skips_its_checks_until_the_file_changes(tmp_path, monkeypatch):
+    """A loader reopens evicted episodes all the time: the second opening of an unchanged pack reads only the frame;
+    the same file with another mtime (rewritten, here damaged at the same size) is checked again."""
+    import os
+
+    from megohand.data.video import PackError
+
+    path = tmp_path / "rgb.pack"
+    w = PackWriter(path, "jpeg")
+    for b in (b"zero", b"one", b"two"):
+        w.append(b)
+    w.close()
+    assert Pack(path).read(1) == b"one"
+    reads = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: reads.append(off) or real(fd, n, off))
+    assert Pack(path).read(2) == b"two" and len(reads) == 1
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the footer's end magic
+    path.write_bytes(bytes(data))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(PackError, match="truncated or corrupt"):
+        Pack(path).read(0)

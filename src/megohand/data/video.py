@@ -83,6 +83,13 @@ class PackWriter:
             self._f.close()
 
 
+_CHECKED_INDEX: dict[tuple[str, int, int], tuple[np.ndarray, str]] = {}
+"""Frame index and codec of packs already opened and checked in this process, by (path, mtime_ns, size): a
+training loader reopens evicted episodes all the time, and each reopening would read and check the footer and
+index again. A file that changes gets another key and is checked again."""
+_CHECKED_INDEX_MAX = 16384
+
+
 class Pack:
     """Read-only random access to a frame pack. Opens its file lazily, once per process (fork-safe)."""
 
@@ -105,7 +112,12 @@ class Pack:
         if not self.path.exists():
             raise PackError(f"{self.path}: file missing")
         fd = os.open(self.path, os.O_RDONLY)
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
+        key = (str(self.path), st.st_mtime_ns, size)
+        if key in _CHECKED_INDEX:  # reopened (a loader's episode cache evicted it): the checks passed already
+            self._fd, self._pid, (self._offsets, self.codec) = fd, os.getpid(), _CHECKED_INDEX[key]
+            return fd
         if size < len(MAGIC) + FOOTER.size or os.pread(fd, len(MAGIC), 0) != MAGIC:
             os.close(fd)
             raise PackError(f"{self.path}: not a frame pack or truncated ({size} bytes)")
@@ -119,6 +131,10 @@ class Pack:
             raise PackError(f"{self.path}: corrupt frame index")
         self._fd, self._pid, self._offsets = fd, os.getpid(), offsets
         self.codec = codec.rstrip(b"\0").decode()
+        offsets.flags.writeable = False
+        if len(_CHECKED_INDEX) >= _CHECKED_INDEX_MAX:
+            del _CHECKED_INDEX[next(iter(_CHECKED_INDEX))]  # the oldest
+        _CHECKED_INDEX[key] = (offsets, self.codec)
         return fd
 
     def __len__(self) -> int:

@@ -43,7 +43,7 @@ import torch
 from megohand.data.cache import BytesLRU
 from megohand.data.observation import episode_observation, to_tensor
 from megohand.data.store import Episode, EpisodeRef, Store, StoreError
-from megohand.hand.vector import HandParams, encode_chunk, params_to_state
+from megohand.hand.vector import HandParams, encode_chunk, params_to_state, wrist_rotations
 
 STORED_DEPTH = ("auto", "required", "none")
 
@@ -238,7 +238,15 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def states(self, ep_index: int) -> torch.Tensor:
         """(T, 109) states of episode ``ep_index`` (cached per process)."""
-        return self._states.get_or_make(ep_index, lambda: episode_states(self.store.open(self.refs[ep_index]), self.side))
+        return self._episode_states(ep_index)[0]
+
+    def _episode_states(self, ep_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, 109) states of episode ``ep_index`` and their wrist rotations (T, 3, 3), cached per process."""
+        def make():
+            st = episode_states(self.store.open(self.refs[ep_index]), self.side)
+            return st, wrist_rotations(st)
+
+        return self._states.get_or_make(ep_index, make)
 
     def facts(self, ep_index: int):
         """Scene facts (``megohand.data.synthetic.facts``) of episode ``ep_index`` or None (cached per process)."""
@@ -257,10 +265,10 @@ class WindowDataset(torch.utils.data.Dataset):
         e = int(self._ep[i])
         ref, k, end, text = self.window(i)
         ep = self.store.open(ref)
-        st = self.states(e)
+        st, wrist_R = self._episode_states(e)
         idx, mask = future_indices(k, end, self.horizon, self._valid[e])
-        state = st[k]
-        action = encode_chunk(state, st[torch.from_numpy(idx)])
+        state, fut = st[k], torch.from_numpy(idx)
+        action = encode_chunk(state, st[fut], wrist_R[k], wrist_R[fut])
 
         rng = np.random.default_rng((self.seed, i)) if self.augment else None
         S = self.image_size

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 
-def project_points(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Pinhole projection. X (..., N, 3) camera-frame metres, K (..., 3, 3) -> (..., N, 2) pixels."""
-    uvw = X @ K.transpose(-1, -2)
+def project_points(X, K):
+    """Pinhole projection. X (..., N, 3) camera-frame metres, K (..., 3, 3) -> (..., N, 2) pixels; torch tensors or
+    numpy arrays (the data loaders project a few points per sample, where a round trip through torch costs more
+    than the projection)."""
+    uvw = X @ K.swapaxes(-1, -2)
     return uvw[..., :2] / uvw[..., 2:3]
 
 

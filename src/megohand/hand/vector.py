@@ -116,17 +116,25 @@ def state_to_params(state: torch.Tensor) -> HandParams:
     return state_to_rotations(state).to_params()
 
 
-def encode_chunk(state: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+def wrist_rotations(states: torch.Tensor) -> torch.Tensor:
+    """states (..., 109) -> wrist rotation matrices (..., 3, 3) (6D decoded by Gram-Schmidt)."""
+    return rot6d_to_matrix(states[..., SLICE_WRIST_ROT])
+
+
+def encode_chunk(state: torch.Tensor, future: torch.Tensor, state_R: torch.Tensor | None = None,
+                 future_R: torch.Tensor | None = None) -> torch.Tensor:
     """Relative action chunk from absolute states.
 
     Args:
         state: (..., 109) current state h_k.
         future: (..., L, 109) absolute states h_{k+1..k+L}.
+        state_R, future_R: their ``wrist_rotations`` (..., 3, 3) and (..., L, 3, 3) when already at hand (the
+            training windows decode each episode's once, not every sample's).
     Returns:
         (..., L, 99) actions (layout in the module docstring).
     """
-    cur_R = rot6d_to_matrix(state[..., SLICE_WRIST_ROT])  # only the wrist is relative: fingers are copied
-    fut_R = rot6d_to_matrix(future[..., SLICE_WRIST_ROT])
+    cur_R = wrist_rotations(state) if state_R is None else state_R  # only the wrist is relative: fingers are copied
+    fut_R = wrist_rotations(future) if future_R is None else future_R
     rel_R = cur_R.unsqueeze(-3).transpose(-1, -2) @ fut_R
     dt = future[..., SLICE_TRANSL] - state[..., SLICE_TRANSL].unsqueeze(-2)
     return torch.cat([future[..., SLICE_FINGERS], matrix_to_rot6d(rel_R), dt], dim=-1)

@@ -96,12 +96,11 @@ def to_camera(T_cam_from_world: np.ndarray, X_world: np.ndarray) -> np.ndarray:
 
 def project(K: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Camera-frame points (N, 3) [m] -> pixels (N, 2) with (3, 3) K; NaN for points behind the camera."""
-    import torch
-
     from megohand.geometry.camera import project_points
 
     X = np.asarray(X, dtype=np.float64)
-    uv = project_points(torch.as_tensor(X), torch.as_tensor(np.asarray(K, dtype=np.float64))).numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):  # behind the camera: NaN below
+        uv = project_points(X, np.asarray(K, dtype=np.float64))
     return np.where(X[..., 2:3] > 1e-6, uv, np.nan)
 
 
