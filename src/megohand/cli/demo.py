@@ -115,17 +115,12 @@ class Demo:
         print(f"scene {ep.episode}: \"{ep.instruction}\" (model, TOF: cyan; ground truth: magenta)")
         outcome = task_outcome(hand, res.states[0], ep, first_frame=1)
         if outcome is not None:
-            names = object_names(ep)
+            names = ep.facts.names
             target, got = names[ep.facts.target], names[outcome["closest"]]
             print(f"the model's hand reaches the {got}" + (" (the instructed object)" if outcome["hit"] else
                                                            f", not the instructed {target}")
                   + ("" if outcome["dest_cm"] is None else f"; leaves it {outcome['dest_cm']:.1f} cm from its destination"))
         print(f"[{time.perf_counter() - t0:5.1f} s] wrote {self.out / 'demo.mp4'} and {self.out / 'demo.png'}")
-
-
-def object_names(ep) -> list[str]:
-    """"<colour> <shape>" of each object of a synthetic episode (``EpisodeData``), in the scene facts' order."""
-    return [f"{o['color']} {o['shape']}" for o in ep.episode_obj.meta.extra["objects"]]
 
 
 def scene_lines(eps: list, outcomes: list[dict]) -> list[str]:

@@ -12,7 +12,8 @@ from megohand.evaluate.evaluator import EvalConfig
 class Eval:
     """Evaluate a checkpoint and the static / constant-velocity baselines on the test split of a store.
 
-    ``--protocol.split val`` evaluates its val split instead, to choose inference settings. Protocols (arXiv 2505.16602, section 4; docs/metrics.md): per 16-frame window from the GT state with the raw chunk (primary) and
+    ``--protocol.split val`` evaluates its val split instead, to choose inference settings. Protocols (arXiv
+    2505.16602, section 4; docs/metrics.md): per 16-frame window from the GT state with the raw chunk (primary) and
     closed-loop rollouts with and without TOF (secondary). Writes ``eval.md`` and ``eval.json`` in --out.
     """
 

@@ -292,9 +292,9 @@ class _Pool:
         for b, ep in enumerate(eps):
             out = task_outcome(self.hand, states[b], ep, first_frame)
             if out is not None:
-                objects = [f"{o['color']} {o['shape']}" for o in ep.episode_obj.meta.extra.get("objects", [])]
+                objects = ep.facts.names
                 names = {"target_object": objects[ep.facts.target], "reached_object": objects[out["closest"]]} \
-                    if objects else {}
+                    if len(objects) == ep.facts.num_objects else {}
                 self.outcomes[key[:2]].append({"dataset": ep.dataset, "episode": ep.episode, "target": int(ep.facts.target),
                                                **out, **names})
                 self.task[key]["hits"].append(out["hit"])
@@ -412,7 +412,7 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``);
     ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, dest_cm}`` per rolled-out
     episode with scene facts (``task_outcome``; object indices into the episode's ``objects``), with
-    ``target_object`` and ``reached_object`` ("<colour> <shape>") where the episode lists its objects.
+    ``target_object`` and ``reached_object`` (their ``SceneFacts.names``, "<colour> <shape>") where they are known.
     """
     unknown = set(cfg.reliance) - set(RELIANCE)
     if unknown:

@@ -98,12 +98,15 @@ def rotations_to_state(h: HandRotations) -> torch.Tensor:
     return torch.cat([fingers, h.betas, matrix_to_rot6d(h.wrist_R), h.transl], dim=-1)
 
 
+def wrist_rotations(states: torch.Tensor) -> torch.Tensor:
+    """states (..., 109) -> wrist rotation matrices (..., 3, 3) (6D decoded by Gram-Schmidt)."""
+    return rot6d_to_matrix(states[..., SLICE_WRIST_ROT])
+
+
 def state_to_rotations(state: torch.Tensor) -> HandRotations:
     """state (..., 109) -> HandRotations (6D decoded by Gram-Schmidt)."""
     fingers = rot6d_to_matrix(state[..., SLICE_FINGERS].unflatten(-1, (15, 6)))
-    return HandRotations(
-        rot6d_to_matrix(state[..., SLICE_WRIST_ROT]), fingers, state[..., SLICE_BETAS], state[..., SLICE_TRANSL]
-    )
+    return HandRotations(wrist_rotations(state), fingers, state[..., SLICE_BETAS], state[..., SLICE_TRANSL])
 
 
 def params_to_state(p: HandParams) -> torch.Tensor:
@@ -114,11 +117,6 @@ def params_to_state(p: HandParams) -> torch.Tensor:
 def state_to_params(state: torch.Tensor) -> HandParams:
     """state (..., 109) -> HandParams (...)."""
     return state_to_rotations(state).to_params()
-
-
-def wrist_rotations(states: torch.Tensor) -> torch.Tensor:
-    """states (..., 109) -> wrist rotation matrices (..., 3, 3) (6D decoded by Gram-Schmidt)."""
-    return rot6d_to_matrix(states[..., SLICE_WRIST_ROT])
 
 
 def encode_chunk(state: torch.Tensor, future: torch.Tensor, state_R: torch.Tensor | None = None,
