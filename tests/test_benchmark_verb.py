@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from megohand.cli.benchmark import Benchmark, ablation_args, group_runs, mean_spread, speed_lines
+from megohand.cli.benchmark import Benchmark, ablation_args, group_runs, mean_spread, run_args, speed_lines
 
 
 def test_group_runs_and_mean_spread_by_hand():
@@ -23,6 +23,15 @@ def test_ablations_join_with_plus():
     assert ablation_args("film") == ("--model.backbone.film",)
     with pytest.raises(SystemExit, match="unknown variants or ablations \\['nope'\\]"):
         Benchmark(ablations=("refer+nope",)).run()
+
+
+def test_run_names():
+    assert run_args("TI_s1") == ("--model.modalities", "TI", "--seed", "1")
+    assert run_args("TID_s0_refer+parse") == ("--model.modalities", "TID", "--seed", "0",
+                                              "--model.grounding.refer=0.5", "--model.grounding.parse=0.5")
+    for bad in ("TX_s0", "TI_1", "TI_sx", "TI", "TID_s0_nope"):
+        with pytest.raises(SystemExit, match=f"bad run name '{bad}'"):
+            run_args(bad)
 
 
 @pytest.mark.slow
@@ -46,9 +55,11 @@ def test_benchmark_toy_run(tmp_path):
     for swap in ("RGB", "depth"):
         assert window[f"T_s0 · {swap} from another episode"]["[synthetic]"]["mpjpe_cm"] == base
     assert "| T | 1 |" in md and "RGB from another episode | +0.0 %" in md
-    # resumable: a second run trains nothing (the finished model is kept) and writes the same table
+    # resumable: a second run, here naming its run, trains nothing (the finished model is kept) and writes the table
     mtime = (tmp_path / "work" / "T_s0" / "model" / "config.json").stat().st_mtime
+    b.variants, b.runs = ("TID",), ("T_s0",)
     b.run()
+    assert json.loads((tmp_path / "out" / "synthetic.json").read_text())["runs"] == report["runs"]
     assert (tmp_path / "work" / "T_s0" / "model" / "config.json").stat().st_mtime == mtime
 
 
@@ -88,3 +99,39 @@ def test_run_commands_keeps_to_its_limit_and_names_the_failed_log(tmp_path):
         run_commands(fail, tmp_path / "logs", at_once=2)
     with pytest.raises(SystemExit, match="at least 1"):
         run_commands(cmds, tmp_path / "logs", at_once=0)
+
+
+def test_merge_reports_by_script(tmp_path):
+    """benchmarks/merge_benchmark.py: each run from the first report that has it, with its reliance rows; the table
+    pools the seeds of both; a report of another recipe is refused, naming the setting."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def report(runs: dict[str, float], steps=10, seed=0):
+        key = "[synthetic]"
+        rel = [f"{m} · RGB from another episode" for m in runs]
+        window = {m: {key: {"mpjpe_cm": v}} for m, v in runs.items()}
+        window.update({f"{m} · RGB from another episode": {key: {"mpjpe_cm": 2 * v}} for m, v in runs.items()})
+        return {"methods": list(runs), "reliance": rel, "results": {"window": window},
+                "datasets": {"synthetic": {"episodes": 4, "windows": 8}}, "config": {"horizon": 16},
+                "experiment": "synthetic", "hand_model": "h", "device": "gpu", "command": "c",
+                "train": {"steps": steps, "batch_size": 4, "seed": seed, "out": f"o{seed}"}}
+
+    paths = []
+    for name, r in {"new": report({"TI_s1": 3.0, "T_s1": 5.0}, seed=1),
+                    "old": report({"T_s0": 4.0, "T_s1": 99.0}),
+                    "other": report({"V_s0": 1.0}, steps=20)}.items():
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(r))
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "merge_benchmark.py")]
+    subprocess.run([*script, *map(str, paths[:2]), "--out", str(tmp_path / "m")], check=True, capture_output=True)
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert merged["sources"] == {"TI_s1": str(paths[0]), "T_s1": str(paths[0]), "T_s0": str(paths[1])}
+    assert merged["results"]["window"]["T_s1"]["[synthetic]"]["mpjpe_cm"] == 5.0  # the first report wins
+    assert "T_s0 · RGB from another episode" in merged["reliance"]
+    md = (tmp_path / "m.md").read_text()
+    assert "| T | 2 | 4.500 ± 1.000 |" in md and "| TI | 1 | 3.000 |" in md
+    bad = subprocess.run([*script, str(paths[0]), str(paths[2]), "--out", str(tmp_path / "b")], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "'train.steps': (20, 10)" in bad.stderr

@@ -153,6 +153,23 @@ def test_depth_sources(tmp_path):
         WindowDataset(tmp_path, datasets=["nope"])
 
 
+def test_read_rgb_false_reads_no_frames(tmp_path, monkeypatch):
+    """read_rgb=False (a model without image): a black image, every other field as with the frames (augmented: the
+    same crop draw, so the same K), and no frame decoded."""
+    from megohand.data.store import Episode
+
+    write(tmp_path, "h2o", "a", 6)
+    ds = WindowDataset(tmp_path, horizon=2, image_size=16, augment=True)
+    want = [ds[i] for i in range(len(ds))]
+    ds.read_rgb = False
+    monkeypatch.setattr(Episode, "rgb_image", lambda *a, **k: pytest.fail("frame decoded"))
+    for i, w in enumerate(want):
+        got = ds[i]
+        assert got["image"].dtype == torch.uint8 and not got["image"].any() and w["image"].any()
+        for key in ("K", "depth", "state", "action", "action_mask"):
+            torch.testing.assert_close(got[key], w[key], rtol=0, atol=0)
+
+
 def test_cascaded_split_and_sampler(tmp_path):
     for i in range(10):
         write(tmp_path, "h2o", f"subject1/o{i}", 6)

@@ -28,7 +28,19 @@ both (``refer+parse``)."""
 
 def ablation_args(name: str) -> tuple[str, ...]:
     """The ``megohand train`` overrides of an ablation name, its ``+``-joined parts in order."""
-    return tuple(arg for part in name.split("+") for arg in ABLATIONS[part])
+    return tuple(arg for part in name.split("+") if part for arg in ABLATIONS[part])
+
+
+def run_args(name: str) -> tuple[str, ...]:
+    """The ``megohand train`` overrides of a run name <variant>_s<seed>[_<ablation>] (SystemExit naming the bad
+    part otherwise): TI_s1 -> --model.modalities TI --seed 1."""
+    variant, _, rest = name.partition("_")
+    seed, _, ablation = rest.partition("_")
+    bad_ablation = set(ablation.split("+")) - {"", *ABLATIONS}
+    if variant not in VARIANTS or not (seed[:1] == "s" and seed[1:].isdigit()) or bad_ablation:
+        raise SystemExit(f"bad run name {name!r}: want <variant>_s<seed>[_<ablation>], variants {VARIANTS}, "
+                         f"ablations {list(ABLATIONS)} (joined by +)")
+    return ("--model.modalities", variant, "--seed", seed[1:], *ablation_args(ablation))
 
 
 @dataclass
@@ -48,6 +60,9 @@ class Benchmark:
     ablations: tuple[str, ...] = ()
     """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens, film, refer,
     parse, query; ``+`` joins several: refer+parse), first seed only."""
+    runs: tuple[str, ...] = ()
+    """Exactly these runs, named <variant>_s<seed>[_<ablation>] (TI_s1 V_s0 TID_s0_refer+parse), instead of every
+    variant x seed and the ablations; a run whose folder already holds a model is evaluated, not trained."""
     episodes: int | None = None
     """Episodes to draw (None: the experiment's)."""
     steps: int | None = None
@@ -95,6 +110,10 @@ class Benchmark:
         if unknown:
             raise SystemExit(f"unknown variants or ablations {sorted(unknown)}; variants {VARIANTS}, ablations "
                              f"{list(ABLATIONS)}")
+        # seed by seed: stopped early, a benchmark has every variant of its first seeds
+        names = self.runs or ([f"{v}_s{s}" for s in self.seeds for v in self.variants]
+                              + [f"TID_s{self.seeds[0]}_{a}" for a in self.ablations])
+        runs = {name: run_args(name) for name in names}
         t0 = time.time()
         store = self.work / "store"
         episodes = self.episodes or exp.episodes
@@ -102,11 +121,6 @@ class Benchmark:
         tc = exp.train
         compute_store_statistics(store, ["synthetic"], tc.side, tc.model.horizon, split="train", mode=tc.normalizer,
                                  window_scope=tc.window_scope)
-        # seed by seed: stopped early, a benchmark has every variant of its first seeds
-        runs = {f"{v}_s{s}": ("--model.modalities", v, "--seed", str(s)) for s in self.seeds for v in self.variants}
-        for a in self.ablations:
-            runs[f"TID_s{self.seeds[0]}_{a}"] = ("--model.modalities", "TID", "--seed", str(self.seeds[0]),
-                                                 *ablation_args(a))
         exe = [sys.executable, "-m", "megohand.cli.main", "train", "--config", self.config]
         todo = {name: [*exe, "--store", str(store), "--out", str(self.work / name),
                        *(["--steps", str(self.steps)] if self.steps else []),
@@ -126,7 +140,8 @@ class Benchmark:
         report = evaluate_store(Store(store), methods, hand, cfg)
         report.update(
             experiment=self.config, hand_model=hand.name, runs={k: list(v) for k, v in runs.items()},
-            train=json.loads((self.work / next(iter(runs)) / "train_config.json").read_text()),  # as run: with --train-args
+            train=json.loads(next(c for name in runs if (c := self.work / name / "train_config.json").is_file())
+                             .read_text()),  # as run, with --train-args (a run given with its model only has none)
             episodes=episodes,
             train_minutes=minutes, train_speed={name: training_speed(self.work / name) for name in runs},
             minutes=(time.time() - t0) / 60,

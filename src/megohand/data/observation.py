@@ -86,21 +86,23 @@ def square_depth(depth: np.ndarray, box: tuple[int, int, int], size: int) -> tor
 
 
 def episode_observation(ep, k: int, size: int, crop_scale: float = 1.0, rng: np.random.Generator | None = None,
-                        depth: bool = True, copies: bool = True):
-    """Frame k of a stored episode (``megohand.data.store.Episode``) -> (PIL RGB image size x size, depth float32
-    (1, size, size) [m] or None, K (3, 3) of that picture).
+                        depth: bool = True, copies: bool = True, rgb: bool = True):
+    """Frame k of a stored episode (``megohand.data.store.Episode``) -> (PIL RGB image size x size or None, depth
+    float32 (1, size, size) [m] or None, K (3, 3) of that picture).
 
     Reads the smallest training-size copy whose short side is at least ``size`` (``Episode.frames_for``; ``copies``
     False: always the stored frames), else the stored frames, through a reduced JPEG decode while the crop keeps at
-    least ``size`` pixels. ``crop_scale`` and ``rng`` place the square (``crop_box``); depth only with ``depth``."""
+    least ``size`` pixels. ``crop_scale`` and ``rng`` place the square (``crop_box``); the image only with ``rgb``,
+    depth only with ``depth`` (the same square either way)."""
     fs = ep.frames_for(size) if copies else ep.full_frames
     W, H = fs.width, fs.height
     box = crop_box(W, H, crop_scale, rng)
     side = box[2]
-    # a reduced JPEG decode is fine while the crop keeps >= size pixels: ask for >= size * (W, H) / side
-    img = ep.rgb_image(k, min_size=(-(-size * W // side), -(-size * H // side)) if side >= 2 * size else None,
-                       frames=fs)
-    img = square_pil(img, box, size, img.size[0] / W)
+    img = None
+    if rgb:  # a reduced JPEG decode is fine while the crop keeps >= size pixels: ask for >= size * (W, H) / side
+        img = ep.rgb_image(k, min_size=(-(-size * W // side), -(-size * H // side)) if side >= 2 * size else None,
+                           frames=fs)
+        img = square_pil(img, box, size, img.size[0] / W)
     d = ep.depth_mm(k, fs) if depth else None
     return img, None if d is None else square_depth(d, box, size), crop_K(fs.K, *box, size)
 

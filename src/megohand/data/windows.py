@@ -141,6 +141,9 @@ class WindowDataset(torch.utils.data.Dataset):
         window_scope: "segment" or "episode": where a window's future may run (module docstring).
         copies: read an episode's training-size copy where one fits ``image_size`` (docs/data_format.md); False:
             always the stored frames.
+
+    ``read_rgb`` (attribute, default True): False leaves the frames unread and gives a black ``image`` (for a model
+    that uses no image, like ``stored_depth="none"`` for one that uses no depth).
     """
 
     def __init__(
@@ -172,7 +175,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.horizon, self.side, self.stride = int(horizon), side, int(stride)
         self.image_size, self.stored_depth = int(image_size), stored_depth
         self.augment, self.seed, self.window_scope = augment, seed, window_scope
-        self.copies = copies
+        self.copies, self.read_rgb = copies, True
         if episodes is None:
             if isinstance(datasets, str):
                 datasets = [datasets]
@@ -273,8 +276,12 @@ class WindowDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng((self.seed, i)) if self.augment else None
         S = self.image_size
         has_depth = self.stored_depth != "none" and ep.has_depth
-        img, depth, K = episode_observation(ep, k, S, 0.95 if self.augment else 1.0, rng, has_depth, self.copies)
-        image = to_tensor(img if rng is None else _color_jitter(img, rng))
+        img, depth, K = episode_observation(ep, k, S, 0.95 if self.augment else 1.0, rng, has_depth, self.copies,
+                                            self.read_rgb)
+        if img is None:
+            image = torch.zeros(3, S, S, dtype=torch.uint8)
+        else:
+            image = to_tensor(img if rng is None else _color_jitter(img, rng))
         depth = depth if has_depth else torch.zeros(1, S, S)
         from megohand.data.synthetic.facts import image_targets, objects_in_image, referring_target
 

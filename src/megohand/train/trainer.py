@@ -118,6 +118,7 @@ def build_datasets(cfg: TrainConfig, image_size: int):
     for ds in (train, evald):
         if cfg.stored_depth == "none" or not cfg.model.uses_depth:
             ds.stored_depth = "none"  # do not read depth the model does not use
+        ds.read_rgb = cfg.model.uses_image  # nor frames (T)
     if len(train) == 0:
         raise UserError(f"no training windows for datasets {sorted(weights)}", path=cfg.store,
                         hint="check --datasets, and that the store has train-split episodes longer than the horizon")
