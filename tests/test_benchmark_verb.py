@@ -34,6 +34,17 @@ def test_run_names():
             run_args(bad)
 
 
+def test_run_config_of_a_run_or_of_its_slim_export(tmp_path):
+    from megohand.cli.benchmark import run_config
+
+    (tmp_path / "a" / "model").mkdir(parents=True)
+    assert run_config(tmp_path / "a") is None
+    (tmp_path / "a" / "model" / "train.json").write_text(json.dumps({"run_config": {"steps": 7}, "minutes": 1}))
+    assert run_config(tmp_path / "a") == {"steps": 7}
+    (tmp_path / "a" / "train_config.json").write_text(json.dumps({"steps": 9}))
+    assert run_config(tmp_path / "a") == {"steps": 9}
+
+
 @pytest.mark.slow
 def test_benchmark_toy_run(tmp_path):
     b = Benchmark(config="synthetic", work=tmp_path / "work", out=tmp_path / "out", variants=("T",), seeds=(0,),

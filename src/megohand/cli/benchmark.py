@@ -140,8 +140,7 @@ class Benchmark:
         report = evaluate_store(Store(store), methods, hand, cfg)
         report.update(
             experiment=self.config, hand_model=hand.name, runs={k: list(v) for k, v in runs.items()},
-            train=json.loads(next(c for name in runs if (c := self.work / name / "train_config.json").is_file())
-                             .read_text()),  # as run, with --train-args (a run given with its model only has none)
+            train=next((c for name in runs if (c := run_config(self.work / name))), None),  # as run, with --train-args
             episodes=episodes,
             train_minutes=minutes, train_speed={name: training_speed(self.work / name) for name in runs},
             minutes=(time.time() - t0) / 60,
@@ -193,6 +192,18 @@ def run_commands(commands: dict[str, list[str]], logs: Path, at_once: int = 1) -
         return dict(f.result() for f in futures)
     finally:  # after a failure: the queued runs never start, the running ones finish
         pool.shutdown(cancel_futures=True)
+
+
+def run_config(run: Path) -> dict | None:
+    """A run's training config as run: its train_config.json, else (a run given as a slim export in run/model, from
+    ``scripts/train_demo.py``) the ``run_config`` of model/train.json; None when neither exists."""
+    import json
+
+    for path, key in ((run / "train_config.json", None), (run / "model" / "train.json", "run_config")):
+        if path.is_file():
+            config = json.loads(path.read_text())
+            return config.get(key) if key else config
+    return None
 
 
 def training_speed(run: Path) -> dict:
