@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_suite.sh bench         # hand layer, renderer, paper-preset latency and training throughput
 #   bash benchmarks/gpu_suite.sh train         # the synthetic benchmark (T, V, TI, TID x 2 seeds + A/B rows), the demo checkpoint
 #   bash benchmarks/gpu_suite.sh classic       # the first benchmark, on the 'classic' world (its published numbers)
+#   RUNS="T_s1 V_s0" bash benchmarks/gpu_suite.sh runs   # exactly these runs (PARALLEL at once, default 2) + exports
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
@@ -51,6 +52,13 @@ for phase in "$@"; do
         --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} \
         --train-args $BENCH_TRAIN_ARGS
       [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0 --no-check
+      ;;
+    runs)  # their float16 slim exports go to runs/exports/<run>: evaluate them anywhere with `megohand benchmark --runs`
+      # (a run folder holding model/ is evaluated, not trained) and join earlier reports with merge_benchmark.py
+      step runs megohand benchmark --config synthetic --work runs/benchmark --runs ${RUNS:?set RUNS} \
+        --parallel "${PARALLEL:-2}" --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} --train-args $BENCH_TRAIN_ARGS
+      for r in $RUNS; do step "export_$r" $PY scripts/train_demo.py --config synthetic --run "runs/benchmark/$r" \
+        --dest "runs/exports/$r" --no-check; done
       ;;
     classic)
       step benchmark_classic megohand benchmark --config synthetic-classic --work runs/benchmark_classic --parallel 2 \

@@ -5,7 +5,8 @@
 Every run and baseline comes from the first report that has it (its rows, input-reliance rows, training minutes and
 speed); ``sources`` in the JSON names the report of each. The reports must share the test set (episodes, windows),
 the protocol (``config``) and the training recipe (``train`` but for where it ran, its seed, modalities and loader
-workers), else the script stops naming what differs. Writes OUT.json and OUT.md
+workers; a setting only one report has is not compared: older reports predate it), else the script stops naming
+what differs. Writes OUT.json and OUT.md
 (``megohand.cli.benchmark.summary_markdown``).
 """
 
@@ -15,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from megohand.cli.benchmark import summary_markdown
+from megohand.cli.benchmark import VARIANTS, summary_markdown
 from megohand.io import write_text
 
 
@@ -32,10 +33,21 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 
 def differences(a: dict, b: dict, skip=frozenset()) -> dict:
-    """{key: (a's, b's)} of the flattened dicts where they differ (a missing key reads as None)."""
+    """{key: (a's, b's)} of the flattened dicts where they differ. A key only one of them has is not compared: an
+    older report predates that option, whose default keeps the behaviour from before it."""
     fa, fb = flat(a), flat(b)
-    keys = sorted((fa.keys() | fb.keys()) - skip)
+    keys = sorted((fa.keys() & fb.keys()) - skip)
     return {k: (fa.get(k), fb.get(k)) for k in keys if fa.get(k) != fb.get(k)}
+
+
+def method_order(method: str) -> tuple:
+    """Runs first, by variant (the order of VARIANTS: TID, TI, T, V), ablation and seed; then the baselines in their
+    order."""
+    variant, _, rest = method.partition("_")
+    seed, _, ablation = rest.partition("_")
+    if variant in VARIANTS and seed[1:].isdigit():
+        return 0, VARIANTS.index(variant), ablation, int(seed[1:])
+    return (1,)
 
 
 def merge_reports(reports: dict[str, dict]) -> dict:
@@ -60,6 +72,7 @@ def merge_reports(reports: dict[str, dict]) -> dict:
             for key in ("runs", "train_minutes", "train_speed"):
                 if method in r.get(key, {}):
                     merged[key][method] = r[key][method]
+    merged["methods"].sort(key=method_order)
     merged["device"] = " / ".join(dict.fromkeys(r["device"] for r in reports.values()))
     merged["command"] = "; ".join(dict.fromkeys(r["command"] for r in reports.values()))
     return merged

@@ -9,6 +9,7 @@ jobs on the machine do not count), then a profiled pass lists the functions that
 
     python benchmarks/training_samples.py --store runs/benchmark/store        # a store of the experiment's world
     python benchmarks/training_samples.py --episodes 300                      # draws one into a temporary folder
+    python benchmarks/training_samples.py --store S --modalities T --out results/training_samples_cpu_T.json
 
 Writes benchmarks/results/training_samples_cpu.json.
 """
@@ -38,6 +39,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--episodes", type=int, default=300, help="episodes to draw without --store")
     ap.add_argument("--samples", type=int, default=3000, help="timed random windows")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds (the best counts)")
+    ap.add_argument("--modalities", default=None, help="the model's inputs (T, V, TI, TID; default: the experiment's):"
+                    " what the model does not use is not read")
     ap.add_argument("--note", default="", help="free text stored in the JSON")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "training_samples_cpu.json")
     args = ap.parse_args(argv)
@@ -55,6 +58,8 @@ def main(argv=None) -> dict:
             store = Path(tmp) / "store"
             synthesize(store, args.episodes, SynthConfig(**exp.world), workers=os.cpu_count() or 1)
         cfg = dataclasses.replace(exp.train, store=str(store))
+        if args.modalities:
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, modalities=args.modalities))
         train, _ = build_datasets(cfg, cfg.model.backbone.image_size)
         rng = np.random.default_rng(0)
         first = {int(e): i for i, e in reversed(list(enumerate(train._ep)))}  # one window of every episode
@@ -78,6 +83,7 @@ def main(argv=None) -> dict:
     result = dict(
         benchmark="training_samples",
         config=args.config,
+        modalities=cfg.model.modalities,
         image_size=cfg.model.backbone.image_size,
         augment=cfg.augment,
         episodes=len(first),

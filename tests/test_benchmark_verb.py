@@ -141,6 +141,7 @@ def test_merge_reports_by_script(tmp_path):
     assert merged["sources"] == {"TI_s1": str(paths[0]), "T_s1": str(paths[0]), "T_s0": str(paths[1])}
     assert merged["results"]["window"]["T_s1"]["[synthetic]"]["mpjpe_cm"] == 5.0  # the first report wins
     assert "T_s0 · RGB from another episode" in merged["reliance"]
+    assert merged["methods"] == ["TI_s1", "T_s0", "T_s1"]  # runs by variant, then seed
     md = (tmp_path / "m.md").read_text()
     assert "| T | 2 | 4.500 ± 1.000 |" in md and "| TI | 1 | 3.000 |" in md
     bad = subprocess.run([*script, str(paths[0]), str(paths[2]), "--out", str(tmp_path / "b")], capture_output=True,

@@ -157,7 +157,11 @@ def test_speed_settings_and_a_given_policy(store, tmp_path):
     assert not make_optimizer(params, replace(cfg, fused_optimizer=False), torch.device("cuda")).defaults["fused"]
     policy = MEgoHandPolicy(cfg.model)
     tr = Trainer(cfg, policy=policy)
-    assert tr.policy is policy and tr.speed == {"channels_last": False, "compiled": []}  # CPU: no GPU layouts
+    # CPU: no GPU layouts; the frozen MiniLM's cache on, off when asked
+    assert tr.policy is policy and tr.speed == {"channels_last": False, "text_cache": True, "compiled": []}
+    assert policy.backbone.text_cache is not None
+    assert Trainer(replace(cfg, cache_text=False), policy=policy).speed["text_cache"] is False
+    assert policy.backbone.text_cache is None
     assert not tr.opt.optimizer.defaults["fused"]
     other = replace(cfg, model=replace(cfg.model, horizon=cfg.model.horizon + 1))
     with pytest.raises(ValueError, match="another config"):

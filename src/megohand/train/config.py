@@ -101,6 +101,9 @@ class TrainConfig:
     cudnn_benchmark: bool = True
     """On a GPU, let cuDNN time its convolution algorithms once per input shape and keep the fastest (the
     policy's images always have one size)."""
+    cache_text: bool = True
+    """With the compact preset's frozen text encoder: encode each distinct string once and gather its tokens after,
+    instead of tokenising and running MiniLM every step (``megohand.models.backbones.text_cache``)."""
     compile: bool = False
     """torch.compile the policy's repeated blocks in place (regional compilation: vision layers, LLM layers, DiT
     blocks, depth-encoder stages; ``MEgoHandPolicy.compile_training``). The first steps take minutes; off by

@@ -92,16 +92,19 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opti
 
 def apply_speed_settings(policy, cfg: TrainConfig, device: torch.device, fsdp: bool = False) -> dict:
     """``cfg``'s speed settings on a policy before it is wrapped: a channels-last depth encoder on a GPU (not under
-    FSDP, which flattens parameters), cuDNN autotuning (process-wide), regional torch.compile
-    (``MEgoHandPolicy.compile_training``). Returns what was applied (for logs and benchmarks)."""
+    FSDP, which flattens parameters), cuDNN autotuning (process-wide), the frozen text encoder's cache (not under
+    FSDP either), regional torch.compile (``MEgoHandPolicy.compile_training``). Returns what was applied (for logs
+    and benchmarks)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     enc = policy.depth_encoder
     channels_last = cfg.channels_last and device.type == "cuda" and not fsdp and enc is not None
     if enc is not None:
         enc.use_channels_last(channels_last)
+    use_cache = getattr(policy.backbone, "use_text_cache", None)
+    text_cache = bool(use_cache and use_cache(cfg.cache_text and not fsdp))
     compiled = policy.compile_training() if cfg.compile else []
-    return {"channels_last": channels_last, "compiled": compiled}
+    return {"channels_last": channels_last, "text_cache": text_cache, "compiled": compiled}
 
 
 def build_datasets(cfg: TrainConfig, image_size: int):

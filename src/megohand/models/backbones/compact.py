@@ -28,7 +28,7 @@ class CompactBackbone(nn.Module):
         self.image_grid = image_size // 16
         self.image_token_dim = cfg.width
         w = cfg.width
-        self.text = self.tokenizer = self.vision = None
+        self.text = self.tokenizer = self.vision = self.text_cache = None
         if use_text:
             if aux_dir is not None:  # rebuild from the checkpoint; weights come from its safetensors
                 self.tokenizer = AutoTokenizer.from_pretrained(aux_dir / "text")
@@ -62,11 +62,25 @@ class CompactBackbone(nn.Module):
             self.text.config.save_pretrained(folder / "text")
             self.tokenizer.save_pretrained(folder / "text")
 
+    def use_text_cache(self, on: bool = True) -> bool:
+        """In training, encode each distinct string once with the frozen text encoder and gather its tokens after
+        (``FrozenTextCache``); off when the encoder trains. Returns whether it is on."""
+        from megohand.models.backbones.text_cache import FrozenTextCache
+
+        on = on and self.text is not None and not self.cfg.tune_text
+        self.text_cache = FrozenTextCache() if on else None
+        return on
+
     def prepare_text(self, instructions: list[str] | None, batch: int, device) -> dict:
         """The CPU part of forward: B strings -> {input_ids (B, S) long, mask (B, S) bool, padded: bool} on
-        device ({} without text)."""
+        device ({} without text); in training with the text cache, {hidden (B, S, H), mask, padded} instead."""
         if not self.use_text:
             return {}
+        if self.text_cache is not None and self.training:
+            text = self.text_cache.lookup(list(instructions), self.tokenizer, self.text, self.cfg.max_text_tokens,
+                                          device)
+            if text is not None:
+                return text
         enc = self.tokenizer(
             list(instructions), padding=True, truncation=True, max_length=self.cfg.max_text_tokens, return_tensors="pt"
         )
@@ -76,9 +90,12 @@ class CompactBackbone(nn.Module):
 
     def text_tokens(self, text: dict) -> torch.Tensor:
         """text from prepare_text -> MiniLM tokens projected to (B, S, width)."""
-        attn = text["mask"].long() if text["padded"] else None  # no padding: None = the same full attention
-        with torch.set_grad_enabled(self.cfg.tune_text and torch.is_grad_enabled()):
-            h = self.text(input_ids=text["input_ids"], attention_mask=attn).last_hidden_state
+        if "hidden" in text:  # from the text cache
+            h = text["hidden"]
+        else:
+            attn = text["mask"].long() if text["padded"] else None  # no padding: None = the same full attention
+            with torch.set_grad_enabled(self.cfg.tune_text and torch.is_grad_enabled()):
+                h = self.text(input_ids=text["input_ids"], attention_mask=attn).last_hidden_state
         return self.text_proj(h.to(self.text_proj.weight.dtype))
 
     def encode_text(self, instructions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
