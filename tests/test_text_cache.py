@@ -22,6 +22,7 @@ def policy():
 def test_cached_tokens_match_the_encoder_and_encode_each_string_once():
     p = policy()
     bb = p.backbone
+    bb.use_text_cache(False)
     eager = bb.prepare_text(STRINGS, len(STRINGS), p.device)
     assert bb.use_text_cache()
     cached = bb.prepare_text(STRINGS, len(STRINGS), p.device)
@@ -36,10 +37,12 @@ def test_cached_tokens_match_the_encoder_and_encode_each_string_once():
     assert again["mask"].shape[1] == len(bb.tokenizer(STRINGS[0])["input_ids"])
 
 
-def test_eval_mode_and_a_trained_encoder_do_not_cache():
+def test_on_from_the_start_in_both_modes_but_not_for_a_trained_encoder():
     p = policy()
-    p.backbone.use_text_cache()
+    assert "hidden" in p.backbone.prepare_text(STRINGS, 5, p.device)
     p.eval()
+    assert "hidden" in p.backbone.prepare_text(STRINGS, 5, p.device)
+    p.backbone.use_text_cache(False)
     assert "input_ids" in p.backbone.prepare_text(STRINGS, 5, p.device)
     p.backbone.cfg = dataclasses.replace(p.backbone.cfg, tune_text=True)
     assert not p.backbone.use_text_cache() and p.backbone.text_cache is None

@@ -103,7 +103,8 @@ class TrainConfig:
     policy's images always have one size)."""
     cache_text: bool = True
     """With the compact preset's frozen text encoder: encode each distinct string once and gather its tokens after,
-    instead of tokenising and running MiniLM every step (``megohand.models.backbones.text_cache``)."""
+    instead of tokenising and running MiniLM every step (``megohand.models.backbones.text_cache``; inference has it
+    on too)."""
     compile: bool = False
     """torch.compile the policy's repeated blocks in place (regional compilation: vision layers, LLM layers, DiT
     blocks, depth-encoder stages; ``MEgoHandPolicy.compile_training``). The first steps take minutes; off by

@@ -41,6 +41,7 @@ class CompactBackbone(nn.Module):
                 self.text = AutoModel.from_pretrained(path, local_files_only=True)
             use_sdpa(self.text).requires_grad_(cfg.tune_text)
             self.text_proj = nn.Linear(self.text.config.hidden_size, w)
+            self.use_text_cache()
         if use_image:
             self.vision = SmallCNN(3, w, num_down=4, cond_dim=w if (cfg.film and use_text) else 0)
             self.image_pos = nn.Parameter(torch.randn(self.image_grid**2, w) * 0.02)
@@ -63,8 +64,8 @@ class CompactBackbone(nn.Module):
             self.tokenizer.save_pretrained(folder / "text")
 
     def use_text_cache(self, on: bool = True) -> bool:
-        """In training, encode each distinct string once with the frozen text encoder and gather its tokens after
-        (``FrozenTextCache``); off when the encoder trains. Returns whether it is on."""
+        """Encode each distinct string once with the frozen text encoder and gather its tokens after
+        (``FrozenTextCache``; on from the start, off when the encoder trains). Returns whether it is on."""
         from megohand.models.backbones.text_cache import FrozenTextCache
 
         on = on and self.text is not None and not self.cfg.tune_text
@@ -73,10 +74,10 @@ class CompactBackbone(nn.Module):
 
     def prepare_text(self, instructions: list[str] | None, batch: int, device) -> dict:
         """The CPU part of forward: B strings -> {input_ids (B, S) long, mask (B, S) bool, padded: bool} on
-        device ({} without text); in training with the text cache, {hidden (B, S, H), mask, padded} instead."""
+        device ({} without text); with the text cache, {hidden (B, S, H), mask, padded} instead."""
         if not self.use_text:
             return {}
-        if self.text_cache is not None and self.training:
+        if self.text_cache is not None:
             text = self.text_cache.lookup(list(instructions), self.tokenizer, self.text, self.cfg.max_text_tokens,
                                           device)
             if text is not None:
