@@ -6,8 +6,7 @@ Every run and baseline comes from the first report that has it (its rows, input-
 speed); ``sources`` in the JSON names the report of each. The reports must share the test set (episodes, windows),
 the protocol (``config``) and the training recipe (``train`` but for where it ran, its seed, modalities and loader
 workers; a setting only one report has is not compared: older reports predate it), else the script stops naming
-what differs. Writes OUT.json and OUT.md
-(``megohand.cli.benchmark.summary_markdown``).
+what differs. Writes OUT.json and OUT.md (``megohand.cli.benchmark.summary_markdown``).
 """
 
 from __future__ import annotations

@@ -48,6 +48,17 @@ def test_on_from_the_start_in_both_modes_but_not_for_a_trained_encoder():
     assert not p.backbone.use_text_cache() and p.backbone.text_cache is None
 
 
+def test_a_full_table_leaves_the_batch_to_the_encoder():
+    from megohand.models.backbones.text_cache import FrozenTextCache
+
+    p = policy()
+    bb = p.backbone
+    bb.text_cache = FrozenTextCache(max_strings=2)
+    assert "hidden" in bb.prepare_text(STRINGS[:2], 2, p.device)
+    assert "input_ids" in bb.prepare_text(STRINGS[:3], 3, p.device) and bb.text_cache.encoded == 2
+    assert "hidden" in bb.prepare_text(STRINGS[1::-1], 2, p.device)
+
+
 def test_new_weights_rebuild_the_table():
     p = policy()
     bb = p.backbone

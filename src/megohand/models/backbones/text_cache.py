@@ -19,7 +19,9 @@ import torch
 class FrozenTextCache:
     """string -> row of a (N, max_tokens, H) table of a frozen encoder's last hidden states."""
 
-    def __init__(self, max_strings: int = 65536):
+    def __init__(self, max_strings: int = 4096):
+        """max_strings: rows at most (MiniLM, 32 tokens, float32: 49 kB a row, 200 MB in all); a batch that would
+        need more is encoded whole, as without the cache."""
         self.max_strings = int(max_strings)
         self.rows: dict[str, int] = {}
         self.table: torch.Tensor | None = None  # (N, max_tokens, H) on the encoder's device
