@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from megohand.cli.benchmark import VARIANTS, summary_markdown
+from megohand.cli.benchmark import VARIANTS, parse_run, summary_markdown
 from megohand.io import write_text
 
 
@@ -42,11 +42,11 @@ def differences(a: dict, b: dict, skip=frozenset()) -> dict:
 def method_order(method: str) -> tuple:
     """Runs first, by variant (the order of VARIANTS: TID, TI, T, V), ablation and seed; then the baselines in their
     order."""
-    variant, _, rest = method.partition("_")
-    seed, _, ablation = rest.partition("_")
-    if variant in VARIANTS and seed[1:].isdigit():
-        return 0, VARIANTS.index(variant), ablation, int(seed[1:])
-    return (1,)
+    run = parse_run(method)
+    if run is None or run[0] not in VARIANTS:
+        return (1,)
+    variant, seed, ablation = run
+    return 0, VARIANTS.index(variant), ablation, seed
 
 
 def merge_reports(reports: dict[str, dict]) -> dict:

@@ -31,16 +31,23 @@ def ablation_args(name: str) -> tuple[str, ...]:
     return tuple(arg for part in name.split("+") if part for arg in ABLATIONS[part])
 
 
+def parse_run(name: str) -> tuple[str, int, str] | None:
+    """A run name <variant>_s<seed>[_<ablation>] -> (variant, seed, ablation or ""); None for other names (the
+    baselines). The parts are not checked against VARIANTS and ABLATIONS here (``run_args`` does)."""
+    variant, _, rest = name.partition("_")
+    seed, _, ablation = rest.partition("_")
+    return (variant, int(seed[1:]), ablation) if seed[:1] == "s" and seed[1:].isdigit() else None
+
+
 def run_args(name: str) -> tuple[str, ...]:
     """The ``megohand train`` overrides of a run name <variant>_s<seed>[_<ablation>] (SystemExit naming the bad
     part otherwise): TI_s1 -> --model.modalities TI --seed 1."""
-    variant, _, rest = name.partition("_")
-    seed, _, ablation = rest.partition("_")
-    bad_ablation = set(ablation.split("+")) - {"", *ABLATIONS}
-    if variant not in VARIANTS or not (seed[:1] == "s" and seed[1:].isdigit()) or bad_ablation:
+    run = parse_run(name)
+    if run is None or run[0] not in VARIANTS or set(run[2].split("+")) - {"", *ABLATIONS}:
         raise SystemExit(f"bad run name {name!r}: want <variant>_s<seed>[_<ablation>], variants {VARIANTS}, "
                          f"ablations {list(ABLATIONS)} (joined by +)")
-    return ("--model.modalities", variant, "--seed", seed[1:], *ablation_args(ablation))
+    variant, seed, ablation = run
+    return ("--model.modalities", variant, "--seed", str(seed), *ablation_args(ablation))
 
 
 @dataclass
@@ -234,8 +241,8 @@ def group_runs(methods: list[str]) -> dict[str, list[str]]:
     """Run names "<variant>_s<seed>[_<ablation>]" grouped by "<variant>[ <ablation>]" (baselines alone)."""
     groups: dict[str, list[str]] = {}
     for m in methods:
-        parts = m.split("_")
-        key = m if len(parts) < 2 or not parts[1].startswith("s") else " ".join([parts[0], *parts[2:]])
+        run = parse_run(m)
+        key = m if run is None else " ".join(part for part in (run[0], run[2]) if part)
         groups.setdefault(key, []).append(m)
     return groups
 
