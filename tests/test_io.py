@@ -125,3 +125,37 @@ def test_atomic_files_land_together_or_not_at_all(tmp_path):
         (tmp / "b.bin").write_bytes(b"\0")
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.bin", "mine.txt"]
     assert (out / "a.json").read_text() == "new" and (out / "mine.txt").read_text() == "user file"
+
+
+def _hold_lock(folder) -> "subprocess.Popen":
+    """Another process that takes io.folder_lock(folder) and sleeps until killed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from megohand import io\n"
+            "with io.folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock is POSIX")
+def test_folder_lock_refuses_a_second_process_until_the_first_dies(tmp_path):
+    folder = tmp_path / "run"
+    holder = _hold_lock(folder)
+    try:
+        with pytest.raises(UserError, match=rf"process {holder.pid} is already writing into this folder") as e:
+            with io.folder_lock(folder):
+                pass
+        assert str(folder) in str(e.value) and "--out" in str(e.value)
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock with the process
+        holder.wait()
+    assert (folder / io.LOCK).is_file()  # a stale lock file does not block
+    with io.folder_lock(folder):
+        assert (folder / io.LOCK).read_text() == f"process {os.getpid()}"
+        with pytest.raises(UserError):  # a second open file description of the same process is refused too
+            with io.folder_lock(folder):
+                pass
+    with io.folder_lock(folder):  # released at the end of the block
+        pass

@@ -105,6 +105,29 @@ def test_training_on_a_synthetic_store_lowers_the_loss(store, tmp_path):
     assert policy.normalizer is not None and policy.config.horizon == 4
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="flock is POSIX")
+def test_a_second_trainer_on_a_busy_run_folder_is_refused_and_leaves_it_alone(store, tmp_path, capsys):
+    """Two `megohand train` on one --out would interleave their checkpoints and metrics (a benchmark re-run while
+    its first run's trainers still live): the second exits with an error naming the first and removes nothing."""
+    from test_io import _hold_lock
+
+    from megohand.cli.main import main
+
+    run = tmp_path / "run"
+    holder = _hold_lock(run)
+    try:
+        (run / "train_config.json").write_text("{}")  # what a live trainer has written first
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--store", str(store), "--out", str(run), "--steps", "2", "--batch-size", "4",
+                  "--num-workers", "0", "--no-progress"])
+        assert e.value.code != 0
+        assert f"process {holder.pid} is already writing into this folder" in capsys.readouterr().err
+        assert sorted(p.name for p in run.iterdir()) == [".lock", "train_config.json"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 

@@ -236,18 +236,54 @@ def atomic_files(directory: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def cleanup_on_error(folder: str | os.PathLike, keep: Callable[[Path], bool] = lambda p: False) -> Iterator[Path]:
+def cleanup_on_error(folder: str | os.PathLike, keep: Callable[[Path], bool] = lambda p: False,
+                     fresh: bool | None = None) -> Iterator[Path]:
     """Run a block that fills ``folder``; if the block created it and fails (or is interrupted) before
     ``keep(folder)`` holds (e.g. a first episode or checkpoint exists), remove it: no empty store or run
-    folder is left behind. An existing folder is never removed."""
+    folder is left behind. An existing folder is never removed. ``fresh``: whether the caller created it just
+    before (None: whether it is missing now)."""
     folder = Path(folder)
-    fresh = not folder.exists()
+    fresh = not folder.exists() if fresh is None else fresh
     try:
         yield folder
     except BaseException:
         if fresh and folder.is_dir() and not keep(folder):
             shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, option: str = "--out") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder/.lock`` (created with the folder) for the block: a second process that
+    asks for it gets a UserError naming the holder instead of writing its checkpoints and logs between this one's.
+    The operating system drops the lock when its process dies (``kill -9`` too), so a stale ``.lock`` file never
+    blocks. POSIX ``flock`` (advisory); where ``fcntl`` does not exist (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; msvcrt's byte-range locks would need another protocol
+        yield Path(folder)
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "a process"
+            raise UserError(f"{holder} is already writing into this folder", path=folder, field=option,
+                            hint="wait for it to end or stop it (a stopped training run resumes from its last "
+                                 "checkpoint), or choose another folder") from None
+        f.truncate(0)
+        f.write(f"process {os.getpid()}")
+        f.flush()
+        try:
+            yield folder
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------- checkpoint folders

@@ -29,16 +29,24 @@ else:
 
 class _Run:
     def run(self) -> None:
+        import contextlib
         import os
 
         from megohand import io
         from megohand.train.trainer import train
 
-        is_run = lambda p: (p / "checkpoints").is_dir() or (p / "train_config.json").is_file()  # noqa: E731
+        main = int(os.environ.get("RANK", "0")) == 0
+        # a run folder is resumed; one holding only the lock file is what a run killed before its first write leaves
+        is_run = lambda p: ((p / "checkpoints").is_dir() or (p / "train_config.json").is_file()  # noqa: E731
+                            or {q.name for q in p.iterdir()} == {io.LOCK})
         io.check_output_dir(self.out, self.overwrite, accept=is_run)
-        with io.cleanup_on_error(self.out, keep=lambda p: (p / "checkpoints").is_dir()):
+        fresh = not self.out.exists()
+        # one trainer per run folder (the main process holds the lock): a second `megohand train` on the same --out
+        # would interleave its checkpoints and metrics with the first one's
+        with (io.folder_lock(self.out) if main else contextlib.nullcontext()), \
+                io.cleanup_on_error(self.out, keep=lambda p: (p / "checkpoints").is_dir(), fresh=fresh):
             out = train(self)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if main:
             print(f"policy written to {out}")
 
 
