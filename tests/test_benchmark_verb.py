@@ -85,6 +85,7 @@ def test_training_speed_from_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert training_speed(tmp_path) == {"samples_per_s": 200.0, "data_wait_share": 0.2}
     assert training_speed(tmp_path / "missing") == {}
+    assert training_speed(tmp_path / "metrics.jsonl", max_step=30) == {"samples_per_s": 200.0, "data_wait_share": 0.3}
     assert speed_lines({"T_s0": training_speed(tmp_path), "TID_s0": {}})[0] == \
         "Training speed (median over logged intervals): T_s0 200 samples/s (waiting for data 20 %)."
     assert speed_lines({"T_s0": {}}) == []

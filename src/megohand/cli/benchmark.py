@@ -81,7 +81,8 @@ class Benchmark:
     """Training runs at once (one process each, its output in work/logs/<run>.log); 1: one after another. A
     compact-preset step is bound by the CPU that launches its kernels and loads its batches: on one H100 with 16
     cores, batch 256, one run alone made 14.5 steps/s with 15 loader workers, two at once about 10 each with 7 (1.4x
-    the total), ten at once about 2 each. Give each run its share of loader workers (--train-args num-workers=N)."""
+    the total), ten at once about 2 each; six at once with 4 loader workers each waited for data 50-68 % of the
+    time. Give each run its share of loader workers (--train-args num-workers=N)."""
     workers: int = 4
     """Processes that draw the world."""
     train_only: bool = False
@@ -213,14 +214,17 @@ def run_config(run: Path) -> dict | None:
     return None
 
 
-def training_speed(run: Path) -> dict:
+def training_speed(run: Path, max_step: int | None = None) -> dict:
     """Median training samples/s and share of wall time waiting for batches over a run's logged intervals (its
-    ``metrics.jsonl``; the first interval, with start-up, left out); empty when the run logged neither."""
+    ``metrics.jsonl``, or that file itself; the first interval, with start-up, left out; with ``max_step``, only
+    the intervals up to that step: the part during which the same runs trained beside it); empty when the run
+    logged neither."""
     import json
     import statistics
 
-    path = run / "metrics.jsonl"
+    path = run if run.suffix == ".jsonl" else run / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = [r for r in rows if max_step is None or r.get("step", 0) <= max_step]
     out = {}
     for key, name in (("train/samples_per_s", "samples_per_s"), ("train/data_wait_share", "data_wait_share")):
         values = [r[key] for r in rows if key in r][1:]
