@@ -148,3 +148,40 @@ def test_merge_reports_by_script(tmp_path):
     bad = subprocess.run([*script, str(paths[0]), str(paths[2]), "--out", str(tmp_path / "b")], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "'train.steps': (20, 10)" in bad.stderr
+
+
+def test_eval_summary_pairs_episodes_by_script(tmp_path):
+    """benchmarks/eval_summary.py: accuracy and its standard error from each episode's outcome, the pairs counted by
+    episode (hand-made outcomes), an earlier summary extended, another protocol refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def report(hits: list[bool], window=3.0, rollout_frames=64):
+        key = "synthetic"
+        res = lambda v, acc=None: {key: {"mpjpe_cm": v, "target_acc": acc, "dest_cm": 1.0}}  # noqa: E731
+        return {"config": {"horizon": 16, "rollout_frames": rollout_frames, "reliance": [], "split": "test"},
+                "datasets": {key: {"episodes": len(hits)}},
+                "results": {"window": {"model": res(window), "static": res(7.0)},
+                            "rollout-tof": {"model": res(6.0, sum(hits) / len(hits)), "static": res(7.0, 0.25)},
+                            "rollout-raw": {"model": res(9.0, 0.5)}},
+                "task_outcomes": {"rollout-tof": {"model": [{"dataset": key, "episode": f"{i:06d}", "hit": h}
+                                                            for i, h in enumerate(hits)]}}}
+
+    files = {"a": report([True, True, False, False]), "b": report([True, False, True, False], window=4.0),
+             "c": report([True, True, True, True]), "other": report([True] * 4, rollout_frames=32)}
+    for name, r in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "eval_summary.py")]
+    run = lambda *args: subprocess.run([*script, *map(str, args)], capture_output=True, text=True)  # noqa: E731
+    assert run(f"a={tmp_path / 'a.json'}", f"b={tmp_path / 'b.json'}", "--out", tmp_path / "s.json").returncode == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["summary"]["a"]["hits"] == 2 and s["summary"]["a"]["standard_error"] == 0.25  # sqrt(.5 * .5 / 4)
+    assert s["summary"]["b"]["window_mpjpe_cm"] == 4.0 and s["summary"]["static"]["tof_target_acc"] == 0.25
+    assert s["paired_target_hits"]["a vs b"] == {"both": 1, "only_first": 1, "only_second": 1, "neither": 1}
+    assert run(f"c={tmp_path / 'c.json'}", "--extend", tmp_path / "s.json", "--out", tmp_path / "t.json").returncode == 0
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert list(t["summary"]) == ["a", "b", "c", "static"]
+    assert t["paired_target_hits"]["b vs c"] == {"both": 2, "only_first": 0, "only_second": 2, "neither": 0}
+    bad = run(f"a={tmp_path / 'a.json'}", f"o={tmp_path / 'other.json'}", "--out", tmp_path / "u.json")
+    assert bad.returncode != 0 and "'rollout_frames': (32, 64)" in bad.stderr
