@@ -310,3 +310,40 @@ def test_label_with_a_depth_model_stores_the_estimated_depth(clip, tmp_path):
     main(["label", str(d / "clip.mp4"), "--out", str(store), "--depth-estimator", str(model), "--max-fit-error-mm", "1e6"])
     e = Store(store).open("labelled", "clip")
     assert e.meta.depth_source == "estimated" and e.has_depth and e.depth(0).shape == (480, 640)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_process_frees_an_inherited_estimator_without_aborting():
+    """A DataLoader worker forked after MediaPipe ran in its parent inherits the estimator; freeing it there must not
+    close MediaPipe's graph, whose threads and mutexes live in the parent (closing it aborted the worker)."""
+    pytest.importorskip("mediapipe", reason="needs the perception extra")
+    import gc
+    import os
+
+    from megohand.perception.mediapipe_hands import MediaPipeHands
+
+    est = MediaPipeHands()
+    assert est(np.zeros((64, 64, 3), np.uint8)) == []  # builds the graph
+    pid = os.fork()
+    if pid == 0:  # the child: free the inherited estimator, then leave without running the parent's atexit hooks
+        code = 1
+        try:
+            del est
+            gc.collect()
+            code = 0
+        finally:
+            os._exit(code)
+    import signal
+    import time
+
+    deadline = time.monotonic() + 30  # before the fix the child aborted, or hung on the parent's mutex
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung freeing the inherited estimator")
+    status = done[1]
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child ended with status {status}"
+    assert est(np.zeros((64, 64, 3), np.uint8)) == []  # the parent's graph still works
+    est.reset()

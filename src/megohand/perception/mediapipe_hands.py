@@ -37,6 +37,12 @@ def _import_hands():
     return hands
 
 
+_INHERITED: list = []
+"""Graphs a forked process inherited (a DataLoader worker forked after MediaPipe ran in its parent): kept referenced
+there, never closed or freed, since their threads and mutexes live in the parent (closing one aborted or hung the
+child)."""
+
+
 class MediaPipeHands:
     """:class:`~megohand.perception.estimator.HandEstimator` on MediaPipe Hands (model complexity 1, "full").
 
@@ -56,18 +62,24 @@ class MediaPipeHands:
         self.options = dict(static_image_mode=not tracking, max_num_hands=max_hands, model_complexity=1,
                             min_detection_confidence=min_detection, min_tracking_confidence=min_tracking)
         self._graph = None
+        self._graph_pid = None  # the process that made the graph
 
     def reset(self) -> None:
         if self._graph is not None:
-            self._graph.close()
+            if self._graph_pid == os.getpid():
+                self._graph.close()
+            else:
+                _INHERITED.append(self._graph)
         self._graph = None
 
     def __call__(self, image: np.ndarray) -> list[HandDetection]:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-        if self._graph is None:
+        if self._graph is None or self._graph_pid != os.getpid():
+            self.reset()
             self._graph = self._hands_module.Hands(**self.options)
+            self._graph_pid = os.getpid()
         res = self._graph.process(np.ascontiguousarray(image))
         if not res.multi_hand_landmarks:
             return []
