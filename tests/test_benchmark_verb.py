@@ -113,6 +113,37 @@ def test_run_commands_keeps_to_its_limit_and_names_the_failed_log(tmp_path):
         run_commands(cmds, tmp_path / "logs", at_once=0)
 
 
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_run_commands_stopped_stops_its_runs(tmp_path, at_once):
+    """`kill PID` of a benchmark stops the training runs it started (before, they trained on as orphans, and a
+    benchmark started again trained the same folders beside them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+    runner = ("import sys; from pathlib import Path; from megohand.cli.benchmark import run_commands\n"
+              f"cmds = {{f'r{{i}}': [sys.executable, '-c', {sleeper!r}, str(Path(sys.argv[1]) / f'r{{i}}.pid')] "
+              "for i in range(3)}\n"
+              f"run_commands(cmds, Path(sys.argv[1]) / 'logs', at_once={at_once})")
+    proc = subprocess.Popen([sys.executable, "-c", runner, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    pid_files = [tmp_path / f"r{i}.pid" for i in range(at_once)]
+    deadline = time.time() + 60
+    while not all(f.is_file() and f.read_text() for f in pid_files) and time.time() < deadline:
+        time.sleep(0.05)
+    children = [int(f.read_text()) for f in pid_files]
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"{at_once} running command(s) stopped with it" in out
+    assert not (tmp_path / f"r{at_once}.pid").exists()  # the queued run never started
+    for pid in children:
+        with pytest.raises(ProcessLookupError):  # stopped and reaped by the runner
+            os.kill(pid, 0)
+
+
 def test_merge_reports_by_script(tmp_path):
     """benchmarks/merge_benchmark.py: each run from the first report that has it, with its reliance rows; the table
     pools the seeds of both; a report of another recipe is refused, naming the setting."""

@@ -170,36 +170,73 @@ SUMMARY = (("window", "mpjpe_cm", "window MPJPE (cm)"), ("window", "mwte_cm", "w
            ("rollout-raw", "target_acc", "no-TOF target acc."))
 
 
+class _Stopped(BaseException):
+    """SIGTERM while runs train (``kill PID``)."""
+
+
 def run_commands(commands: dict[str, list[str]], logs: Path, at_once: int = 1) -> dict[str, float]:
     """Run each named command, at most ``at_once`` at a time (1: in order, output to the console; more: output to
-    ``logs/<name>.log``). Returns the minutes each took; the first that fails raises SystemExit naming its log."""
+    ``logs/<name>.log``). Returns the minutes each took; the first that fails raises SystemExit naming its log (the
+    queued runs never start, the running ones finish). Stopped itself (Ctrl-C, or SIGTERM in the main thread), it
+    stops the running commands too (SIGTERM, SIGKILL after 30 s; a stopped training run resumes from its last
+    checkpoint) instead of leaving them to train on unseen."""
+    import signal
     import subprocess
+    import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     if at_once < 1:
         raise SystemExit(f"--parallel must be at least 1, got {at_once}")
+    running: dict[str, subprocess.Popen] = {}
 
     def run(name: str) -> tuple[str, float]:
         log = logs / f"{name}.log"
         print("+", " ".join(commands[name]), flush=True)
         t = time.time()
-        if at_once == 1:
-            rc = subprocess.run(commands[name]).returncode
-        else:
+        out = None
+        if at_once > 1:
             log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a") as out:
-                rc = subprocess.run(commands[name], stdout=out, stderr=subprocess.STDOUT).returncode
+            out = open(log, "a")
+        try:
+            running[name] = proc = subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT if out else None)
+            rc = proc.wait()
+        finally:
+            running.pop(name, None)
+            if out is not None:
+                out.close()
         if rc != 0:
             raise SystemExit(f"training run {name} failed (exit {rc})" + (f": see {log}" if at_once > 1 else ""))
         return name, (time.time() - t) / 60
 
+    def stop(*_):
+        raise _Stopped
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
     pool = ThreadPoolExecutor(at_once)
     futures = [pool.submit(run, name) for name in commands]
     try:
         return dict(f.result() for f in futures)
-    finally:  # after a failure: the queued runs never start, the running ones finish
+    except (KeyboardInterrupt, _Stopped) as e:
+        pool.shutdown(wait=False, cancel_futures=True)
+        procs = list(running.values())
+        for p in procs:
+            p.terminate()
+        deadline = time.time() + 30
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        print(f"stopped; {len(procs)} running command(s) stopped with it", flush=True)
+        if isinstance(e, _Stopped):
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
+    finally:
         pool.shutdown(cancel_futures=True)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run_config(run: Path) -> dict | None:
