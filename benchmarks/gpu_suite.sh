@@ -46,7 +46,7 @@ for phase in "$@"; do
       step hand_layer $PY benchmarks/hand_layer.py --device cuda
       step render $PY benchmarks/render.py --device-name gpu
       step latency $PY benchmarks/latency.py
-      step train_throughput $PY benchmarks/train_throughput.py --variants baseline optimized compile --max-batch 128 \
+      step train_throughput $PY benchmarks/train_throughput.py --variants baseline optimized frozen-bf16 compile --max-batch 128 \
         --profile optimized --budget-s 200 --deadline-s 225
       ;;
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)

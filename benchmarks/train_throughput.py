@@ -9,6 +9,8 @@ under each variant of the speed settings of ``TrainConfig``:
                 autotuning, the compact preset's frozen MiniLM run every step, eager
     optimized   the defaults of ``megohand train``: fused AdamW, channels-last depth encoder, cuDNN autotuning, the
                 frozen MiniLM's outputs cached per string (``--cache-text``)
+    frozen-bf16 optimized + the frozen weights (pretrained encoders) stored in bf16 (``--frozen-bf16``): no autocast
+                re-cast of them at every use
     compile     optimized + regional torch.compile of the repeated blocks (``--compile``)
 
 SDPA attention and the sync-free step are code, not settings: every variant has them. Each variant runs at the
@@ -51,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runs fro
 
 from megohand.models import MEgoHandPolicy, PolicyConfig  # noqa: E402
 from megohand.train.config import TrainConfig  # noqa: E402
-from megohand.train.trainer import Trainer, collate  # noqa: E402
+from megohand.train.trainer import Trainer, collate, set_frozen_dtype  # noqa: E402
 from results_io import write_json  # benchmarks/results_io.py
 
 # dense bf16 tensor-core peaks [FLOP/s] (no sparsity)
@@ -63,6 +65,8 @@ PAPER_BATCH = 16  # per GPU: GR00T-N1's fine-tuning default, which the paper's t
 VARIANTS = {  # TrainConfig speed settings per variant
     "baseline": dict(fused_optimizer=False, channels_last=False, cudnn_benchmark=False, cache_text=False, compile=False),
     "optimized": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True, compile=False),
+    "frozen-bf16": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True,
+                        frozen_bf16=True, compile=False),
     "compile": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True, compile=True),
 }
 
@@ -291,6 +295,7 @@ def main() -> None:
             print(f"   failed: {rec['error'][:200]}", flush=True)
         finally:
             policy.zero_grad(set_to_none=True)
+            set_frozen_dtype(policy, torch.float32)  # the next variant gets fp32 frozen weights (bf16-rounded: same speed)
             del tr
             gc.collect()
         save()

@@ -105,6 +105,12 @@ class TrainConfig:
     """With the compact preset's frozen text encoder: encode each distinct string once and gather its tokens after,
     instead of tokenising and running MiniLM every step (``megohand.models.backbones.text_cache``; inference has it
     on too)."""
+    frozen_bf16: bool = False
+    """Under bf16 mixed precision (not FSDP), keep the parameters the run does not train (pretrained encoders) in
+    bf16: autocast casts a frozen fp32 weight at every use, every step (its cast cache keeps only weights that need
+    grad; the paper preset's H100 profile, benchmarks/results/train_throughput_h100.json, counts about 1100 bf16
+    casts among 6600 kernel launches per step, part of them of frozen weights), and they take half the memory. Off
+    until measured (benchmarks/train_throughput.py --variants optimized frozen-bf16)."""
     compile: bool = False
     """torch.compile the policy's repeated blocks in place (regional compilation: vision layers, LLM layers, DiT
     blocks, depth-encoder stages; ``MEgoHandPolicy.compile_training``). The first steps take minutes; off by

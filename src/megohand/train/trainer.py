@@ -90,11 +90,22 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opti
                              weight_decay=cfg.weight_decay, fused=True if fused else None)
 
 
-def apply_speed_settings(policy, cfg: TrainConfig, device: torch.device, fsdp: bool = False) -> dict:
-    """``cfg``'s speed settings on a policy before it is wrapped: a channels-last depth encoder on a GPU (not under
-    FSDP, which flattens parameters), cuDNN autotuning (process-wide), the frozen text encoder's cache (not under
-    FSDP either), regional torch.compile (``MEgoHandPolicy.compile_training``). Returns what was applied (for logs
-    and benchmarks)."""
+def set_frozen_dtype(policy: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Cast the floating-point parameters that do not require grad to ``dtype`` in place; returns how many."""
+    frozen = [p for p in policy.parameters() if not p.requires_grad and p.is_floating_point() and p.dtype != dtype]
+    for p in frozen:
+        p.data = p.data.to(dtype)
+    return len(frozen)
+
+
+def apply_speed_settings(policy, cfg: TrainConfig, device: torch.device, fsdp: bool = False,
+                         mixed_precision: str = "no") -> dict:
+    """``cfg``'s speed settings on a policy before it is wrapped: frozen weights in bf16 under bf16 autocast (not
+    under FSDP, which flattens parameters of one dtype), a channels-last depth encoder on a GPU (not under FSDP
+    either), cuDNN autotuning (process-wide), the frozen text encoder's cache (not under FSDP), regional
+    torch.compile (``MEgoHandPolicy.compile_training``). Returns what was applied (for logs and benchmarks)."""
+    frozen_bf16 = cfg.frozen_bf16 and mixed_precision == "bf16" and not fsdp
+    cast = set_frozen_dtype(policy, torch.bfloat16) if frozen_bf16 else 0
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     enc = policy.depth_encoder
@@ -104,7 +115,7 @@ def apply_speed_settings(policy, cfg: TrainConfig, device: torch.device, fsdp: b
     use_cache = getattr(policy.backbone, "use_text_cache", None)
     text_cache = bool(use_cache and use_cache(cfg.cache_text and not fsdp))
     compiled = policy.compile_training() if cfg.compile else []
-    return {"channels_last": channels_last, "text_cache": text_cache, "compiled": compiled}
+    return {"frozen_bf16": cast, "channels_last": channels_last, "text_cache": text_cache, "compiled": compiled}
 
 
 def build_datasets(cfg: TrainConfig, image_size: int):
@@ -199,7 +210,7 @@ class Trainer:
 
         self.n_params = (policy.num_parameters(), policy.num_parameters(trainable_only=True))  # before FSDP shards
         self.fsdp = acc.distributed_type == DistributedType.FSDP
-        self.speed = apply_speed_settings(policy, cfg, acc.device, self.fsdp)
+        self.speed = apply_speed_settings(policy, cfg, acc.device, self.fsdp, acc.mixed_precision)
         if self.fsdp:  # FSDP: wrap first, then build the optimiser on the sharded (original) parameters
             policy = acc.prepare(policy)
         params = [p for p in policy.parameters() if p.requires_grad]
