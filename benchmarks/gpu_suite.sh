@@ -23,7 +23,7 @@ SYNTH_WORKERS=${SYNTH_WORKERS:-14}
 # Two runs at a time: a compact-preset training step is bound by the CPU that launches its kernels and loads its
 # batches (H100, 16 cores, batch 256: one run alone 14.5 steps/s with 15 loader workers; two at once with 7 each about
 # 10 steps/s each, 1.4x the total; ten at once: about 2 steps/s each). Six at once with 4 loader workers each
-# (H100, their first 2000 steps; benchmarks/results/train_speed_six_at_once_h100.json): 1300-1500 samples/s per image
+# (H100, their first 2000 steps; benchmarks/results/train_speed_six_at_once_h100.json): 1250-1460 samples/s per image
 # run, T (no frames read) 3200, about 10 100 in all (two at once: 5100), but the image runs waited for batches
 # 50-68 % of the time.
 BENCH_TRAIN_ARGS="num-workers=7 save-every=500 ${TRAIN_ARGS:-}"
