@@ -46,8 +46,12 @@ for phase in "$@"; do
       step hand_layer $PY benchmarks/hand_layer.py --device cuda
       step render $PY benchmarks/render.py --device-name gpu
       step latency $PY benchmarks/latency.py
-      step train_throughput $PY benchmarks/train_throughput.py --variants baseline optimized frozen-bf16 compile --max-batch 128 \
+      step train_throughput $PY benchmarks/train_throughput.py --variants baseline optimized compile --max-batch 128 \
         --profile optimized --budget-s 200 --deadline-s 225
+      # --frozen-bf16 against the defaults, alternated (batch-16 runs drift with their order; GPU: h100 or h200)
+      step train_throughput_frozen_bf16 $PY benchmarks/train_throughput.py --variants optimized frozen-bf16 optimized \
+        frozen-bf16 --max-batch 64 --steps 8 --profile frozen-bf16 --budget-s 230 --deadline-s 260 \
+        --out "benchmarks/results/train_throughput_frozen_bf16_${GPU:-h100}.json"
       ;;
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
       step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 --parallel 2 \
