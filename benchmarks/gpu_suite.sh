@@ -48,10 +48,11 @@ for phase in "$@"; do
       step latency $PY benchmarks/latency.py
       step train_throughput $PY benchmarks/train_throughput.py --variants baseline optimized compile --max-batch 128 \
         --profile optimized --budget-s 200 --deadline-s 225
-      # --frozen-bf16 against the defaults, alternated (batch-16 runs drift with their order; GPU: h100 or h200)
+      # --frozen-bf16 against the defaults, alternated, each run in a process of its own (in one process the batch-16
+      # runs slowed down run after run: train_throughput_frozen_bf16_h100.json was measured so; GPU: h100 or h200)
       step train_throughput_frozen_bf16 $PY benchmarks/train_throughput.py --variants optimized frozen-bf16 optimized \
-        frozen-bf16 --max-batch 64 --steps 8 --profile frozen-bf16 --budget-s 230 --deadline-s 260 \
-        --out "benchmarks/results/train_throughput_frozen_bf16_${GPU:-h100}.json"
+        frozen-bf16 --max-batch 64 --steps 8 --profile frozen-bf16 --fresh-process --budget-s 400 --deadline-s 450 \
+        --out "benchmarks/results/train_throughput_frozen_bf16_fresh_${GPU:-h100}.json"
       ;;
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
       step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 --parallel 2 \

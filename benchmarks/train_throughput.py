@@ -28,8 +28,15 @@ it as stopped, and still prints the table. ``--profile VARIANT`` adds a torch.pr
 variant at the paper batch: GPU busy share of the wall time, kernel launches and host syncs per step, the CPU time
 of forward, backward and optimiser (a step whose CPU time fills its wall time is launch-bound), top kernels.
 
+``--fresh-process`` runs every (variant, batch) in a process of its own (this script again, with one variant at one
+batch), the policy built anew each time: in one process the launch-bound batch-16 runs of the paper preset slowed
+down run after run on an H100 (94, 80, 68, 54 samples/s alternating two variants;
+results/train_throughput_frozen_bf16_h100.json), which an A/B in one process cannot tell from the variants.
+
     python benchmarks/train_throughput.py --variants baseline optimized compile --max-batch 128 \\
         --profile optimized --budget-s 200 --deadline-s 225                     # one GPU, at most 4 min
+    python benchmarks/train_throughput.py --variants optimized frozen-bf16 optimized frozen-bf16 \
+        --fresh-process --budget-s 300                                          # an A/B free of run-order drift
     python benchmarks/train_throughput.py --tiny                                # CPU smoke run
 
 Prints a table and writes benchmarks/results/train_throughput_<device>.json.
@@ -40,8 +47,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
+import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -164,6 +174,8 @@ def main() -> None:
     ap.add_argument("--profile", choices=list(VARIANTS), default=None, help="profile two steps of this variant")
     ap.add_argument("--tiny", action="store_true", help="toy-size compact model (CPU smoke run)")
     ap.add_argument("--modalities", default="TID")
+    ap.add_argument("--fresh-process", action="store_true",
+                    help="every (variant, batch) in a new process that builds the policy again (no run-order drift)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     t_start = time.perf_counter()
@@ -200,18 +212,19 @@ def main() -> None:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     t0 = time.perf_counter()
-    policy, built_on = build_policy(model, device)
+    policy, built_on = (None, None) if args.fresh_process else build_policy(model, device)
     build_s = time.perf_counter() - t0
-    samples = random_samples(max(batch0, args.max_batch), image_size, model.horizon)
+    samples = [] if args.fresh_process else random_samples(max(batch0, args.max_batch), image_size, model.horizon)
     import transformers
 
     res = {
         "benchmark": "train_throughput",
         "preset": preset + (" (tiny)" if args.tiny else "") + (" random weights" if preset == "paper" else ""),
         "modalities": args.modalities, "device": name, "processes": 1, "horizon": model.horizon,
-        "parameters": policy.num_parameters(), "trainable_parameters": policy.num_parameters(trainable_only=True),
-        "attention": attention_used(policy),
-        "build_seconds": build_s, "built_on": built_on, "paper_batch_per_gpu": PAPER_BATCH,
+        "parameters": policy and policy.num_parameters(),
+        "trainable_parameters": policy and policy.num_parameters(trainable_only=True),
+        "attention": policy and attention_used(policy), "fresh_process": args.fresh_process, "pid": os.getpid(),
+        "build_seconds": None if args.fresh_process else build_s, "built_on": built_on, "paper_batch_per_gpu": PAPER_BATCH,
         "steps_timed": steps, "warmup_steps": args.warmup, "peak_bf16_tflops": None if peak is None else peak / 1e12,
         "variants": {k: VARIANTS[k] for k in variants}, "runs": [], "profile": None,
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
@@ -227,7 +240,7 @@ def main() -> None:
 
     def run(variant: str, batch_size: int, profile: bool = False, expected_s: float = 0.0) -> dict:
         """Time one variant at one batch size; ``expected_s``: its expected duration (for the time budget)."""
-        rec = {"variant": variant, "batch": batch_size, "status": "running"}  # what a run cut short leaves
+        rec = {"variant": variant, "batch": batch_size, "status": "running", "pid": os.getpid()}  # a run cut short
         res["runs"].append(rec)
         elapsed = time.perf_counter() - t_start
         if args.budget_s and elapsed + expected_s > args.budget_s:
@@ -241,6 +254,9 @@ def main() -> None:
                           progress=False, resume=False, **VARIANTS[variant])
         tr = None
         try:
+            if args.fresh_process:
+                run_in_fresh_process(rec, variant, batch_size, profile)
+                return rec
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
@@ -294,12 +310,36 @@ def main() -> None:
                 rec.update(status="error", error=f"{type(e).__name__}: {str(e)[:600]}")
             print(f"   failed: {rec['error'][:200]}", flush=True)
         finally:
-            policy.zero_grad(set_to_none=True)
-            set_frozen_dtype(policy, torch.float32)  # the next variant gets fp32 frozen weights (bf16-rounded: same speed)
+            if policy is not None:
+                policy.zero_grad(set_to_none=True)
+                set_frozen_dtype(policy, torch.float32)  # the next variant: fp32 frozen weights (bf16-rounded: same speed)
             del tr
             gc.collect()
-        save()
+            save()
         return rec
+
+    def run_in_fresh_process(rec: dict, variant: str, batch_size: int, profile: bool) -> None:
+        """This script with one variant at one batch, in a new process; its run (and profile) go into ``rec``."""
+        child_out = Path(tmp.name) / "child.json"
+        child_out.unlink(missing_ok=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--preset", preset, "--modalities", args.modalities,
+               "--variants", variant, "--batch-size", str(batch_size), "--steps", str(steps),
+               "--warmup", str(args.warmup), "--out", str(child_out)]
+        cmd += (["--tiny"] if args.tiny else []) + (["--profile", variant] if profile else [])
+        try:  # a TimeoutError from the deadline kills the child (subprocess.run) and is handled by run()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            child = json.loads(child_out.read_text()) if child_out.exists() else None
+        if proc.returncode != 0 or child is None or not child["runs"]:
+            tail = " ".join((proc.stderr or proc.stdout)[-500:].split())
+            raise RuntimeError(f"the process of this run exited with {proc.returncode}: {tail}")
+        rec.update(child["runs"][0], build_seconds=child["build_seconds"], built_on=child["built_on"])
+        for key in ("parameters", "trainable_parameters", "attention"):
+            res[key] = res[key] or child[key]
+        if profile:
+            res["profile"] = child["profile"]
+        if rec["status"] != "ok":  # out of memory and the like: the probe for larger batches stops here
+            raise RuntimeError(rec.get("error", rec["status"]))
 
     try:
         eager = [v for v in variants if not VARIANTS[v]["compile"]]
@@ -329,7 +369,8 @@ def main() -> None:
     tmp.cleanup()
     save()
 
-    print(f"\n{res['preset']} on {name}; build {build_s:.0f} s ({built_on}); {steps} timed steps after {args.warmup} "
+    built = "built again in each run's process" if args.fresh_process else f"build {build_s:.0f} s ({built_on})"
+    print(f"\n{res['preset']} on {name}; {built}; {steps} timed steps after {args.warmup} "
           f"warm-up; attention {res['attention']}")
     head = ("variant", "batch", "step ms", "samples/s", "TFLOP/s", "% bf16 peak", "peak GiB", "warm-up s", "note")
     rows = []
