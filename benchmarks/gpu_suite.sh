@@ -59,7 +59,7 @@ for phase in "$@"; do
         --ablations no-grounding no-dropout grounding-tokens refer refer+parse refer+parse+grounding-tokens \
         --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} \
         --train-args $BENCH_TRAIN_ARGS
-      [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0 --no-check
+      [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0_refer+parse --no-check
       ;;
     runs)  # their float16 slim exports go to runs/exports/<run>: evaluate them anywhere with `megohand benchmark --runs`
       # (a run folder holding model/ is evaluated, not trained) and join earlier reports with merge_benchmark.py

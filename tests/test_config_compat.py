@@ -57,6 +57,18 @@ def test_shipped_demo_checkpoint_config_loads():
     assert cfg.backbone.compact.width == width and norm is not None
 
 
+def test_demo_experiment_is_the_recipe_of_the_shipped_checkpoint():
+    """`scripts/train_demo.py` (the `demo` experiment) trains the model the package ships, setting for setting."""
+    from megohand.inference.policy import DEMO_CHECKPOINT
+    from megohand.models.policy import checkpoint_config
+    from megohand.train.experiments import get_experiment
+
+    shipped, _ = checkpoint_config(DEMO_CHECKPOINT)
+    recipe = get_experiment("demo").train.model
+    assert recipe.to_dict() == shipped.to_dict()
+    assert recipe.grounding.refer > 0 and recipe.grounding.parse > 0  # the A/B in the README chose them
+
+
 def test_unknown_backbone_key_is_refused():
     d = json.loads(OLD_COMPACT)
     d["backbone"]["widht"] = 3
