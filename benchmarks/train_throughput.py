@@ -35,7 +35,7 @@ results/train_throughput_frozen_bf16_h100.json), which an A/B in one process can
 
     python benchmarks/train_throughput.py --variants baseline optimized compile --max-batch 128 \\
         --profile optimized --budget-s 200 --deadline-s 225                     # one GPU, at most 4 min
-    python benchmarks/train_throughput.py --variants optimized frozen-bf16 optimized frozen-bf16 \
+    python benchmarks/train_throughput.py --variants optimized frozen-bf16 optimized frozen-bf16 \\
         --fresh-process --budget-s 300                                          # an A/B free of run-order drift
     python benchmarks/train_throughput.py --tiny                                # CPU smoke run
 
