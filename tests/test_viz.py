@@ -151,3 +151,22 @@ def test_comparison_frames_legend_colours_and_size(tmp_path):
     write_comparison(images, K, f, pred, true, "pick up", tmp_path / "c.mp4", tmp_path / "c.png", fps=30)
     video = read_video_frames(tmp_path / "c.mp4")
     assert video.shape[2] >= 512 and Image.open(tmp_path / "c.png").size[0] >= 3 * 512
+
+
+def test_legend_bar_wraps_its_items_instead_of_cutting_them_off():
+    """A legend too wide for its picture goes on in a second line (the demo's 516 px panels cut "ground truth"),
+    with one height for every frame number."""
+    from megohand.render.overlay import PRED_COLOR, TRUE_COLOR
+    from megohand.viz.compare import legend_bar
+
+    entries = [("model (closed loop, TOF)", PRED_COLOR), ("ground truth", TRUE_COLOR)]
+    wide = legend_bar(2000, "raise the box", "frame   8 / 40", entries, 17)
+    narrow = legend_bar(516, "raise the box", "frame   8 / 40", entries, 17)
+    assert narrow.shape[0] > wide.shape[0]  # one more line
+    for bar in (wide, narrow):
+        ink = (np.abs(bar.astype(int) - [18, 18, 22]).max(-1) > 30).any(0)
+        assert not ink[-8:].any()  # nothing runs into the right edge (the padding is 8 px)
+        for color in (PRED_COLOR, TRUE_COLOR):  # both swatches drawn whole (inside their outline: 16 x 14 px)
+            assert (np.abs(bar.astype(int) - np.round(np.array(color) * 255)).max(-1) == 0).sum() >= 16 * 14
+    assert len({legend_bar(516, "raise the box", f"frame {k:3d} / 140", entries, 17).shape[0]
+                for k in (1, 88, 140)}) == 1

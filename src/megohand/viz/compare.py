@@ -7,6 +7,7 @@ colours (``megohand.render.overlay.PRED_COLOR`` / ``TRUE_COLOR``), frames upscal
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import numpy as np
@@ -35,9 +36,11 @@ def upscale(image: np.ndarray, K, min_side: int) -> tuple[np.ndarray, np.ndarray
 
 def legend_bar(width: int, title: str, status: str, entries: Sequence[tuple[str, tuple]], font_size: int) -> np.ndarray:
     """(h, width, 3) uint8 dark bar: ``title`` (wrapped to two lines), then ``status`` and one colour
-    swatch + label per ``entries`` item ((label, RGB 0..1))."""
+    swatch + label per ``entries`` item ((label, RGB 0..1)), an item moved to the next line where it would not
+    fit. Where it wraps does not depend on the digits of ``status`` (every digit measured as 8), so the frames
+    of one video keep one height."""
     font = ImageFont.load_default(size=font_size)
-    pad, line = font_size // 2, int(font_size * 1.35)
+    pad, line, gap = font_size // 2, int(font_size * 1.35), 2 * font_size
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     words, lines, cur = title.split(), [], ""
     for w in words:
@@ -48,20 +51,30 @@ def legend_bar(width: int, title: str, status: str, entries: Sequence[tuple[str,
         else:
             cur = trial
     lines = (lines + [cur])[:2] if cur or lines else [""]
-    h = pad * 2 + line * (len(lines) + 1)
+    # items of the status line(s): (x offset of the label, width, label, swatch colour or None), wrapped
+    items = [(0, probe.textlength(re.sub(r"\d", "8", status), font=font), status, None)]
+    items += [(font_size + pad, font_size + pad + probe.textlength(label, font=font), label, color)
+              for label, color in entries]
+    rows, x = [[]], pad
+    for item in items:
+        if rows[-1] and x + item[1] > width - pad:
+            rows.append([])
+            x = pad
+        rows[-1].append((x, item))
+        x += int(item[1]) + gap
+    h = pad * 2 + line * (len(lines) + len(rows))
     img = Image.new("RGB", (width, h), (18, 18, 22))
     draw = ImageDraw.Draw(img)
     for i, text in enumerate(lines):
         draw.text((pad, pad + i * line), text, fill=(240, 240, 240), font=font)
-    y = pad + len(lines) * line
-    x = pad
-    draw.text((x, y), status, fill=(200, 200, 200), font=font)
-    x += int(probe.textlength(status, font=font)) + 2 * font_size
-    for label, color in entries:
-        draw.rectangle([x, y + font_size // 6, x + font_size, y + font_size], fill=_rgb255(color), outline=(255, 255, 255))
-        x += font_size + pad
-        draw.text((x, y), label, fill=(240, 240, 240), font=font)
-        x += int(probe.textlength(label, font=font)) + 2 * font_size
+    for r, row in enumerate(rows):
+        y = pad + (len(lines) + r) * line
+        for x, (label_dx, _, label, color) in row:
+            if color is not None:
+                draw.rectangle([x, y + font_size // 6, x + font_size, y + font_size], fill=_rgb255(color),
+                               outline=(255, 255, 255))
+            draw.text((x + label_dx, y), label, fill=(240, 240, 240) if color is not None else (200, 200, 200),
+                      font=font)
     return np.asarray(img)
 
 
