@@ -53,6 +53,11 @@ for phase in "$@"; do
       step train_throughput_frozen_bf16 $PY benchmarks/train_throughput.py --variants optimized frozen-bf16 optimized \
         frozen-bf16 --max-batch 64 --steps 8 --profile frozen-bf16 --fresh-process --budget-s 400 --deadline-s 450 \
         --out "benchmarks/results/train_throughput_frozen_bf16_fresh_${GPU:-h100}.json"
+      # --compile alone, with the time its warm-up needs (in the step above it comes last and is skipped: after 232 s
+      # on an H100 it had not finished warming up)
+      step train_throughput_compile $PY benchmarks/train_throughput.py --variants optimized compile --steps 8 \
+        --profile compile --fresh-process --budget-s 540 --deadline-s 570 \
+        --out "benchmarks/results/train_throughput_compile_${GPU:-h100}.json"
       ;;
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
       step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 --parallel 2 \

@@ -176,6 +176,8 @@ def main() -> None:
     ap.add_argument("--modalities", default="TID")
     ap.add_argument("--fresh-process", action="store_true",
                     help="every (variant, batch) in a new process that builds the policy again (no run-order drift)")
+    ap.add_argument("--flops-per-step", type=float, default=0.0,
+                    help="FLOPs of one step at --batch-size, counted before (a compiled run cannot count them)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     t_start = time.perf_counter()
@@ -231,7 +233,7 @@ def main() -> None:
         "note": "model throughput on one device-resident random batch; data loading excluded; share = achieved "
                 "FLOP/s (forward + backward, optimiser not counted) over the dense bf16 peak",
     }
-    flops_at: dict[int, float] = {}
+    flops_at: dict[int, float] = {batch0: args.flops_per_step} if args.flops_per_step else {}
     tmp = tempfile.TemporaryDirectory()
 
     def save():
@@ -326,6 +328,7 @@ def main() -> None:
                "--variants", variant, "--batch-size", str(batch_size), "--steps", str(steps),
                "--warmup", str(args.warmup), "--out", str(child_out)]
         cmd += (["--tiny"] if args.tiny else []) + (["--profile", variant] if profile else [])
+        cmd += ["--flops-per-step", str(flops_at[batch_size])] if batch_size in flops_at else []
         try:  # a TimeoutError from the deadline kills the child (subprocess.run) and is handled by run()
             proc = subprocess.run(cmd, capture_output=True, text=True)
         finally:
@@ -334,6 +337,8 @@ def main() -> None:
             tail = " ".join((proc.stderr or proc.stdout)[-500:].split())
             raise RuntimeError(f"the process of this run exited with {proc.returncode}: {tail}")
         rec.update(child["runs"][0], build_seconds=child["build_seconds"], built_on=child["built_on"])
+        if rec.get("flops_per_step"):
+            flops_at.setdefault(batch_size, rec["flops_per_step"])
         for key in ("parameters", "trainable_parameters", "attention"):
             res[key] = res[key] or child[key]
         if profile:

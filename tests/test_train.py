@@ -279,18 +279,23 @@ def test_train_throughput_benchmark_runs_variants_on_cpu(tmp_path):
 
 
 def test_train_throughput_fresh_process_runs_each_variant_in_its_own_process(tmp_path):
-    """--fresh-process: every (variant, batch) in a new process; its timing and profile land in the parent's JSON."""
+    """--fresh-process: every (variant, batch) in a new process; its timing and profile land in the parent's JSON,
+    and a compiled run gets the FLOPs an eager process counted at its batch."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "t.json"
     cmd = [sys.executable, str(root / "benchmarks" / "train_throughput.py"), "--tiny", "--steps", "1", "--warmup", "1",
-           "--variants", "optimized", "--max-batch", "8", "--profile", "optimized", "--fresh-process", "--out", str(out)]
+           "--variants", "optimized", "compile", "--max-batch", "8", "--profile", "optimized", "--fresh-process",
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert [(r["variant"], r["batch"], r["status"]) for r in res["runs"]] == [("optimized", 4, "ok"), ("optimized", 8, "ok")]
-    assert len({r["pid"] for r in res["runs"]} | {res["pid"]}) == 3  # two processes, neither the parent
+    assert [(r["variant"], r["batch"], r["status"]) for r in res["runs"]] == [
+        ("optimized", 4, "ok"), ("optimized", 8, "ok"), ("compile", 4, "ok"), ("compile", 8, "ok")]
+    assert len({r["pid"] for r in res["runs"]} | {res["pid"]}) == 5  # four processes, none the parent
+    flops = {(r["variant"], r["batch"]): r["flops_per_step"] for r in res["runs"]}
+    assert flops["compile", 4] == flops["optimized", 4] and flops["compile", 8] == flops["optimized", 8]
     assert all(r["samples_per_s"] > 0 and r["build_seconds"] > 0 for r in res["runs"])
     assert res["fresh_process"] and res["trainable_parameters"] > 0 and res["profile"]["batch"] == 4
