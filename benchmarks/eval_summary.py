@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from results_io import write_json
+from results_io import named_path, write_json
 
 PROTOCOL_SKIP = {"reliance", "frame_cache_mb"}  # how an evaluation ran, not what it measured
 
@@ -67,10 +67,8 @@ def main() -> None:
         for name, rep in base["reports"].items():
             entries[name] = {**rep, "outcomes": base["task_outcomes"][name]}
     for item in a.reports:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            raise SystemExit(f"{item!r}: expected NAME=PATH of an existing eval.json")
-        entries[name] = model_entry(json.loads(Path(path).read_text()))
+        name, path = named_path(item, "an existing eval.json")
+        entries[name] = model_entry(json.loads(path.read_text()))
     first_name, first = next(iter(entries.items()))
     proto = {k: v for k, v in first["config"].items() if k not in PROTOCOL_SKIP}
     for name, e in entries.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from results_io import write_json
+from results_io import named_path, write_json
 
 from megohand.cli.benchmark import training_speed
 
@@ -25,10 +25,8 @@ def main() -> None:
     a = ap.parse_args()
     runs = {}
     for item in a.runs:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).exists():
-            raise SystemExit(f"{item!r}: expected NAME=PATH with an existing run folder or metrics.jsonl")
-        runs[name] = training_speed(Path(path), a.max_step)
+        name, path = named_path(item, "an existing run folder or metrics.jsonl")
+        runs[name] = training_speed(path, a.max_step)
         if not runs[name]:
             raise SystemExit(f"{path}: no logged train/samples_per_s")
     total = sum(v["samples_per_s"] for v in runs.values())
