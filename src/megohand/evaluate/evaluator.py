@@ -93,6 +93,9 @@ class EvalConfig:
     noise_scale: float | None = None
     """Initial-noise scale of the model's sampler (None = the checkpoint's, 1 unless it says otherwise; 0 = the
     deterministic path from the noise mean). Applied where the model is loaded (``load_policy``)."""
+    text_guidance: float | None = None
+    """Classifier-free guidance w on the instruction (None = the checkpoint's, 1 = none; ``FlowConfig.text_guidance``).
+    Applied where the model is loaded (``load_policy``)."""
     batch_size: int = 16
     """Windows per policy call."""
     max_episodes: int = 0

@@ -28,11 +28,13 @@ class ModelPolicy:
     """A policy model on ``device``: moves inputs there, returns the chunk on the caller's device and
     dtype, and draws the noise from the caller's (CPU) generator so that results are reproducible."""
 
-    def __init__(self, model, device: str | torch.device = "cpu", noise_scale: float | None = None):
+    def __init__(self, model, device: str | torch.device = "cpu", noise_scale: float | None = None,
+                 text_guidance: float | None = None):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.horizon = int(model.config.horizon)
         self.noise_scale = noise_scale  # None = the model's config.flow.noise_scale
+        self.text_guidance = text_guidance  # None = the model's config.flow.text_guidance
 
     @torch.no_grad()
     def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None) -> torch.Tensor:
@@ -49,6 +51,7 @@ class ModelPolicy:
             None if depth is None else depth.to(dev, torch.float32),
             generator=generator,
             noise_scale=self.noise_scale,
+            text_guidance=self.text_guidance,
             **kw,
         )
         return a.to(state.device, state.dtype)
@@ -67,13 +70,15 @@ def load_model(path: str | Path):
     return model
 
 
-def load_policy(ckpt: str | Path | None = None, device: str = "cpu", noise_scale: float | None = None) -> ModelPolicy:
+def load_policy(ckpt: str | Path | None = None, device: str = "cpu", noise_scale: float | None = None,
+                text_guidance: float | None = None) -> ModelPolicy:
     """Checkpoint folder (None = the demo checkpoint shipped in the package) -> :class:`ModelPolicy`
-    (``noise_scale``: the sampler's initial-noise scale, None = the checkpoint's)."""
+    (``noise_scale``: the sampler's initial-noise scale; ``text_guidance``: its guidance on the instruction;
+    None = the checkpoint's)."""
     if ckpt is None and not (DEMO_CHECKPOINT / io.CONFIG).is_file():
         raise UserError("the demo checkpoint is missing from the package", path=DEMO_CHECKPOINT,
                         hint="reinstall megohand, or pass --ckpt")
-    return ModelPolicy(load_model(DEMO_CHECKPOINT if ckpt is None else ckpt), device, noise_scale)
+    return ModelPolicy(load_model(DEMO_CHECKPOINT if ckpt is None else ckpt), device, noise_scale, text_guidance)
 
 
 def save_slim(model, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:

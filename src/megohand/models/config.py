@@ -192,6 +192,9 @@ class FlowConfig:
     noise_scale: float = 1.0
     """Scale of the initial noise at inference (1 = the trained N(0, I) prior; 0 = the one deterministic path from
     the noise mean, a central sample: lower per-window error and jitter, no diversity)."""
+    text_guidance: float = 1.0
+    """Classifier-free guidance on the instruction at inference: velocity v0 + w (v - v0), v0 with empty text (what
+    text dropout, ``dropout.text`` > 0, trains). 1 = no guidance (one pass); w > 1 costs a second flow-head pass."""
 
 
 @dataclass(frozen=True)

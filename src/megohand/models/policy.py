@@ -323,11 +323,12 @@ class MEgoHandPolicy(nn.Module):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None, has_depth=None,
-                      noise_scale: float | None = None):
+                      noise_scale: float | None = None, text_guidance: float | None = None):
         """Sample a chunk: image uint8 (B, 3, H, W), instructions list[str], state (B, 109) float,
         depth (B, 1, H, W) m or None -> un-normalised relative action (B, L, 99) float32.
 
-        The initial noise is N(0, I) times ``noise_scale`` (None = ``config.flow.noise_scale``).
+        The initial noise is N(0, I) times ``noise_scale`` (None = ``config.flow.noise_scale``); ``text_guidance``
+        w (None = ``config.flow.text_guidance``) != 1 guides every Euler step on the instruction (``sample``).
 
         The vision-language tokens and the cross-attention K/V are computed once and reused by the K Euler
         steps (tau = k / K, k = 0..K-1; tau = 1 is data); the loop has no host syncs. The noise comes from
@@ -345,6 +346,10 @@ class MEgoHandPolicy(nn.Module):
             text = self.prepare_text(instructions, B)
             scale = self.config.flow.noise_scale if noise_scale is None else float(noise_scale)
             noise = self.draw_noise(B, generator) * scale
+            w = self.config.flow.text_guidance if text_guidance is None else float(text_guidance)
+            if w != 1.0 and self.config.uses_text:
+                return self.sample(image, text, state, noise, K, depth, has_depth,
+                                   null_text=self.prepare_text([""] * B, B), guidance=w)
             if self._graphs is not None:
                 out = self._graphs(image, text, state, noise, K, depth, has_depth)
                 if out is not None:
@@ -359,23 +364,37 @@ class MEgoHandPolicy(nn.Module):
         gen_dev = generator.device if generator is not None else self.device
         return torch.randn(shape, generator=generator, device=gen_dev).to(self.device, self.dtype)
 
-    def sample(self, image, text: dict, state, noise, steps: int, depth=None, has_depth=None, head=None):
+    def sample(self, image, text: dict, state, noise, steps: int, depth=None, has_depth=None, head=None,
+               null_text: dict | None = None, guidance: float = 1.0):
         """The tensor part of predict_chunk (eval mode, no grad; no host syncs): observation + text from
         prepare_text + state (B, 109) + noise (B, L, 99) -> un-normalised action (B, L, 99) float32.
-        ``head``: the flow head to integrate (default: the compiled one after compile_inference)."""
+        ``head``: the flow head to integrate (default: the compiled one after compile_inference).
+
+        Classifier-free guidance on the instruction (Ho & Salimans, arXiv 2207.12598, applied to the flow's
+        velocity): with ``null_text`` (prepare_text of empty strings) each step integrates v0 + guidance (v - v0),
+        v0 the velocity of the same pictures, state and x without the instruction."""
         dev, dtype = self.device, self.dtype
         head = self._head_fn if head is None else head
         B = state.shape[0]
-        vl, mask, *_ = self.encode_tokens(image, text, depth, has_depth)
-        vl = vl.to(dtype)
-        mask = mask if self.config.dit.mask_vl_padding else None
-        kv = self.head.dit.context_kv(vl)
+        pixels = self.encode_pixels(image, depth, has_depth)
         state_tok = self.head.state_encoder(self.norm.state(state.to(dev).float()).to(dtype))[:, None]
         buckets = self.config.flow.timestep_buckets
 
+        def context(prepared: dict):
+            vl, mask, *_ = self.encode_tokens(image, prepared, depth, has_depth, pixels=pixels)
+            vl = vl.to(dtype)
+            return self.head.dit.context_kv(vl), mask if self.config.dit.mask_vl_padding else None
+
+        kv, mask = context(text)
+        null = context(null_text) if null_text is not None and guidance != 1.0 else None
+
         def velocity(x, tau: float):
             t = torch.full((B,), int(tau * buckets), device=dev, dtype=torch.long)
-            return head(state_tok, x, t, None, mask, kv)
+            v = head(state_tok, x, t, None, mask, kv)
+            if null is None:
+                return v
+            v0 = head(state_tok, x, t, None, null[1], null[0])
+            return v0 + guidance * (v - v0)
 
         x = fm.euler_integrate(velocity, noise.to(dev, dtype), steps)
         return self.norm.unaction(x.float())
