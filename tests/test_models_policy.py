@@ -134,6 +134,19 @@ def test_text_guidance_is_classifier_free_guidance_on_the_instruction(compact_po
     torch.testing.assert_close(wrapped.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], steps=3,
                                                      generator=torch.Generator().manual_seed(5)), two)
 
+    # guidance only on the steps that start below config.flow.guidance_until
+    full = p.config
+    try:
+        p.config = replace(full, flow=replace(full.flow, guidance_until=0.0))
+        torch.testing.assert_close(run(b["instruction"], 2.0, steps=3), run(b["instruction"], None, steps=3))
+        p.config = replace(full, flow=replace(full.flow, guidance_until=0.5))
+        torch.testing.assert_close(run(b["instruction"], 2.0), empty + 2.0 * (cond - empty), rtol=1e-4, atol=1e-4)
+        half = run(b["instruction"], 2.0, steps=4)  # steps at tau 0, 0.25 guided; 0.5, 0.75 plain
+        assert not torch.allclose(half, run(b["instruction"], None, steps=4))
+    finally:
+        p.config = full
+    assert not torch.allclose(half, run(b["instruction"], 2.0, steps=4))
+
 
 def test_minmax_matches_normalizer_and_stays_float32():
     for mode in ("min_max", "q99"):

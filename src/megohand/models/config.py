@@ -195,6 +195,9 @@ class FlowConfig:
     text_guidance: float = 1.0
     """Classifier-free guidance on the instruction at inference: velocity v0 + w (v - v0), v0 with empty text (what
     text dropout, ``dropout.text`` > 0, trains). 1 = no guidance (one pass); w > 1 costs a second flow-head pass."""
+    guidance_until: float = 1.0
+    """Guidance acts on the Euler steps that start at tau < this (1 = every step; 0.5 = the first half, where the
+    chunk's coarse course is decided; later steps integrate the plain velocity)."""
 
 
 @dataclass(frozen=True)

@@ -372,7 +372,8 @@ class MEgoHandPolicy(nn.Module):
 
         Classifier-free guidance on the instruction (Ho & Salimans, arXiv 2207.12598, applied to the flow's
         velocity): with ``null_text`` (prepare_text of empty strings) each step integrates v0 + guidance (v - v0),
-        v0 the velocity of the same pictures, state and x without the instruction."""
+        v0 the velocity of the same pictures, state and x without the instruction, on the steps that start at tau <
+        ``config.flow.guidance_until``."""
         dev, dtype = self.device, self.dtype
         head = self._head_fn if head is None else head
         B = state.shape[0]
@@ -387,11 +388,12 @@ class MEgoHandPolicy(nn.Module):
 
         kv, mask = context(text)
         null = context(null_text) if null_text is not None and guidance != 1.0 else None
+        until = self.config.flow.guidance_until
 
         def velocity(x, tau: float):
             t = torch.full((B,), int(tau * buckets), device=dev, dtype=torch.long)
             v = head(state_tok, x, t, None, mask, kv)
-            if null is None:
+            if null is None or tau >= until:
                 return v
             v0 = head(state_tok, x, t, None, null[1], null[0])
             return v0 + guidance * (v - v0)
