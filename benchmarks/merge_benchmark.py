@@ -15,12 +15,20 @@ import argparse
 import json
 from pathlib import Path
 
-from megohand.cli.benchmark import VARIANTS, parse_run, summary_markdown
+from megohand.cli.benchmark import VARIANTS, ablation_args, parse_run, summary_markdown
 from megohand.io import write_text
 
 
 RUN_SPECIFIC = {"out", "store", "seed", "model.modalities", "num_workers", "save_every", "eval_every", "progress"}
 """Training settings that may differ between merged runs: where a run went, its seed and variant, how it was fed."""
+
+
+def ablated(report: dict) -> set[str]:
+    """The ``train.*`` settings that the ablation of a report's first run changes: the report records that run's
+    training config (``megohand benchmark``), so they differ from the recipe by the run's name, not by the recipe."""
+    run = parse_run(next(iter(report.get("runs") or {}), ""))
+    args = ablation_args(run[2]) if run else ()
+    return {"train." + a.lstrip("-").split("=")[0].replace("-", "_") for a in args}
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -56,7 +64,8 @@ def merge_reports(reports: dict[str, dict]) -> dict:
     merged.update(methods=[], reliance=[], results={}, sources={}, runs={}, train_minutes={}, train_speed={})
     for name, r in reports.items():
         for key in ("datasets", "config", "experiment", "hand_model", "train"):
-            diff = differences({key: r.get(key)}, {key: first.get(key)}, {f"train.{k}" for k in RUN_SPECIFIC})
+            skip = {f"train.{k}" for k in RUN_SPECIFIC} | ablated(r) | ablated(first)
+            diff = differences({key: r.get(key)}, {key: first.get(key)}, skip)
             if diff:
                 raise SystemExit(f"{name} differs from {first_name} ({name}'s, {first_name}'s): {diff}")
         for method in r["methods"]:

@@ -179,6 +179,23 @@ def test_merge_reports_by_script(tmp_path):
     bad = subprocess.run([*script, str(paths[0]), str(paths[2]), "--out", str(tmp_path / "b")], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "'train.steps': (20, 10)" in bad.stderr
+    # a report whose first run is an ablation records that run's config: its ablated setting is not the recipe's
+    abl = report({"TI_s0_refer": 2.0})
+    abl["runs"] = {"TI_s0_refer": []}
+    abl["train"]["model"] = {"grounding": {"refer": 0.5, "weight": 0.5}}
+    plain = report({"TI_s0": 3.0})
+    plain["runs"] = {"TI_s0": []}
+    plain["train"]["model"] = {"grounding": {"refer": 0.0, "weight": 0.5}}
+    other = json.loads(json.dumps(plain))
+    other["train"]["model"]["grounding"]["weight"] = 0.0
+    for name, r in {"plain": plain, "abl": abl, "other": other}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    subprocess.run([*script, str(tmp_path / "plain.json"), str(tmp_path / "abl.json"), "--out", str(tmp_path / "a")],
+                   check=True, capture_output=True)
+    assert json.loads((tmp_path / "a.json").read_text())["methods"] == ["TI_s0", "TI_s0_refer"]
+    bad = subprocess.run([*script, str(tmp_path / "abl.json"), str(tmp_path / "other.json"), "--out",
+                          str(tmp_path / "b")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "'train.model.grounding.weight': (0.0, 0.5)" in bad.stderr
 
 
 def test_eval_summary_pairs_episodes_by_script(tmp_path):
