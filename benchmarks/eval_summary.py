@@ -22,6 +22,7 @@ from pathlib import Path
 from results_io import named_path, write_json
 
 PROTOCOL_SKIP = {"reliance", "frame_cache_mb"}  # how an evaluation ran, not what it measured
+SAMPLER = ("noise_scale", "text_guidance", "steps")  # a model's inference settings (None: its checkpoint's)
 
 
 def model_entry(report: dict) -> dict:
@@ -39,7 +40,8 @@ def summary(entry: dict) -> dict:
     return {"window_mpjpe_cm": pick("window", "model", "mpjpe_cm"), "tof_mpjpe_cm": pick("rollout-tof", "model", "mpjpe_cm"),
             "tof_target_acc": pick("rollout-tof", "model", "target_acc"), "tof_dest_cm": pick("rollout-tof", "model", "dest_cm"),
             "raw_mpjpe_cm": pick("rollout-raw", "model", "mpjpe_cm"), "raw_target_acc": pick("rollout-raw", "model", "target_acc"),
-            "hits": hits, "episodes": n, "standard_error": math.sqrt(p * (1 - p) / n)}
+            "hits": hits, "episodes": n, "standard_error": math.sqrt(p * (1 - p) / n),
+            "sampler": {k: entry["config"].get(k) for k in SAMPLER}}
 
 
 def paired(a: list[dict], b: list[dict]) -> dict:
@@ -58,6 +60,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", help="NAME=PATH of a `megohand eval` eval.json")
     ap.add_argument("--extend", type=Path, default=None, help="an earlier JSON of this script")
+    ap.add_argument("--sampler-may-differ", action="store_true", help="the models may differ in their inference "
+                    "settings (noise scale, text guidance, Euler steps; each row records its own): a table of settings")
     ap.add_argument("--note", default="", help="where the checkpoints came from, on what they ran (recorded)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -70,11 +74,13 @@ def main() -> None:
         name, path = named_path(item, "an existing eval.json")
         entries[name] = model_entry(json.loads(path.read_text()))
     first_name, first = next(iter(entries.items()))
-    proto = {k: v for k, v in first["config"].items() if k not in PROTOCOL_SKIP}
+    skip = PROTOCOL_SKIP | (set(SAMPLER) if a.sampler_may_differ else set())
     for name, e in entries.items():
-        other = {k: v for k, v in e["config"].items() if k not in PROTOCOL_SKIP}
-        if other != proto:
-            diff = {k: (other.get(k), proto.get(k)) for k in set(other) | set(proto) if other.get(k) != proto.get(k)}
+        # a key only one report has is not compared: the older one predates that option, whose default keeps the
+        # behaviour from before it
+        keys = (e["config"].keys() & first["config"].keys()) - skip
+        diff = {k: (e["config"][k], first["config"][k]) for k in keys if e["config"][k] != first["config"][k]}
+        if diff:
             raise SystemExit(f"{name} was evaluated under another protocol than {first_name}: {diff}")
     table = {name: summary(e) for name, e in entries.items()}
     static = first["results"]

@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_suite.sh train         # the synthetic benchmark (T, V, TI, TID x 2 seeds + A/B rows), the demo checkpoint
 #   bash benchmarks/gpu_suite.sh classic       # the first benchmark, on the 'classic' world (its published numbers)
 #   RUNS="T_s1 V_s0" bash benchmarks/gpu_suite.sh runs   # exactly these runs (PARALLEL at once, default 2) + exports
+#   STEPS=10000 RUNS="TID_s0_refer+parse T_s0" bash benchmarks/gpu_suite.sh runs   # another training length
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
@@ -68,10 +69,12 @@ for phase in "$@"; do
       ;;
     runs)  # their float16 slim exports go to runs/exports/<run>: evaluate them anywhere with `megohand benchmark --runs`
       # (a run folder holding model/ is evaluated, not trained) and join earlier reports with merge_benchmark.py
-      step runs megohand benchmark --config synthetic --work runs/benchmark --runs ${RUNS:?set RUNS} \
+      # STEPS=10000: another number of training steps than the recipe's, in runs/benchmark_10000 and runs/exports_10000
+      W="runs/benchmark${STEPS:+_$STEPS}"
+      step runs megohand benchmark --config synthetic --work "$W" --runs ${RUNS:?set RUNS} ${STEPS:+--steps $STEPS} \
         --parallel "${PARALLEL:-2}" --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} --train-args $BENCH_TRAIN_ARGS
-      for r in $RUNS; do step "export_$r" $PY scripts/train_demo.py --config synthetic --run "runs/benchmark/$r" \
-        --dest "runs/exports/$r" --no-check; done
+      for r in $RUNS; do step "export_$r" $PY scripts/train_demo.py --config synthetic --run "$W/$r" \
+        --dest "runs/exports${STEPS:+_$STEPS}/$r" --no-check; done
       ;;
     classic)
       step benchmark_classic megohand benchmark --config synthetic-classic --work runs/benchmark_classic --parallel 2 \

@@ -233,3 +233,19 @@ def test_eval_summary_pairs_episodes_by_script(tmp_path):
     assert t["paired_target_hits"]["b vs c"] == {"both": 2, "only_first": 0, "only_second": 2, "neither": 0}
     bad = run(f"a={tmp_path / 'a.json'}", f"o={tmp_path / 'other.json'}", "--out", tmp_path / "u.json")
     assert bad.returncode != 0 and "'rollout_frames': (32, 64)" in bad.stderr
+    # inference settings: refused unless --sampler-may-differ, then recorded per row; an option an older report
+    # predates is not compared
+    guided = report([True] * 4)
+    guided["config"]["text_guidance"] = 2.0
+    (tmp_path / "g.json").write_text(json.dumps(guided))
+    pair = (f"a={tmp_path / 'a.json'}", f"g={tmp_path / 'g.json'}")
+    assert run(*pair, "--out", tmp_path / "v.json").returncode == 0  # 'a' has no text_guidance key
+    none = json.loads(json.dumps(guided))
+    none["config"]["text_guidance"] = None
+    (tmp_path / "n.json").write_text(json.dumps(none))
+    bad = run(f"n={tmp_path / 'n.json'}", f"g={tmp_path / 'g.json'}", "--out", tmp_path / "w.json")
+    assert bad.returncode != 0 and "'text_guidance': (2.0, None)" in bad.stderr
+    assert run(f"n={tmp_path / 'n.json'}", f"g={tmp_path / 'g.json'}", "--sampler-may-differ", "--out",
+               tmp_path / "w.json").returncode == 0
+    w = json.loads((tmp_path / "w.json").read_text())
+    assert w["summary"]["g"]["sampler"]["text_guidance"] == 2.0 and w["summary"]["n"]["sampler"]["text_guidance"] is None
