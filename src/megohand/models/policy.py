@@ -328,7 +328,7 @@ class MEgoHandPolicy(nn.Module):
         depth (B, 1, H, W) m or None -> un-normalised relative action (B, L, 99) float32.
 
         The initial noise is N(0, I) times ``noise_scale`` (None = ``config.flow.noise_scale``); ``text_guidance``
-        w (None = ``config.flow.text_guidance``) != 1 guides every Euler step on the instruction (``sample``).
+        w (None = ``config.flow.text_guidance``) != 1 guides the Euler steps on the instruction (``sample``).
 
         The vision-language tokens and the cross-attention K/V are computed once and reused by the K Euler
         steps (tau = k / K, k = 0..K-1; tau = 1 is data); the loop has no host syncs. The noise comes from
