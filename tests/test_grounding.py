@@ -2,7 +2,8 @@
 
 Oracles: the target distribution against a hand-computed Gaussian on a 4 x 4 grid; the loss of a head that puts
 all its mass on the right cell is lower than the loss of one that puts it on another; dropout seen through what
-reaches the text encoder; the grounding tokens' soft-argmax and depth against hand-computed cells and a depth ramp.
+reaches the text encoder; the grounding tokens' soft-argmax and depth against hand-computed cells and a depth ramp;
+teacher forcing seen through the flow loss, which stops depending on the head's weights when every token is forced.
 """
 
 import math
@@ -12,7 +13,8 @@ import torch
 
 from megohand.models import MEgoHandPolicy
 from megohand.models.config import GroundingConfig, ModalityDropoutConfig
-from megohand.models.grounding import GroundingTokens, expected_locations, gaussian_targets, grounding_loss
+from megohand.models.grounding import (GroundingTokens, expected_locations, gaussian_targets, grounding_loss,
+                                       teacher_logits)
 
 from test_models_fixtures import sample_batch
 from test_models_policy import compact_cfg
@@ -140,6 +142,54 @@ def test_grounding_tokens_reach_the_action_head_and_survive_a_checkpoint(tmp_pat
     assert torch.allclose(q.sample(b["image"], text, state, noise, 2), p.sample(b["image"], text, state, noise, 2))
     loss, info = p.train()(grounded_batch())
     assert torch.isfinite(loss) and "loss_ground" in info
+
+
+def test_teacher_logits_point_at_the_given_location_where_used():
+    logits = torch.randn(3, 64, 2)
+    uv = torch.tensor([[[0.3, 0.6], [0.5, 0.5]], [[0.7, 0.35], [0.4, 0.45]], [[0.55, 0.35], [0.6, 0.6]]])
+    use = torch.tensor([[True, False], [True, True], [False, False]])
+    out = teacher_logits(logits, uv, use, sigma=0.75)
+    loc, _ = expected_locations(out)
+    assert torch.allclose(loc[use], uv[use], atol=2e-3)  # the Gaussian's mean, away from the 8 x 8 grid's edges
+    assert torch.equal(out[~use[:, None, :].expand_as(out)], logits[~use[:, None, :].expand_as(logits)])
+    # the head's training target: its cross-entropy against the teacher logits is the target's entropy
+    t = gaussian_targets(uv, 8, 0.75)
+    entropy = -(t * t.log()).sum(-1)
+    assert torch.allclose(grounding_loss(out[:1, :, :1], uv[:1, :1], use[:1, :1], 0.75), entropy[0, 0], atol=1e-4)
+
+
+def test_teacher_forcing_feeds_the_ground_truth_to_the_action_head_in_training_only():
+    torch.manual_seed(0)
+    b = grounded_batch()
+    b["ground_valid"] = torch.ones(2, 2, dtype=torch.bool)
+
+    def fm_loss(p, seed=0):
+        torch.manual_seed(seed)
+        return float(p(b)[1]["loss_fm"])
+
+    for teacher, follows_head in ((1.0, False), (0.0, True)):
+        torch.manual_seed(0)
+        cfg = compact_cfg(grounding=GroundingConfig(weight=1.0, tokens=True, teacher=teacher))
+        p = MEgoHandPolicy(cfg).train()
+        torch.nn.init.normal_(p.grounding_tokens.target)
+        before = fm_loss(p)
+        with torch.no_grad():
+            for w in p.grounding_head.parameters():
+                w.add_(torch.randn_like(w))
+        assert (fm_loss(p) != before) == follows_head, teacher  # forced tokens: the head's answer is not read
+    # inference reads the head whatever the training did
+    text = p.prepare_text(b["instruction"], 2)
+    noise = torch.randn(2, cfg.horizon, cfg.action_dim)
+    p.eval()
+    a1 = p.sample(b["image"], text, b["state"], noise, 2)
+    forced = MEgoHandPolicy(replace(cfg, grounding=replace(cfg.grounding, teacher=1.0)))
+    forced.load_state_dict(p.state_dict())
+    assert torch.allclose(forced.eval().sample(b["image"], text, b["state"], noise, 2), a1)
+    try:
+        MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0, teacher=0.5)))
+        raise AssertionError("teacher forcing without grounding tokens must be refused")
+    except ValueError as e:
+        assert "--model.grounding.tokens" in str(e)
 
 
 def test_film_starts_as_the_plain_cnn_then_reads_the_sentence(tmp_path):

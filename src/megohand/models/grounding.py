@@ -83,6 +83,15 @@ def grounding_loss(logits: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor, 
     return (ce * w).sum() / w.sum().clamp(min=1.0)
 
 
+def teacher_logits(logits: torch.Tensor, uv: torch.Tensor, use: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Teacher forcing of the grounding tokens: logits (B, G^2, K), uv (B, K, 2) in [0, 1], use (B, K) bool -> logits
+    whose channel k of sample b, where ``use[b, k]``, is the log of the head's training target (``gaussian_targets``
+    around uv; its soft-argmax is uv up to the grid's edges), the head's own logits elsewhere."""
+    grid = int(round(logits.shape[1] ** 0.5))
+    target = torch.log(gaussian_targets(uv.float().clamp(0, 1), grid, sigma).clamp(min=1e-12)).transpose(1, 2)
+    return torch.where(use[:, None, :], target.to(logits.dtype), logits)
+
+
 def expected_locations(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-argmax over the G x G grid: logits (B, G^2, K) -> (uv (B, K, 2) in [0, 1] image coordinates, x right,
     y down, cell centres at (i + 0.5) / G; peak probability (B, K))."""

@@ -23,7 +23,7 @@ from megohand.models.config import PolicyConfig
 from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, depth_supervision_loss
 from megohand.models.dit import ActionHead
 from megohand.models.grounding import (GroundingHead, GroundingTokens, ParseHead, QueryGroundingHead, cell_labels,
-                                       grounding_loss, parse_loss)
+                                       grounding_loss, parse_loss, teacher_logits)
 
 NOT_SAVED = ("depth_estimator.",)
 """State-dict key prefixes a checkpoint never holds: the frozen external depth estimator (Depth Anything), which
@@ -107,6 +107,8 @@ class MEgoHandPolicy(nn.Module):
             raise ValueError("--model.backbone.augment crops the image after the grounding and scene-parsing targets "
                              "were placed on it; use the dataset's augmentation (megohand train --augment, on by "
                              "default) with grounding")
+        if g.teacher > 0 and not g.tokens:
+            raise ValueError("--model.grounding.teacher forces the grounding tokens: it needs --model.grounding.tokens")
         self.config = config
         self.normalizer = normalizer
         D = config.dit.width
@@ -229,18 +231,22 @@ class MEgoHandPolicy(nn.Module):
                 px["vision"] = self.backbone.vision_tokens(img)
         return px
 
-    def encode_tokens(self, image, text: dict, depth=None, has_depth=None, ground: bool = False, pixels=None):
+    def encode_tokens(self, image, text: dict, depth=None, has_depth=None, ground: bool = False, pixels=None,
+                      teacher: tuple | None = None):
         """encode after prepare_text: the tensor part (no host syncs when ``text['padded']`` is False). Also returns
         the grounding logits (B, G^2, 2) when ``ground`` or ``grounding.tokens`` (else None; None without the
         grounding head); with ``grounding.tokens`` their tokens (B, 2, D) end the vision-language tokens.
-        ``pixels``: encode_pixels of the same image, depth and has_depth (computed here when None)."""
+        ``pixels``: encode_pixels of the same image, depth and has_depth (computed here when None).
+        ``teacher``: (uv (B, 2, 2) in [0, 1], use (B, 2) bool) on the device: the grounding tokens of the targets
+        marked in ``use`` read these locations instead of the head's (``grounding.teacher``; training only)."""
         px = self.encode_pixels(image, depth, has_depth) if pixels is None else pixels
         vl, mask = self.backbone.forward_tokens(px["img"], text, px["depth_tokens"], vision=px["vision"])
         logits = None
         if self.grounding_head is not None and (ground or self.grounding_tokens is not None):
             logits = self.grounding_head(self.backbone.image_tokens(vl, text), vl, mask)
             if self.grounding_tokens is not None:
-                vl = torch.cat([vl, self.grounding_tokens(logits, px["d_in"], px["valid"]).to(vl.dtype)], dim=1)
+                fed = logits if teacher is None else teacher_logits(logits, *teacher, self.config.grounding.sigma)
+                vl = torch.cat([vl, self.grounding_tokens(fed, px["d_in"], px["valid"]).to(vl.dtype)], dim=1)
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], logits.shape[-1])], dim=1)
         return vl, mask, px["feats"], px["valid"], px["d_store"], logits
 
@@ -267,8 +273,13 @@ class MEgoHandPolicy(nn.Module):
         depth = batch.get("depth") if self.depth_encoder is not None else None
         text = self.prepare_text(instructions, B)
         pixels = self.encode_pixels(image, depth, has_depth)
+        teacher = None
+        if self.training and self.grounding_tokens is not None and cfg.grounding.teacher > 0 and "ground_uv" in batch:
+            use = (batch["ground_valid"].bool().cpu() & (keep_t & keep_i)[:, None]
+                   & (torch.rand(B, batch["ground_valid"].shape[1]) < cfg.grounding.teacher))
+            teacher = (batch["ground_uv"].to(dev, non_blocking=True), use.to(dev, non_blocking=True))
         vl, mask, feats, valid, d_store, ground_logits = self.encode_tokens(image, text, depth, has_depth, ground=True,
-                                                                            pixels=pixels)
+                                                                            pixels=pixels, teacher=teacher)
         # non_blocking: from the DataLoader's pinned memory the copies queue behind the GPU work, no host sync
         state = self.norm.state(batch["state"].to(dev, non_blocking=True).float())
         action = self.norm.action(batch["action"].to(dev, non_blocking=True).float())
