@@ -28,12 +28,20 @@ the head finds it without reading the sentence (from the hand's motion, for one)
 
 prints a table and writes the JSON (default ``benchmarks/results/grounding_probe.json``); about 7 minutes a variant
 on 2 CPU cores.
+
+``--checkpoints NAME=FOLDER ...`` trains nothing: it asks the grounding head of each trained policy (full or slim
+checkpoint with ``--model.grounding.weight`` > 0) the same questions, on ``--split`` (with the store's depth where
+the policy reads depth), e.g. whether the cerebrum of a benchmark run knows which object its hand should reach:
+
+    python benchmarks/grounding_probe.py --store runs/benchmark/store --split val --test-samples 1500 \
+        --checkpoints TIDrp_s0=runs/exports/TID_s0_refer+parse --out benchmarks/results/grounding_head_val.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -47,16 +55,19 @@ from megohand.models.grounding import (TARGETS, cell_labels, expected_locations,
 from megohand.models.policy import MEgoHandPolicy
 
 
-def load(store: Path, split: str, n: int, size: int, seed: int, unnamed_destinations: bool = False) -> dict:
-    """n random windows of ``split`` -> image uint8 (n, 3, S, S), text list, uv (n, 2, 2), valid (n, 2).
+def load(store: Path, split: str, n: int, size: int, seed: int, unnamed_destinations: bool = False,
+         depth: bool = False) -> dict:
+    """n random windows of ``split`` -> image uint8 (n, 3, S, S), text list, uv (n, 2, 2), valid (n, 2), and with
+    ``depth`` the store's depth (n, 1, S, S) [m] (None otherwise or where an episode has none).
     The destination is a target where the window's text names it (as in training), or, with
     ``unnamed_destinations``, wherever it is in the picture (the rule before 2026-12-06)."""
     from megohand.data.synthetic.facts import image_targets, project, scene_objects, to_camera
 
-    ds = WindowDataset(store, split=split, image_size=size, window_scope="episode", stored_depth="none")
+    ds = WindowDataset(store, split=split, image_size=size, window_scope="episode",
+                       stored_depth="auto" if depth else "none")
     idx = np.random.default_rng(seed).permutation(len(ds))[:n]
     samples = [ds[int(i)] for i in idx]
-    objects, names, early, start = [], [], [], []  # every object's centre in the model image, [0, 1] (NaN: behind the camera)
+    objects, ends, names, early, start = [], [], [], [], []  # ends: centres (N, 3) [m, camera] L frames later  # every object's centre in the model image, [0, 1] (NaN: behind the camera)
     landmarks = []  # (uv [0, 1], "colour mat") of the mats in the picture
     for i, s in zip(idx, samples):
         facts = ds.facts(int(ds._ep[i]))
@@ -70,21 +81,28 @@ def load(store: Path, split: str, n: int, size: int, seed: int, unnamed_destinat
         reach = [a for a, _, phase in ds.store.open(ds.refs[int(ds._ep[i])]).meta.extra["phases"] if phase == "reach"]
         start.append(bool(reach) and reach[0] <= k < reach[0] + 3)
         objects.append((project(s["K"].numpy(), facts.centers[s["meta"]["k"]]) + 0.5) / size)
+        ends.append(facts.centers[min(k + ds.horizon, len(facts.centers) - 1)].copy())
         if unnamed_destinations:
             uv, valid = image_targets(facts, k, s["K"].numpy(), size)
             s["ground_uv"], s["ground_valid"] = torch.from_numpy(uv), torch.from_numpy(valid)
         names.append([f"{o['color']} {o['shape']}" for o in ds.store.open(ds.refs[int(ds._ep[i])]).meta.extra["objects"]])
         if facts.target != 0:  # the instructed object first
             objects[-1][[0, facts.target]] = objects[-1][[facts.target, 0]]
+            ends[-1][[0, facts.target]] = ends[-1][[facts.target, 0]]
             names[-1][0], names[-1][facts.target] = names[-1][facts.target], names[-1][0]
     width = max(len(o) for o in objects)
     objects = [np.pad(o, ((0, width - len(o)), (0, 0)), constant_values=np.nan) for o in objects]
+    ends = [np.pad(o, ((0, width - len(o)), (0, 0)), constant_values=np.nan) for o in ends]
     return {
         "image": torch.stack([s["image"] for s in samples]),
+        "depth": torch.stack([s["depth"] for s in samples]).float() if depth and all(
+            "depth" in s and bool(s.get("has_depth", True)) for s in samples) else None,
         "text": [s["instruction"] for s in samples],
         "uv": torch.stack([s["ground_uv"] for s in samples]),
         "valid": torch.stack([s["ground_valid"] for s in samples]),
         "objects": torch.from_numpy(np.stack(objects)).float(),  # (n, N, 2), the instructed one first
+        "ends": torch.from_numpy(np.stack(ends)),  # (n, N, 3) float64 [m], camera frame, L frames later, same order
+        "state": torch.stack([s["state"] for s in samples]),  # (n, 109)
         "names": names,  # n lists of "colour shape", in the order of objects
         "visible": [np.flatnonzero(((o >= 0) & (o <= 1)).all(-1)) for o in objects],  # indices of objects in the picture
         "mats": landmarks,  # n lists of (uv (2,), "colour mat") of the mats in the picture
@@ -92,6 +110,12 @@ def load(store: Path, split: str, n: int, size: int, seed: int, unnamed_destinat
         "reach_start": torch.tensor(start),  # (n,) first 3 frames of the reach: the hand has barely moved, the text
         # names the object (before, the idle phase's text is "rest"), only colour and shape in the image say where
     }
+
+
+def _depth(data: dict, rows) -> tuple:
+    """(depth, has_depth) of ``rows`` for encode_tokens: the store's depth where ``load`` kept it, else (None, None)."""
+    d = data.get("depth")
+    return (None, None) if d is None else (d[rows], torch.ones(len(d[rows]), dtype=torch.bool))
 
 
 def evaluate(policy: MEgoHandPolicy, data: dict, sigma: float, shuffle_text: bool, batch: int = 64) -> dict:
@@ -105,7 +129,7 @@ def evaluate(policy: MEgoHandPolicy, data: dict, sigma: float, shuffle_text: boo
         for a in range(0, len(texts), batch):
             img, uv, valid, objects = (data[k][a:a + batch] for k in ("image", "uv", "valid", "objects"))
             text = policy.prepare_text(texts[a:a + batch], len(img))
-            logits = policy.encode_tokens(img, text, ground=True)[-1]
+            logits = policy.encode_tokens(img, text, *_depth(data, slice(a, a + batch)), ground=True)[-1]
             grid = int(round(logits.shape[1] ** 0.5))
             pred, _ = expected_locations(logits)  # (b, 2, 2)
             for j in range(len(TARGETS)):
@@ -131,7 +155,7 @@ def evaluate(policy: MEgoHandPolicy, data: dict, sigma: float, shuffle_text: boo
             q = queries[a:a + batch]
             idx = torch.tensor([i for i, _ in q])
             text = policy.prepare_text([f"the {data['names'][i][j]}" for i, j in q], len(q))
-            pred, _ = expected_locations(policy.encode_tokens(data["image"][idx], text, ground=True)[-1])
+            pred, _ = expected_locations(policy.encode_tokens(data["image"][idx], text, *_depth(data, idx), ground=True)[-1])
             d = (data["objects"][idx] - pred[:, :1]).norm(dim=-1).nan_to_num(float("inf"))
             found += int((d.argmin(-1) == torch.tensor([j for _, j in q])).sum())
     policy.train()
@@ -141,6 +165,45 @@ def evaluate(policy: MEgoHandPolicy, data: dict, sigma: float, shuffle_text: boo
     out["object"]["picks_instructed_before_contact"] = float(picked[1] / n_picked[1].clamp(min=1))
     out["object"]["picks_instructed_reach_start"] = float(picked[2] / n_picked[2].clamp(min=1))
     return out
+
+
+def follow_tokens(policy: MEgoHandPolicy, data: dict, batch: int = 64) -> dict | None:
+    """Does the action head go where its grounding tokens say? At the reach's start (samples with two or more
+    objects in view), the object token forced onto each visible object in turn (``sample(teacher=...)``), one chunk
+    per case (same noise for every case of a sample): the share of chunks whose grip point ends nearest that
+    object, L frames later, for the instructed object and for the others; beside it, unforced, the share that ends
+    nearest the instructed one. None for a policy without grounding tokens."""
+    from megohand.hand import load_hand_model
+    from megohand.hand.vector import decode_chunk, state_to_params
+    from megohand.metrics import grip_point
+
+    if policy.grounding_tokens is None:
+        return None
+    policy.eval()
+    hand = load_hand_model(None)
+    starts = np.flatnonzero(data["reach_start"].numpy())
+    noise = policy.draw_noise(len(data["text"]), torch.Generator().manual_seed(0))
+    cases = [(int(i), None) for i in starts if len(data["visible"][i]) > 1]
+    cases += [(i, int(j)) for i, _ in list(cases) for j in data["visible"][i]]
+    ends = []
+    with torch.no_grad():
+        for a in range(0, len(cases), batch):
+            rows = torch.tensor([i for i, _ in cases[a:a + batch]])
+            forced = torch.tensor([j is not None for _, j in cases[a:a + batch]])
+            uv = torch.zeros(len(rows), 2, 2)
+            uv[:, 0] = data["objects"][rows, torch.tensor([j or 0 for _, j in cases[a:a + batch]])]
+            use = torch.stack([forced, torch.zeros_like(forced)], dim=1)
+            text = policy.prepare_text([data["text"][i] for i in rows.tolist()], len(rows))
+            act = policy.sample(data["image"][rows], text, data["state"][rows], noise[rows],
+                                policy.config.flow.inference_steps, *_depth(data, rows), teacher=(uv, use))
+            last = decode_chunk(data["state"][rows].double(), act.double())[:, -1]
+            grip = grip_point(hand.forward_params(state_to_params(last)).joints)  # (b, 3)
+            ends += (data["ends"][rows] - grip[:, None]).norm(dim=-1).nan_to_num(float("inf")).argmin(-1).tolist()
+    own = [e == 0 for (_, j), e in zip(cases, ends) if j is None]
+    to_instructed = [e == j for (_, j), e in zip(cases, ends) if j == 0]
+    to_other = [e == j for (_, j), e in zip(cases, ends) if j is not None and j > 0]
+    return {"unforced_ends_at_instructed": float(np.mean(own)), "forced_instructed_followed": float(np.mean(to_instructed)),
+            "forced_other_followed": float(np.mean(to_other)), "samples": len(own), "forced_cases": len(cases) - len(own)}
 
 
 def chance(data: dict, grid: int, sigma: float) -> dict:
@@ -260,19 +323,64 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--checkpoints", nargs="+", default=[], metavar="NAME=FOLDER",
+                    help="evaluate the grounding heads of these trained policies instead of training variants")
+    ap.add_argument("--split", choices=["test", "val"], default="test", help="split of the test samples")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "grounding_probe.json")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.checkpoints:
+        return checkpoints(args)
     train = load(args.store, "train", args.train_samples, args.image_size, args.seed, args.unnamed_destinations)
-    test = load(args.store, "test", args.test_samples, args.image_size, args.seed + 1)
+    test = load(args.store, args.split, args.test_samples, args.image_size, args.seed + 1)
     grid = args.image_size // 16
     report = {"command": "python benchmarks/grounding_probe.py " + " ".join(
                   f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else
                                                  f" {' '.join(map(str, v)) if isinstance(v, list) else v}")
-                  for k, v in vars(args).items() if k != "out" and v is not False),
+                  for k, v in vars(args).items() if k != "out" and v is not False and v != []),
               "chance": chance(test, grid, args.sigma), "device": "cpu", "threads": torch.get_num_threads(),
               "runs": [run(v, train, test, args) for v in args.variants]}
+    print_table(report)
+    write(report, args.out)
+
+
+def checkpoints(args) -> None:
+    """The grounding heads of trained policies on ``args.split`` (no training)."""
+    from megohand.inference.policy import load_model
+
+    runs, test = [], None
+    for item in args.checkpoints:
+        name, sep, folder = item.partition("=")
+        if not sep or not Path(folder).is_dir():
+            raise SystemExit(f"--checkpoints wants NAME=FOLDER with an existing folder, got {item!r}")
+        policy = load_model(folder).float().eval()
+        cfg = policy.config
+        if policy.grounding_head is None:
+            raise SystemExit(f"{folder}: this policy has no grounding head (--model.grounding.weight 0, or no text or image)")
+        size = cfg.backbone.image_size
+        if test is None or test["size"] != size or test["has_depth"] != cfg.uses_depth:
+            test = load(args.store, args.split, args.test_samples, size, args.seed + 1, depth=cfg.uses_depth)
+            test["size"], test["has_depth"] = size, cfg.uses_depth
+        t0 = time.perf_counter()
+        runs.append({"variant": name, "checkpoint": str(folder), "final": evaluate(policy, test, cfg.grounding.sigma, False),
+                     "shuffled_text": evaluate(policy, test, cfg.grounding.sigma, True),
+                     "follows_tokens": follow_tokens(policy, test), "eval_seconds": time.perf_counter() - t0})
+        if runs[-1]["follows_tokens"] is not None:
+            f = runs[-1]["follows_tokens"]
+            print(f"{name}: at the reach's start ({f['samples']} samples), unforced chunks end nearest the instructed "
+                  f"object {100 * f['unforced_ends_at_instructed']:.0f} %; the object token forced onto the instructed "
+                  f"object: followed {100 * f['forced_instructed_followed']:.0f} %, onto another: followed "
+                  f"{100 * f['forced_other_followed']:.0f} %", flush=True)
+    grid = test["size"] // 16
+    report = {"command": "python benchmarks/grounding_probe.py " + " ".join(sys.argv[1:]), "split": args.split,
+              "chance": chance(test, grid, GroundingConfig.sigma), "device": "cpu", "threads": torch.get_num_threads(),
+              "runs": runs}
+    print_table(report)
+    write(report, args.out)
+
+
+def print_table(report: dict) -> None:
     c, d = report["chance"]["object"], report["chance"]["destination"]
     pct = lambda r, suffix="": " / ".join(f"{100 * r[f'picks_instructed{suffix}{x}']:.0f}"  # noqa: E731
                                           for x in ("", "_before_contact", "_reach_start")) + " %"
@@ -289,10 +397,13 @@ def main() -> None:
               f"{f['object']['error_cells']:.2f} / {f['destination']['error_cells']:.2f} | {pct(f['object'])} | "
               f"{pct(s['object'])} | {100 * f['object']['finds_named_other_object']:.0f} % |")
     print(f"({c['before_contact_samples']} test samples before contact, {c['reach_start_samples']} at the reach's start)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
+
+
+def write(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(args.out)
+    tmp.replace(out)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,11 @@ def test_teacher_forcing_feeds_the_ground_truth_to_the_action_head_in_training_o
     forced = MEgoHandPolicy(replace(cfg, grounding=replace(cfg.grounding, teacher=1.0)))
     forced.load_state_dict(p.state_dict())
     assert torch.allclose(forced.eval().sample(b["image"], text, b["state"], noise, 2), a1)
+    # sample(teacher=...) forces the tokens at inference (the probe's diagnostic): unused marks change nothing
+    uv = torch.tensor([[[0.2, 0.2], [0.5, 0.5]], [[0.8, 0.7], [0.5, 0.5]]])
+    none = torch.zeros(2, 2, dtype=torch.bool)
+    assert torch.allclose(p.sample(b["image"], text, b["state"], noise, 2, teacher=(uv, none)), a1)
+    assert not torch.allclose(p.sample(b["image"], text, b["state"], noise, 2, teacher=(uv, ~none)), a1)
     try:
         MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0, teacher=0.5)))
         raise AssertionError("teacher forcing without grounding tokens must be refused")

@@ -376,7 +376,7 @@ class MEgoHandPolicy(nn.Module):
         return torch.randn(shape, generator=generator, device=gen_dev).to(self.device, self.dtype)
 
     def sample(self, image, text: dict, state, noise, steps: int, depth=None, has_depth=None, head=None,
-               null_text: dict | None = None, guidance: float = 1.0):
+               null_text: dict | None = None, guidance: float = 1.0, teacher: tuple | None = None):
         """The tensor part of predict_chunk (eval mode, no grad; no host syncs): observation + text from
         prepare_text + state (B, 109) + noise (B, L, 99) -> un-normalised action (B, L, 99) float32.
         ``head``: the flow head to integrate (default: the compiled one after compile_inference).
@@ -384,7 +384,9 @@ class MEgoHandPolicy(nn.Module):
         Classifier-free guidance on the instruction (Ho & Salimans, arXiv 2207.12598, applied to the flow's
         velocity): with ``null_text`` (prepare_text of empty strings) each step integrates v0 + guidance (v - v0),
         v0 the velocity of the same pictures, state and x without the instruction, on the steps that start at tau <
-        ``config.flow.guidance_until``."""
+        ``config.flow.guidance_until``.
+        ``teacher``: grounding tokens forced onto given locations (``encode_tokens``; a diagnostic: does the action
+        follow them?)."""
         dev, dtype = self.device, self.dtype
         head = self._head_fn if head is None else head
         B = state.shape[0]
@@ -393,7 +395,7 @@ class MEgoHandPolicy(nn.Module):
         buckets = self.config.flow.timestep_buckets
 
         def context(prepared: dict):
-            vl, mask, *_ = self.encode_tokens(image, prepared, depth, has_depth, pixels=pixels)
+            vl, mask, *_ = self.encode_tokens(image, prepared, depth, has_depth, pixels=pixels, teacher=teacher)
             vl = vl.to(dtype)
             return self.head.dit.context_kv(vl), mask if self.config.dit.mask_vl_padding else None
 
