@@ -171,8 +171,9 @@ def follow_tokens(policy: MEgoHandPolicy, data: dict, batch: int = 64) -> dict |
     """Does the action head go where its grounding tokens say? At the reach's start (samples with two or more
     objects in view), the object token forced onto each visible object in turn (``sample(teacher=...)``), one chunk
     per case (same noise for every case of a sample): the share of chunks whose grip point ends nearest that
-    object, L frames later, for the instructed object and for the others; beside it, unforced, the share that ends
-    nearest the instructed one. None for a policy without grounding tokens."""
+    object, L frames later, for the instructed object and for the others; beside them, unforced, the shares that end
+    there anyway. A head that ignores the tokens follows them no more often than it ends there unforced. None for a
+    policy without grounding tokens."""
     from megohand.hand import load_hand_model
     from megohand.hand.vector import decode_chunk, state_to_params
     from megohand.metrics import grip_point
@@ -199,11 +200,14 @@ def follow_tokens(policy: MEgoHandPolicy, data: dict, batch: int = 64) -> dict |
             last = decode_chunk(data["state"][rows].double(), act.double())[:, -1]
             grip = grip_point(hand.forward_params(state_to_params(last)).joints)  # (b, 3)
             ends += (data["ends"][rows] - grip[:, None]).norm(dim=-1).nan_to_num(float("inf")).argmin(-1).tolist()
-    own = [e == 0 for (_, j), e in zip(cases, ends) if j is None]
+    unforced = {i: e for (i, j), e in zip(cases, ends) if j is None}
+    own = [e == 0 for e in unforced.values()]
     to_instructed = [e == j for (_, j), e in zip(cases, ends) if j == 0]
-    to_other = [e == j for (_, j), e in zip(cases, ends) if j is not None and j > 0]
+    others = [(i, j, e) for (i, j), e in zip(cases, ends) if j is not None and j > 0]
     return {"unforced_ends_at_instructed": float(np.mean(own)), "forced_instructed_followed": float(np.mean(to_instructed)),
-            "forced_other_followed": float(np.mean(to_other)), "samples": len(own), "forced_cases": len(cases) - len(own)}
+            "forced_other_followed": float(np.mean([e == j for _, j, e in others])),
+            "unforced_ends_at_that_other": float(np.mean([unforced[i] == j for i, j, _ in others])),
+            "samples": len(own), "forced_cases": len(cases) - len(own)}
 
 
 def chance(data: dict, grid: int, sigma: float) -> dict:
@@ -371,7 +375,8 @@ def checkpoints(args) -> None:
             print(f"{name}: at the reach's start ({f['samples']} samples), unforced chunks end nearest the instructed "
                   f"object {100 * f['unforced_ends_at_instructed']:.0f} %; the object token forced onto the instructed "
                   f"object: followed {100 * f['forced_instructed_followed']:.0f} %, onto another: followed "
-                  f"{100 * f['forced_other_followed']:.0f} %", flush=True)
+                  f"{100 * f['forced_other_followed']:.0f} % (unforced, {100 * f['unforced_ends_at_that_other']:.0f} % "
+                  "end there anyway)", flush=True)
     grid = test["size"] // 16
     report = {"command": "python benchmarks/grounding_probe.py " + " ".join(sys.argv[1:]), "split": args.split,
               "chance": chance(test, grid, GroundingConfig.sigma), "device": "cpu", "threads": torch.get_num_threads(),

@@ -218,8 +218,8 @@ class GroundingConfig:
     teacher: float = 0.0
     """With ``tokens``: probability per training sample and target that its grounding token carries the ground-truth
     location (the head's training target, ``megohand.models.grounding.teacher_logits``) instead of the head's answer
-    (teacher forcing). Trained on the head's answers alone, the action head learned to ignore the tokens (forcing
-    them onto another object changed no sampled chunk); inference always reads the head's answer."""
+    (teacher forcing). Trained on the head's answers alone, the action head learned to ignore the tokens (forced onto
+    another object, no more chunks ended there than unforced); inference always reads the head's answer."""
     head: Literal["linear", "query"] = "linear"
     """``linear``: a linear map of each image token (``GroundingHead``); ``query``: each image token matched against
     a query pooled from the vision-language tokens, the instruction's among them (``QueryGroundingHead``)."""
