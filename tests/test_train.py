@@ -223,6 +223,29 @@ def test_speed_settings_and_a_given_policy(store, tmp_path):
         Trainer(other, policy=policy)
 
 
+def test_init_from_a_trained_policy_starts_from_its_weights(store, tmp_path, capsys):
+    from megohand.errors import UserError
+    from megohand.models.config import GroundingConfig
+    from megohand.train.trainer import Trainer
+
+    src = train(tiny_train_cfg(store, tmp_path / "a", steps=2, save_every=2))
+    saved = load_file(src / "model.safetensors")
+    tr = Trainer(tiny_train_cfg(store, tmp_path / "b", steps=2, init_from=src))
+    own = tr.policy.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in saved.items())  # every saved weight, unchanged
+    assert json.loads((src / "normalizer.json").read_text()) == tr.policy.normalizer.to_dict()
+    # a module the checkpoint lacks starts fresh; a weight of another shape is refused, naming the checkpoint
+    grounded = replace(compact_cfg(), grounding=GroundingConfig(weight=1.0, tokens=True))
+    tr = Trainer(tiny_train_cfg(store, tmp_path / "c", steps=2, init_from=src, model=grounded))
+    own = tr.policy.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in saved.items())
+    assert "new, freshly initialised: grounding_head, grounding_tokens" in capsys.readouterr().out
+    with pytest.raises(UserError, match="another shape") as e:
+        Trainer(tiny_train_cfg(store, tmp_path / "d", init_from=src,
+                               model=replace(compact_cfg(), dit=replace(compact_cfg().dit, width=2 * compact_cfg().dit.width))))
+    assert str(src) in str(e.value)
+
+
 def test_compiled_training_step_matches_eager(tmp_path):
     """Regional compilation (aot_eager: dynamo capture + autograd tracing, no code generation, so it runs in
     seconds) gives eager's loss and gradients and keeps the state-dict keys."""

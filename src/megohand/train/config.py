@@ -86,6 +86,11 @@ class TrainConfig:
     """Checkpoints kept (older ones are deleted)."""
     resume: bool = True
     """Resume from the newest checkpoint in ``out/checkpoints`` if there is one."""
+    init_from: Path | None = None
+    """Fine-tune: start from the weights and normaliser of a trained policy (a full or slim checkpoint folder, e.g. a
+    benchmark run's ``model/`` or the shipped demo) instead of a fresh initialisation. Its architecture must match
+    ``--model`` where both have a module; modules only ``--model`` has (say ``--model.grounding.tokens`` added) start
+    fresh. A run that resumes from its own checkpoint ignores it."""
     stop_after: int | None = None
     """Stop (with a checkpoint) once this many steps are done in total, e.g. to split a run into jobs."""
     progress: bool = True

@@ -153,6 +153,30 @@ def store_normalizer(cfg: TrainConfig, accelerator):
                            window_scope=cfg.window_scope)
 
 
+def initial_weights(folder: Path):
+    """The trained policy of ``TrainConfig.init_from`` (full or slim checkpoint), on the CPU."""
+    from megohand.inference.policy import load_model
+
+    check_input(folder, "--init-from", what="checkpoint")
+    return load_model(folder)
+
+
+def load_initial_weights(policy, init, folder: Path) -> list[str]:
+    """Copy ``init``'s weights into ``policy`` (fine-tuning); -> the top-level modules of ``policy`` that ``init``
+    lacks (they keep their fresh initialisation). A weight of another shape, or one that ``policy`` has no place for,
+    is a UserError naming the checkpoint."""
+    own, theirs = savable(policy.state_dict()), savable(init.state_dict())
+    extra = sorted(set(theirs) - set(own))
+    wrong = [k for k in theirs if k in own and theirs[k].shape != own[k].shape]
+    if extra or wrong:
+        raise UserError(f"this checkpoint does not fit --model: {len(extra)} weights it has no place for "
+                        f"({', '.join(extra[:3])}), {len(wrong)} of another shape ({', '.join(wrong[:3])})",
+                        path=folder, field="--init-from",
+                        hint="give the checkpoint's architecture (its config.json) on the command line")
+    policy.load_state_dict(theirs, strict=False)
+    return sorted({k.split(".")[0] for k in set(own) - set(theirs)})
+
+
 class Trainer:
     """Builds the policy, optimiser and data, then ``run()``; see the module docstring for resume semantics.
 
@@ -192,8 +216,12 @@ class Trainer:
         self.resume_dir = ck.latest_checkpoint(self.ckdir) if cfg.resume else None
         torch.manual_seed(cfg.seed)  # same initial weights on every process
 
+        init = None
         if self.resume_dir is not None:
             normalizer = checkpoint_config(self.resume_dir)[1]
+        elif cfg.init_from is not None:
+            init = initial_weights(cfg.init_from)
+            normalizer = init.normalizer
         elif normalizer is None and train_dataset is None:
             normalizer = store_normalizer(cfg, acc)
         if policy is None:
@@ -204,6 +232,10 @@ class Trainer:
             policy.set_normalizer(normalizer)
         if self.resume_dir is not None:
             policy.load_weights(self.resume_dir / "model.safetensors")
+        elif init is not None:
+            fresh = load_initial_weights(policy, init, cfg.init_from)
+            if acc.is_main_process:
+                print(f"started from {cfg.init_from}" + (f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""))
         if train_dataset is None:
             train_dataset, eval_dataset = build_datasets(cfg, policy.backbone.image_size)
         self.train_ds, self.eval_ds = train_dataset, eval_dataset
