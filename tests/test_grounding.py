@@ -190,11 +190,22 @@ def test_teacher_forcing_feeds_the_ground_truth_to_the_action_head_in_training_o
     none = torch.zeros(2, 2, dtype=torch.bool)
     assert torch.allclose(p.sample(b["image"], text, b["state"], noise, 2, teacher=(uv, none)), a1)
     assert not torch.allclose(p.sample(b["image"], text, b["state"], noise, 2, teacher=(uv, ~none)), a1)
-    try:
-        MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0, teacher=0.5)))
-        raise AssertionError("teacher forcing without grounding tokens must be refused")
-    except ValueError as e:
-        assert "--model.grounding.tokens" in str(e)
+    for lone in (dict(teacher=0.5), dict(tokens_norm=True)):
+        try:
+            MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0, **lone)))
+            raise AssertionError(f"{lone} without grounding tokens must be refused")
+        except ValueError as e:
+            assert "--model.grounding.tokens" in str(e)
+
+
+def test_normed_grounding_tokens_have_the_layer_norm_scale():
+    logits = torch.randn(3, 16, 2)
+    tok = GroundingTokens(32, max_depth=2.0, norm=True)
+    out = tok(logits)
+    # LayerNorm at its initial affine (1, 0): each token has zero mean and unit variance over its 32 features
+    assert torch.allclose(out.mean(-1), torch.zeros(3, 2), atol=1e-5)
+    assert torch.allclose(out.var(-1, unbiased=False), torch.ones(3, 2), atol=1e-3)
+    assert GroundingTokens(32, max_depth=2.0).norm is None  # off by default: older checkpoints load unchanged
 
 
 def test_film_starts_as_the_plain_cnn_then_reads_the_sentence(tmp_path):

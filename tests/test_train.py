@@ -239,7 +239,11 @@ def test_init_from_a_trained_policy_starts_from_its_weights(store, tmp_path, cap
     tr = Trainer(tiny_train_cfg(store, tmp_path / "c", steps=2, init_from=src, model=grounded))
     own = tr.policy.state_dict()
     assert all(torch.equal(own[k], v) for k, v in saved.items())
-    assert "new, freshly initialised: grounding_head, grounding_tokens" in capsys.readouterr().out
+    assert "new, freshly initialised: grounding_head, grounding_tokens\n" in capsys.readouterr().out
+    tr.policy.save_pretrained(tmp_path / "g")  # with grounding tokens; then a LayerNorm on them is all that is new
+    normed = replace(grounded, grounding=replace(grounded.grounding, tokens_norm=True))
+    Trainer(tiny_train_cfg(store, tmp_path / "e", steps=2, init_from=tmp_path / "g", model=normed))
+    assert "new, freshly initialised: grounding_tokens.norm\n" in capsys.readouterr().out
     with pytest.raises(UserError, match="another shape") as e:
         Trainer(tiny_train_cfg(store, tmp_path / "d", init_from=src,
                                model=replace(compact_cfg(), dit=replace(compact_cfg().dit, width=2 * compact_cfg().dit.width))))

@@ -215,6 +215,9 @@ class GroundingConfig:
     """Also feed the head's answer to the action head: one token per target (expected location, depth there,
     peak probability; ``megohand.models.grounding.GroundingTokens``), appended to the vision-language tokens.
     Then inference runs the head too."""
+    tokens_norm: bool = False
+    """With ``tokens``: a LayerNorm on them. The action head reads its context unnormalised, and the trained tokens
+    were about 8 times smaller than the other vision-language tokens (norm 1.2 against 10)."""
     teacher: float = 0.0
     """With ``tokens``: probability per training sample and target that its grounding token carries the ground-truth
     location (the head's training target, ``megohand.models.grounding.teacher_logits``) instead of the head's answer

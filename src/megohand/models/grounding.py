@@ -111,11 +111,14 @@ class GroundingTokens(nn.Module):
     embedding of the target. The features are detached: the grounding loss alone trains the head, the flow loss
     trains the use of its answer (the action head sees at test time what it saw in training: predictions)."""
 
-    def __init__(self, dim: int, max_depth: float):
+    def __init__(self, dim: int, max_depth: float, norm: bool = False):
         super().__init__()
         self.max_depth = max_depth
         self.mlp = nn.Sequential(nn.Linear(5, dim), nn.GELU(), nn.Linear(dim, dim))
         self.target = nn.Parameter(torch.zeros(len(TARGETS), dim))
+        # ``norm``: a LayerNorm on the tokens, so that their scale matches the vision-language tokens' (the DiT's
+        # cross-attention reads its context unnormalised)
+        self.norm = nn.LayerNorm(dim) if norm else None
 
     def forward(self, logits: torch.Tensor, depth: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,7 +133,8 @@ class GroundingTokens(nn.Module):
             z = z * has
         feats = torch.cat([uv, z[..., None], peak[..., None], has[..., None]], dim=-1)  # (B, K, 5)
         w = self.mlp[0].weight
-        return self.mlp(feats.to(w.dtype)) + self.target.to(w.dtype)
+        tokens = self.mlp(feats.to(w.dtype)) + self.target.to(w.dtype)
+        return tokens if self.norm is None else self.norm(tokens)
 
 
 class ParseHead(nn.Module):

@@ -107,8 +107,9 @@ class MEgoHandPolicy(nn.Module):
             raise ValueError("--model.backbone.augment crops the image after the grounding and scene-parsing targets "
                              "were placed on it; use the dataset's augmentation (megohand train --augment, on by "
                              "default) with grounding")
-        if g.teacher > 0 and not g.tokens:
-            raise ValueError("--model.grounding.teacher forces the grounding tokens: it needs --model.grounding.tokens")
+        if (g.teacher > 0 or g.tokens_norm) and not g.tokens:
+            raise ValueError("--model.grounding.teacher and --model.grounding.tokens-norm act on the grounding tokens: "
+                             "they need --model.grounding.tokens")
         self.config = config
         self.normalizer = normalizer
         D = config.dit.width
@@ -127,7 +128,7 @@ class MEgoHandPolicy(nn.Module):
         if config.grounding.weight > 0 and config.uses_text and config.uses_image:
             self.grounding_head = QueryGroundingHead(D) if config.grounding.head == "query" else GroundingHead(D)
             if config.grounding.tokens:
-                self.grounding_tokens = GroundingTokens(D, config.depth.max_depth)
+                self.grounding_tokens = GroundingTokens(D, config.depth.max_depth, norm=config.grounding.tokens_norm)
         self.parse_head = None
         if config.grounding.parse > 0 and config.uses_image:
             from megohand.data.synthetic.scene import COLORS

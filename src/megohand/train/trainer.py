@@ -162,8 +162,8 @@ def initial_weights(folder: Path):
 
 
 def load_initial_weights(policy, init, folder: Path) -> list[str]:
-    """Copy ``init``'s weights into ``policy`` (fine-tuning); -> the top-level modules of ``policy`` that ``init``
-    lacks (they keep their fresh initialisation). A weight of another shape, or one that ``policy`` has no place for,
+    """Copy ``init``'s weights into ``policy`` (fine-tuning); -> the modules of ``policy`` that ``init`` lacks (they
+    keep their fresh initialisation). A weight of another shape, or one that ``policy`` has no place for,
     is a UserError naming the checkpoint."""
     own, theirs = savable(policy.state_dict()), savable(init.state_dict())
     extra = sorted(set(theirs) - set(own))
@@ -174,7 +174,17 @@ def load_initial_weights(policy, init, folder: Path) -> list[str]:
                         path=folder, field="--init-from",
                         hint="give the checkpoint's architecture (its config.json) on the command line")
     policy.load_state_dict(theirs, strict=False)
-    return sorted({k.split(".")[0] for k in set(own) - set(theirs)})
+    missing = set(own) - set(theirs)
+
+    def module(key: str) -> str:  # the outermost module whose weights are all missing
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i]) + "."
+            if all(k in missing for k in own if k.startswith(prefix)):
+                return prefix[:-1]
+        return key
+
+    return sorted({module(k) for k in missing})
 
 
 class Trainer:
