@@ -67,7 +67,8 @@ def load(store: Path, split: str, n: int, size: int, seed: int, unnamed_destinat
                        stored_depth="auto" if depth else "none")
     idx = np.random.default_rng(seed).permutation(len(ds))[:n]
     samples = [ds[int(i)] for i in idx]
-    objects, ends, names, early, start = [], [], [], [], []  # ends: centres (N, 3) [m, camera] L frames later  # every object's centre in the model image, [0, 1] (NaN: behind the camera)
+    objects, names, early, start = [], [], [], []  # every object's centre in the model image, [0, 1] (NaN: behind the camera)
+    ends = []  # every object's centre (N, 3) [m, camera frame] L frames later
     landmarks = []  # (uv [0, 1], "colour mat") of the mats in the picture
     for i, s in zip(idx, samples):
         facts = ds.facts(int(ds._ep[i]))
