@@ -29,8 +29,9 @@ both (``refer+parse``)."""
 
 
 def ablation_args(name: str) -> tuple[str, ...]:
-    """The ``megohand train`` overrides of an ablation name, its ``+``-joined parts in order."""
-    return tuple(arg for part in name.split("+") if part for arg in ABLATIONS[part])
+    """The ``megohand train`` overrides of an ablation name, its ``+``-joined parts in order (each override once:
+    ``teacher+token-norm`` both turn the grounding tokens on)."""
+    return tuple(dict.fromkeys(arg for part in name.split("+") if part for arg in ABLATIONS[part]))
 
 
 def parse_run(name: str) -> tuple[str, int, str] | None:
