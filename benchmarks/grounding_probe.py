@@ -173,13 +173,13 @@ def follow_tokens(policy: MEgoHandPolicy, data: dict, batch: int = 64) -> dict |
     objects in view), the object token forced onto each visible object in turn (``sample(teacher=...)``), one chunk
     per case (same noise for every case of a sample): the share of chunks whose grip point ends nearest that
     object, L frames later, for the instructed object and for the others; beside them, unforced, the shares that end
-    there anyway. A head that ignores the tokens follows them no more often than it ends there unforced. None for a
-    policy without grounding tokens."""
+    there anyway. A head that ignores the tokens follows them no more often than it ends there unforced. The same
+    for ``grounding.state`` (what the state token reads is forced). None for a policy with neither."""
     from megohand.hand import load_hand_model
     from megohand.hand.vector import decode_chunk, state_to_params
     from megohand.metrics import grip_point
 
-    if policy.grounding_tokens is None:
+    if policy.grounding_tokens is None and policy.grounding_state is None:
         return None
     policy.eval()
     hand = load_hand_model(None)

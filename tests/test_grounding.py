@@ -3,7 +3,8 @@
 Oracles: the target distribution against a hand-computed Gaussian on a 4 x 4 grid; the loss of a head that puts
 all its mass on the right cell is lower than the loss of one that puts it on another; dropout seen through what
 reaches the text encoder; the grounding tokens' soft-argmax and depth against hand-computed cells and a depth ramp;
-teacher forcing seen through the flow loss, which stops depending on the head's weights when every token is forced.
+teacher forcing seen through the flow loss, which stops depending on the head's weights when every token is forced;
+the grounded state token against the same weights without it (its zero start changes nothing).
 """
 
 import math
@@ -13,8 +14,8 @@ import torch
 
 from megohand.models import MEgoHandPolicy
 from megohand.models.config import GroundingConfig, ModalityDropoutConfig
-from megohand.models.grounding import (GroundingTokens, expected_locations, gaussian_targets, grounding_loss,
-                                       teacher_logits)
+from megohand.models.grounding import (GroundingState, GroundingTokens, expected_locations, gaussian_targets,
+                                       grounding_features, grounding_loss, teacher_logits)
 
 from test_models_fixtures import sample_batch
 from test_models_policy import compact_cfg
@@ -196,6 +197,57 @@ def test_teacher_forcing_feeds_the_ground_truth_to_the_action_head_in_training_o
             raise AssertionError(f"{lone} without grounding tokens must be refused")
         except ValueError as e:
             assert "--model.grounding.tokens" in str(e)
+
+
+def test_grounded_state_starts_as_the_plain_policy_then_follows_the_head(tmp_path):
+    torch.manual_seed(0)
+    b = grounded_batch()
+    b["ground_valid"] = torch.ones(2, 2, dtype=torch.bool)
+    cfg = compact_cfg(grounding=GroundingConfig(weight=1.0, state=True))
+    p = MEgoHandPolicy(cfg).eval()
+    plain = MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0))).eval()
+    missing, unexpected = plain.load_state_dict(p.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith("grounding_state.") for k in unexpected)
+    text = p.prepare_text(b["instruction"], 2)
+    noise = torch.randn(2, cfg.horizon, cfg.action_dim)
+    a0 = plain.sample(b["image"], text, b["state"], noise, 2)
+    assert torch.allclose(p.sample(b["image"], text, b["state"], noise, 2), a0)  # zero last layer: as before
+    with torch.no_grad():
+        torch.nn.init.normal_(p.grounding_state.mlp[-1].weight)
+    a1 = p.sample(b["image"], text, b["state"], noise, 2)
+    assert not torch.allclose(a1, a0)
+    # what it reads: both targets' grounding_features, in order
+    seen = {}
+    p.grounding_state.mlp[0].register_forward_pre_hook(lambda m, i: seen.update(x=i[0]) or None)
+    logits = p.encode_tokens(b["image"], text, ground=True)[-1]
+    p.sample(b["image"], text, b["state"], noise, 2)
+    assert torch.allclose(seen["x"], grounding_features(logits, None, None, 2.0).flatten(1), atol=1e-6)
+    # forced at inference (the probe's diagnostic), and through a checkpoint
+    uv = torch.tensor([[[0.2, 0.2], [0.5, 0.5]], [[0.8, 0.7], [0.5, 0.5]]])
+    mark = torch.ones(2, 2, dtype=torch.bool)
+    assert not torch.allclose(p.sample(b["image"], text, b["state"], noise, 2, teacher=(uv, mark)), a1)
+    p.save_pretrained(tmp_path / "m")
+    q = MEgoHandPolicy.from_pretrained(tmp_path / "m").eval()
+    assert q.config.grounding.state and torch.allclose(q.sample(b["image"], text, b["state"], noise, 2), a1)
+    # teacher forcing: with every target forced the flow loss no longer reads the head's weights
+    for teacher, follows_head in ((1.0, False), (0.0, True)):
+        f = MEgoHandPolicy(replace(cfg, grounding=replace(cfg.grounding, teacher=teacher))).train()
+        f.load_state_dict(p.state_dict())
+        torch.manual_seed(0)
+        before = float(f(b)[1]["loss_fm"])
+        with torch.no_grad():
+            for w in f.grounding_head.parameters():
+                w.add_(torch.randn_like(w))
+        torch.manual_seed(0)
+        assert (float(f(b)[1]["loss_fm"]) != before) == follows_head, teacher
+
+
+def test_grounding_state_mlp_reads_two_targets():
+    enc = GroundingState(16, 8, max_depth=2.0)
+    logits = torch.randn(3, 16, 2)
+    with torch.no_grad():
+        assert enc(logits).shape == (3, 16) and float(enc(logits).abs().max()) == 0.0  # zero at the start
+    assert enc.mlp[0].in_features == 10
 
 
 def test_normed_grounding_tokens_have_the_layer_norm_scale():

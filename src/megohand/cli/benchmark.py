@@ -19,6 +19,8 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "grounding-tokens": ("--model.grounding.tokens",),
     "teacher": ("--model.grounding.tokens", "--model.grounding.teacher=0.5"),
     "token-norm": ("--model.grounding.tokens", "--model.grounding.tokens-norm"),
+    "ground-state": ("--model.grounding.state",),
+    "state-teacher": ("--model.grounding.state", "--model.grounding.teacher=0.5"),
     "film": ("--model.backbone.film",),
     "refer": ("--model.grounding.refer=0.5",),
     "parse": ("--model.grounding.parse=0.5",),
@@ -69,8 +71,9 @@ class Benchmark:
     """Training seeds of every variant."""
     ablations: tuple[str, ...] = ()
     """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens, teacher
-    (grounding tokens with teacher forcing), token-norm (grounding tokens with a LayerNorm), film, refer, parse, query;
-    ``+`` joins several: refer+parse), first seed only."""
+    (grounding tokens with teacher forcing), token-norm (grounding tokens with a LayerNorm), ground-state (the
+    grounding head's answer added to the state token), state-teacher (that with teacher forcing), film, refer, parse,
+    query; ``+`` joins several: refer+parse), first seed only."""
     runs: tuple[str, ...] = ()
     """Exactly these runs, named <variant>_s<seed>[_<ablation>] (TI_s1 V_s0 TID_s0_refer+parse), instead of every
     variant x seed and the ablations; a run whose folder already holds a model is evaluated, not trained."""

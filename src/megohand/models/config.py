@@ -218,11 +218,16 @@ class GroundingConfig:
     tokens_norm: bool = False
     """With ``tokens``: a LayerNorm on them. The action head reads its context unnormalised, and the trained tokens
     were about 8 times smaller than the other vision-language tokens (norm 1.2 against 10)."""
+    state: bool = False
+    """Also feed the head's answer to the action head through its state token: the same numbers as ``tokens``, of both
+    targets, through a small MLP (last layer zero at the start) added to the encoded state
+    (``megohand.models.grounding.GroundingState``). Then inference runs the head too."""
     teacher: float = 0.0
-    """With ``tokens``: probability per training sample and target that its grounding token carries the ground-truth
-    location (the head's training target, ``megohand.models.grounding.teacher_logits``) instead of the head's answer
-    (teacher forcing). Trained on the head's answers alone, the action head learned to ignore the tokens (forced onto
-    another object, no more chunks ended there than unforced); inference always reads the head's answer."""
+    """With ``tokens`` or ``state``: probability per training sample and target that what the action head reads of the
+    head's answer carries the ground-truth location instead (the head's training target,
+    ``megohand.models.grounding.teacher_logits``; teacher forcing). Trained on the head's answers alone, the action
+    head learned to ignore the tokens (forced onto another object, no more chunks ended there than unforced);
+    inference always reads the head's answer."""
     head: Literal["linear", "query"] = "linear"
     """``linear``: a linear map of each image token (``GroundingHead``); ``query``: each image token matched against
     a query pooled from the vision-language tokens, the instruction's among them (``QueryGroundingHead``)."""

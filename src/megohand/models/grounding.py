@@ -9,7 +9,8 @@ instructions name *what*, never *where*).
 ``ParseHead`` (optional) says, at every image position, the colour and shape of the object there (or none):
 dense supervision of what the picture shows where, from the scene facts (``cell_labels``).
 ``GroundingTokens`` (optional) turns the head's prediction into one token per target for the action head: the
-expected location, the depth there and the peak probability, so the flow head reads where to go as a few numbers.
+expected location, the depth there and the peak probability, so the flow head reads where to go as a few numbers;
+``GroundingState`` (optional) adds the same numbers to the action head's state token instead.
 """
 
 from __future__ import annotations
@@ -104,12 +105,29 @@ def expected_locations(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return uv, prob.amax(dim=-1)
 
 
+def grounding_features(logits: torch.Tensor, depth: torch.Tensor | None, valid: torch.Tensor | None,
+                       max_depth: float) -> torch.Tensor:
+    """What the action head reads of the head's answer: logits (B, G^2, K) [+ the depth the model reads (B, 1, S, S) m,
+    valid (B,)] -> (B, K, 5) per target (u, v in [0, 1], depth at (u, v) / max_depth, peak probability, depth valid);
+    depth entries 0 without depth. Detached: the grounding loss alone trains the head."""
+    uv, peak = expected_locations(logits.detach())
+    B, K, _ = uv.shape
+    z = uv.new_zeros(B, K)
+    has = uv.new_zeros(B, K)
+    if depth is not None:
+        grid = (uv * 2 - 1)[:, :, None]  # (B, K, 1, 2) in grid_sample's [-1, 1], align_corners=False
+        z = F.grid_sample(depth.float(), grid, mode="bilinear", align_corners=False)[:, 0, :, 0] / max_depth
+        has = (uv.new_ones(B) if valid is None else valid.to(uv.dtype))[:, None].expand(B, K)
+        z = z * has
+    return torch.cat([uv, z[..., None], peak[..., None], has[..., None]], dim=-1)
+
+
 class GroundingTokens(nn.Module):
     """Grounding logits (B, G^2, K) [+ the depth the model reads (B, 1, S, S) m, valid (B,)] -> K tokens (B, K, D).
 
-    Per target: (u, v, depth at (u, v) / max_depth, peak probability, depth valid) through a small MLP, plus a learned
-    embedding of the target. The features are detached: the grounding loss alone trains the head, the flow loss
-    trains the use of its answer (the action head sees at test time what it saw in training: predictions)."""
+    Per target: ``grounding_features`` through a small MLP, plus a learned embedding of the target. The features are
+    detached: the grounding loss alone trains the head, the flow loss trains the use of its answer (the action head
+    sees at test time what it saw in training: predictions)."""
 
     def __init__(self, dim: int, max_depth: float, norm: bool = False):
         super().__init__()
@@ -122,19 +140,29 @@ class GroundingTokens(nn.Module):
 
     def forward(self, logits: torch.Tensor, depth: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None) -> torch.Tensor:
-        uv, peak = expected_locations(logits.detach())
-        B, K, _ = uv.shape
-        z = uv.new_zeros(B, K)
-        has = uv.new_zeros(B, K)
-        if depth is not None:
-            grid = (uv * 2 - 1)[:, :, None]  # (B, K, 1, 2) in grid_sample's [-1, 1], align_corners=False
-            z = F.grid_sample(depth.float(), grid, mode="bilinear", align_corners=False)[:, 0, :, 0] / self.max_depth
-            has = (uv.new_ones(B) if valid is None else valid.to(uv.dtype))[:, None].expand(B, K)
-            z = z * has
-        feats = torch.cat([uv, z[..., None], peak[..., None], has[..., None]], dim=-1)  # (B, K, 5)
         w = self.mlp[0].weight
-        tokens = self.mlp(feats.to(w.dtype)) + self.target.to(w.dtype)
+        feats = grounding_features(logits, depth, valid, self.max_depth).to(w.dtype)  # (B, K, 5)
+        tokens = self.mlp(feats) + self.target.to(w.dtype)
         return tokens if self.norm is None else self.norm(tokens)
+
+
+class GroundingState(nn.Module):
+    """Grounding logits (B, G^2, K) [+ depth (B, 1, S, S) m, valid (B,)] -> (B, D), added to the action head's state
+    token: the head's answer (``grounding_features`` of every target, concatenated) through a small MLP whose last
+    layer starts at zero, so a trained policy fine-tuned with it starts as it was. The state token is a query of the
+    DiT's self-attention that every block reads, unlike a context token among a hundred others."""
+
+    def __init__(self, dim: int, hidden: int, max_depth: float):
+        super().__init__()
+        self.max_depth = max_depth
+        self.mlp = nn.Sequential(nn.Linear(5 * len(TARGETS), hidden), nn.GELU(), nn.Linear(hidden, dim))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, logits: torch.Tensor, depth: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.mlp[0].weight
+        return self.mlp(grounding_features(logits, depth, valid, self.max_depth).flatten(1).to(w.dtype))
 
 
 class ParseHead(nn.Module):

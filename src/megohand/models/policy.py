@@ -22,8 +22,8 @@ from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
 from megohand.models.depth import DepthEncoder, DepthHead, build_estimator, depth_supervision_loss
 from megohand.models.dit import ActionHead
-from megohand.models.grounding import (GroundingHead, GroundingTokens, ParseHead, QueryGroundingHead, cell_labels,
-                                       grounding_loss, parse_loss, teacher_logits)
+from megohand.models.grounding import (GroundingHead, GroundingState, GroundingTokens, ParseHead, QueryGroundingHead,
+                                       cell_labels, grounding_loss, parse_loss, teacher_logits)
 
 NOT_SAVED = ("depth_estimator.",)
 """State-dict key prefixes a checkpoint never holds: the frozen external depth estimator (Depth Anything), which
@@ -107,9 +107,12 @@ class MEgoHandPolicy(nn.Module):
             raise ValueError("--model.backbone.augment crops the image after the grounding and scene-parsing targets "
                              "were placed on it; use the dataset's augmentation (megohand train --augment, on by "
                              "default) with grounding")
-        if (g.teacher > 0 or g.tokens_norm) and not g.tokens:
-            raise ValueError("--model.grounding.teacher and --model.grounding.tokens-norm act on the grounding tokens: "
-                             "they need --model.grounding.tokens")
+        if g.tokens_norm and not g.tokens:
+            raise ValueError("--model.grounding.tokens-norm acts on the grounding tokens: it needs "
+                             "--model.grounding.tokens")
+        if g.teacher > 0 and not (g.tokens or g.state):
+            raise ValueError("--model.grounding.teacher acts on what the action head reads of the grounding head: it "
+                             "needs --model.grounding.tokens or --model.grounding.state")
         self.config = config
         self.normalizer = normalizer
         D = config.dit.width
@@ -124,11 +127,13 @@ class MEgoHandPolicy(nn.Module):
             )
             if dc.supervision:
                 self.depth_head = DepthHead(self.depth_encoder.out_channels, dc.supervision_size)
-        self.grounding_head = self.grounding_tokens = None
+        self.grounding_head = self.grounding_tokens = self.grounding_state = None
         if config.grounding.weight > 0 and config.uses_text and config.uses_image:
             self.grounding_head = QueryGroundingHead(D) if config.grounding.head == "query" else GroundingHead(D)
             if config.grounding.tokens:
                 self.grounding_tokens = GroundingTokens(D, config.depth.max_depth, norm=config.grounding.tokens_norm)
+            if config.grounding.state:
+                self.grounding_state = GroundingState(D, config.dit.head_hidden, config.depth.max_depth)
         self.parse_head = None
         if config.grounding.parse > 0 and config.uses_image:
             from megohand.data.synthetic.scene import COLORS
@@ -243,13 +248,23 @@ class MEgoHandPolicy(nn.Module):
         px = self.encode_pixels(image, depth, has_depth) if pixels is None else pixels
         vl, mask = self.backbone.forward_tokens(px["img"], text, px["depth_tokens"], vision=px["vision"])
         logits = None
-        if self.grounding_head is not None and (ground or self.grounding_tokens is not None):
+        if self.grounding_head is not None and (ground or self.grounding_tokens is not None
+                                                or self.grounding_state is not None):
             logits = self.grounding_head(self.backbone.image_tokens(vl, text), vl, mask)
             if self.grounding_tokens is not None:
                 fed = logits if teacher is None else teacher_logits(logits, *teacher, self.config.grounding.sigma)
                 vl = torch.cat([vl, self.grounding_tokens(fed, px["d_in"], px["valid"]).to(vl.dtype)], dim=1)
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], logits.shape[-1])], dim=1)
         return vl, mask, px["feats"], px["valid"], px["d_store"], logits
+
+    def grounded_state(self, state_token: torch.Tensor, logits: torch.Tensor | None, pixels: dict,
+                       teacher: tuple | None = None) -> torch.Tensor:
+        """The state token (B, 1, D) plus, with ``grounding.state``, what ``GroundingState`` reads of the grounding
+        logits (B, G^2, 2) (``teacher`` as in ``encode_tokens``); ``pixels`` from encode_pixels (its depth)."""
+        if self.grounding_state is None:
+            return state_token
+        fed = logits if teacher is None else teacher_logits(logits, *teacher, self.config.grounding.sigma)
+        return state_token + self.grounding_state(fed, pixels["d_in"], pixels["valid"]).to(state_token.dtype)[:, None]
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -275,7 +290,8 @@ class MEgoHandPolicy(nn.Module):
         text = self.prepare_text(instructions, B)
         pixels = self.encode_pixels(image, depth, has_depth)
         teacher = None
-        if self.training and self.grounding_tokens is not None and cfg.grounding.teacher > 0 and "ground_uv" in batch:
+        reads = self.grounding_tokens is not None or self.grounding_state is not None
+        if self.training and reads and cfg.grounding.teacher > 0 and "ground_uv" in batch:
             use = (batch["ground_valid"].bool().cpu() & (keep_t & keep_i)[:, None]
                    & (torch.rand(B, batch["ground_valid"].shape[1]) < cfg.grounding.teacher))
             teacher = (batch["ground_uv"].to(dev, non_blocking=True), use.to(dev, non_blocking=True))
@@ -292,7 +308,7 @@ class MEgoHandPolicy(nn.Module):
         tau = fm.sample_tau(B, f.beta_alpha, f.beta_beta, f.noise_s, device=dev)
         x = fm.interpolate(noise, action, tau)
         t = fm.discretise(tau, f.timestep_buckets)
-        state_tok = self.head.state_encoder(state)[:, None]
+        state_tok = self.grounded_state(self.head.state_encoder(state)[:, None], ground_logits, pixels, teacher)
         v = self.head(state_tok, x, t, vl, mask if cfg.dit.mask_vl_padding else None)
         loss_fm = fm.masked_mse(v, fm.target_velocity(noise, action), amask[..., None])
         info = {"loss_fm": loss_fm.detach()}
@@ -396,20 +412,21 @@ class MEgoHandPolicy(nn.Module):
         buckets = self.config.flow.timestep_buckets
 
         def context(prepared: dict):
-            vl, mask, *_ = self.encode_tokens(image, prepared, depth, has_depth, pixels=pixels, teacher=teacher)
+            vl, mask, *_, logits = self.encode_tokens(image, prepared, depth, has_depth, pixels=pixels, teacher=teacher)
             vl = vl.to(dtype)
-            return self.head.dit.context_kv(vl), mask if self.config.dit.mask_vl_padding else None
+            return (self.head.dit.context_kv(vl), mask if self.config.dit.mask_vl_padding else None,
+                    self.grounded_state(state_tok, logits, pixels, teacher))
 
-        kv, mask = context(text)
+        kv, mask, query = context(text)
         null = context(null_text) if null_text is not None and guidance != 1.0 else None
         until = self.config.flow.guidance_until
 
         def velocity(x, tau: float):
             t = torch.full((B,), int(tau * buckets), device=dev, dtype=torch.long)
-            v = head(state_tok, x, t, None, mask, kv)
+            v = head(query, x, t, None, mask, kv)
             if null is None or tau >= until:
                 return v
-            v0 = head(state_tok, x, t, None, null[1], null[0])
+            v0 = head(null[2], x, t, None, null[1], null[0])
             return v0 + guidance * (v - v0)
 
         x = fm.euler_integrate(velocity, noise.to(dev, dtype), steps)
