@@ -4,10 +4,11 @@ episode."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
-from megohand.cli.benchmark import Benchmark, ablation_args, group_runs, mean_spread, run_args, speed_lines
+from megohand.cli.benchmark import ABLATIONS, Benchmark, ablation_args, group_runs, mean_spread, run_args, speed_lines
 
 
 def test_group_runs_and_mean_spread_by_hand():
@@ -16,6 +17,22 @@ def test_group_runs_and_mean_spread_by_hand():
                       "static": ["static"], "const-vel": ["const-vel"]}
     assert mean_spread([1.0, 4.0, math.nan, None]) == (2.5, 3.0)
     assert all(math.isnan(x) for x in mean_spread([math.nan]))
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_ablation_parses_and_builds_a_policy(name):
+    """Each named change is a valid ``megohand train`` command line whose model builds (the TID variant the
+    ablations apply to), e.g. teacher forcing only together with what it forces."""
+    import tyro
+
+    from megohand.cli.train import Train
+    from megohand.models import MEgoHandPolicy
+    from test_models_policy import compact_cfg
+
+    model = tyro.cli(Train, args=["--store", "s", "--out", "o", "model:compact", *ablation_args(name)]).model
+    tiny = compact_cfg(grounding=model.grounding, dropout=model.dropout)
+    MEgoHandPolicy(replace(tiny, backbone=replace(tiny.backbone, compact=replace(
+        tiny.backbone.compact, film=model.backbone.compact.film))))
 
 
 def test_ablations_join_with_plus():
