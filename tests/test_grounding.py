@@ -10,6 +10,7 @@ the grounded state token against the same weights without it (its zero start cha
 import math
 from dataclasses import replace
 
+import pytest
 import torch
 
 from megohand.models import MEgoHandPolicy
@@ -242,6 +243,50 @@ def test_grounded_state_starts_as_the_plain_policy_then_follows_the_head(tmp_pat
         assert (float(f(b)[1]["loss_fm"]) != before) == follows_head, teacher
 
 
+def test_grounded_state_dropout_and_guidance_against_the_plain_state_token():
+    torch.manual_seed(0)
+    b = grounded_batch()
+    cfg = compact_cfg(grounding=GroundingConfig(weight=1.0, state=True))
+    p = MEgoHandPolicy(cfg).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(p.grounding_state.mlp[-1].weight)
+    zeroed = MEgoHandPolicy(cfg).eval()
+    zeroed.load_state_dict(p.state_dict())
+    with torch.no_grad():
+        zeroed.grounding_state.mlp[-1].weight.zero_()
+        zeroed.grounding_state.mlp[-1].bias.zero_()
+
+    def variant(weights=p, **flow_or_grounding):
+        flow = {k: v for k, v in flow_or_grounding.items() if k == "ground_guidance"}
+        ground = {k: v for k, v in flow_or_grounding.items() if k != "ground_guidance"}
+        q = MEgoHandPolicy(replace(cfg, flow=replace(cfg.flow, **flow), grounding=replace(cfg.grounding, **ground)))
+        q.load_state_dict(weights.state_dict())
+        return q
+
+    text = p.prepare_text(b["instruction"], 2)
+    noise = torch.randn(2, cfg.horizon, cfg.action_dim)
+    run = lambda q: q.eval().sample(b["image"], text, b["state"], noise, 3)  # noqa: E731
+    plain, with_ground = run(zeroed), run(p)
+    assert not torch.allclose(plain, with_ground)
+    # w_g = 0 is the plain state token's velocity, w_g = 1 the grounded one's; w_g = 2 goes beyond, linearly per step
+    assert torch.allclose(run(variant(ground_guidance=0.0)), plain, atol=1e-5)
+    assert torch.allclose(run(variant(ground_guidance=1.0)), with_ground)
+    assert not torch.allclose(run(variant(ground_guidance=2.0)), with_ground)
+    # state dropout: a dropped sample goes without the head's answer, as if its encoder were zero (same draws)
+    losses = {}
+    for rate in (1.0, 0.0):
+        for name, weights in (("trained", p), ("zeroed", zeroed)):
+            torch.manual_seed(0)
+            losses[rate, name] = float(variant(weights, state_dropout=rate).train()(b)[1]["loss_fm"])
+    assert losses[1.0, "trained"] == losses[1.0, "zeroed"] and losses[0.0, "trained"] != losses[0.0, "zeroed"]
+    for bad in (dict(state_dropout=0.1), dict(ground_guidance=2.0)):
+        flow = {k: v for k, v in bad.items() if k == "ground_guidance"}
+        ground = {k: v for k, v in bad.items() if k != "ground_guidance"}
+        with pytest.raises(ValueError, match="--model.grounding.state"):
+            MEgoHandPolicy(compact_cfg(flow=replace(cfg.flow, **flow),
+                                       grounding=GroundingConfig(weight=1.0, **ground)))
+
+
 def test_grounding_state_mlp_reads_two_targets():
     enc = GroundingState(16, 8, max_depth=2.0)
     logits = torch.randn(3, 16, 2)
@@ -439,8 +484,6 @@ def test_scene_parsing_loss_in_the_policy_and_off_by_default():
 
 
 def test_model_side_crop_is_refused_with_grounding():
-    import pytest
-
     cfg = compact_cfg(grounding=GroundingConfig(weight=1.0))
     with pytest.raises(ValueError, match="backbone.augment crops the image"):
         MEgoHandPolicy(replace(cfg, backbone=cfg.backbone.replace(augment=True)))

@@ -195,6 +195,9 @@ class FlowConfig:
     text_guidance: float = 1.0
     """Classifier-free guidance on the instruction at inference: velocity v0 + w (v - v0), v0 with empty text (what
     text dropout, ``dropout.text`` > 0, trains). 1 = no guidance (one pass); w > 1 costs a second flow-head pass."""
+    ground_guidance: float = 1.0
+    """Guidance on the grounded state (``grounding.state``) at inference: velocity v0 + w (v - v0), v0 without the
+    grounding head's answer in the state token (what ``grounding.state_dropout`` > 0 trains). 1 = none."""
     guidance_until: float = 1.0
     """Guidance acts on the Euler steps that start at tau < this (1 = every step; 0.5 = the first half, where the
     chunk's coarse course is decided; later steps integrate the plain velocity)."""
@@ -222,6 +225,9 @@ class GroundingConfig:
     """Also feed the head's answer to the action head through its state token: the same numbers as ``tokens``, of both
     targets, through a small MLP (last layer zero at the start) added to the encoded state
     (``megohand.models.grounding.GroundingState``). Then inference runs the head too."""
+    state_dropout: float = 0.0
+    """With ``state``: probability per training sample that the state token goes without the head's answer, so that
+    the action head also learns the velocity without it (the null condition of ``flow.ground_guidance``)."""
     teacher: float = 0.0
     """With ``tokens`` or ``state``: probability per training sample and target that what the action head reads of the
     head's answer carries the ground-truth location instead (the head's training target,

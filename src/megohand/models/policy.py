@@ -110,6 +110,9 @@ class MEgoHandPolicy(nn.Module):
         if g.tokens_norm and not g.tokens:
             raise ValueError("--model.grounding.tokens-norm acts on the grounding tokens: it needs "
                              "--model.grounding.tokens")
+        if (g.state_dropout > 0 or config.flow.ground_guidance != 1.0) and not g.state:
+            raise ValueError("--model.grounding.state-dropout and --model.flow.ground-guidance act on the grounded "
+                             "state: they need --model.grounding.state")
         if g.teacher > 0 and not (g.tokens or g.state):
             raise ValueError("--model.grounding.teacher acts on what the action head reads of the grounding head: it "
                              "needs --model.grounding.tokens or --model.grounding.state")
@@ -258,13 +261,17 @@ class MEgoHandPolicy(nn.Module):
         return vl, mask, px["feats"], px["valid"], px["d_store"], logits
 
     def grounded_state(self, state_token: torch.Tensor, logits: torch.Tensor | None, pixels: dict,
-                       teacher: tuple | None = None) -> torch.Tensor:
+                       teacher: tuple | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
         """The state token (B, 1, D) plus, with ``grounding.state``, what ``GroundingState`` reads of the grounding
-        logits (B, G^2, 2) (``teacher`` as in ``encode_tokens``); ``pixels`` from encode_pixels (its depth)."""
+        logits (B, G^2, 2) (``teacher`` as in ``encode_tokens``); ``pixels`` from encode_pixels (its depth).
+        ``keep`` (B,) bool on the device: samples that get it (``grounding.state_dropout``; default all)."""
         if self.grounding_state is None:
             return state_token
         fed = logits if teacher is None else teacher_logits(logits, *teacher, self.config.grounding.sigma)
-        return state_token + self.grounding_state(fed, pixels["d_in"], pixels["valid"]).to(state_token.dtype)[:, None]
+        add = self.grounding_state(fed, pixels["d_in"], pixels["valid"]).to(state_token.dtype)
+        if keep is not None:
+            add = add * keep.to(add.dtype)[:, None]
+        return state_token + add[:, None]
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -308,7 +315,10 @@ class MEgoHandPolicy(nn.Module):
         tau = fm.sample_tau(B, f.beta_alpha, f.beta_beta, f.noise_s, device=dev)
         x = fm.interpolate(noise, action, tau)
         t = fm.discretise(tau, f.timestep_buckets)
-        state_tok = self.grounded_state(self.head.state_encoder(state)[:, None], ground_logits, pixels, teacher)
+        keep_g = None
+        if self.training and self.grounding_state is not None and cfg.grounding.state_dropout > 0:
+            keep_g = (torch.rand(B) >= cfg.grounding.state_dropout).to(dev, non_blocking=True)
+        state_tok = self.grounded_state(self.head.state_encoder(state)[:, None], ground_logits, pixels, teacher, keep_g)
         v = self.head(state_tok, x, t, vl, mask if cfg.dit.mask_vl_padding else None)
         loss_fm = fm.masked_mse(v, fm.target_velocity(noise, action), amask[..., None])
         info = {"loss_fm": loss_fm.detach()}
@@ -402,6 +412,8 @@ class MEgoHandPolicy(nn.Module):
         velocity): with ``null_text`` (prepare_text of empty strings) each step integrates v0 + guidance (v - v0),
         v0 the velocity of the same pictures, state and x without the instruction, on the steps that start at tau <
         ``config.flow.guidance_until``.
+        Guidance on the grounded state (``config.flow.ground_guidance`` w_g != 1, with ``grounding.state``): first
+        v = vg0 + w_g (v - vg0), vg0 the velocity of the same context with the plain state token.
         ``teacher``: grounding tokens forced onto given locations (``encode_tokens``; a diagnostic: does the action
         follow them?)."""
         dev, dtype = self.device, self.dtype
@@ -420,11 +432,17 @@ class MEgoHandPolicy(nn.Module):
         kv, mask, query = context(text)
         null = context(null_text) if null_text is not None and guidance != 1.0 else None
         until = self.config.flow.guidance_until
+        wg = self.config.flow.ground_guidance if self.grounding_state is not None else 1.0
 
         def velocity(x, tau: float):
             t = torch.full((B,), int(tau * buckets), device=dev, dtype=torch.long)
             v = head(query, x, t, None, mask, kv)
-            if null is None or tau >= until:
+            if tau >= until:
+                return v
+            if wg != 1.0:  # guidance on the grounded state: against the same context without the head's answer
+                vg0 = head(state_tok, x, t, None, mask, kv)
+                v = vg0 + wg * (v - vg0)
+            if null is None:
                 return v
             v0 = head(null[2], x, t, None, null[1], null[0])
             return v0 + guidance * (v - v0)
