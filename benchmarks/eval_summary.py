@@ -22,7 +22,8 @@ from pathlib import Path
 from results_io import named_path, write_json
 
 PROTOCOL_SKIP = {"reliance", "frame_cache_mb"}  # how an evaluation ran, not what it measured
-SAMPLER = ("noise_scale", "text_guidance", "steps")  # a model's inference settings (None: its checkpoint's)
+# a model's inference settings (None: its checkpoint's)
+SAMPLER = ("noise_scale", "text_guidance", "ground_guidance", "steps")
 
 
 def model_entry(report: dict) -> dict:

@@ -287,6 +287,28 @@ def test_grounded_state_dropout_and_guidance_against_the_plain_state_token():
                                        grounding=GroundingConfig(weight=1.0, **ground)))
 
 
+def test_load_policy_sets_ground_guidance_and_refuses_it_without_a_grounded_state(tmp_path):
+    from megohand.errors import UserError
+    from megohand.inference.policy import load_policy
+
+    torch.manual_seed(0)
+    b = grounded_batch()
+    MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0, state=True))).save_pretrained(tmp_path / "s")
+    MEgoHandPolicy(compact_cfg(grounding=GroundingConfig(weight=1.0))).save_pretrained(tmp_path / "plain")
+    guided = load_policy(tmp_path / "s", ground_guidance=0.0).model
+    assert guided.config.flow.ground_guidance == 0.0
+    assert load_policy(tmp_path / "s").model.config.flow.ground_guidance == 1.0  # the checkpoint's
+    with torch.no_grad():  # w_g = 0: the grounded state's own contribution is gone
+        torch.nn.init.normal_(guided.grounding_state.mlp[-1].weight)
+        text = guided.prepare_text(b["instruction"], 2)
+        noise = torch.randn(2, guided.config.horizon, guided.config.action_dim)
+        out = guided.sample(b["image"], text, b["state"], noise, 2)
+        guided.grounding_state.mlp[-1].weight.zero_()
+        assert torch.allclose(out, guided.sample(b["image"], text, b["state"], noise, 2), atol=1e-5)
+    with pytest.raises(UserError, match="--model.grounding.state"):
+        load_policy(tmp_path / "plain", ground_guidance=2.0)
+
+
 def test_grounding_state_mlp_reads_two_targets():
     enc = GroundingState(16, 8, max_depth=2.0)
     logits = torch.randn(3, 16, 2)

@@ -53,7 +53,7 @@ class Eval:
         cfg = self.protocol
         methods = {}
         if not self.baselines_only:
-            policy = load_policy(self.ckpt, self.device, cfg.noise_scale, cfg.text_guidance)
+            policy = load_policy(self.ckpt, self.device, cfg.noise_scale, cfg.text_guidance, cfg.ground_guidance)
             cfg = dataclasses.replace(cfg, horizon=policy.horizon,
                                       image_size=cfg.image_size or policy.model.config.backbone.image_size)
             methods["model"] = lambda prev, stride: policy
@@ -74,7 +74,7 @@ def check_protocol(cfg: EvalConfig, prefix: str = "--protocol.") -> None:
     for name, value in opts.items():
         if value is not None:
             check(value >= 1, prefix + name.replace("_", "-"), value, "an integer >= 1")
-    for name in ("rollout_frames", "max_episodes", "noise_scale", "text_guidance"):
+    for name in ("rollout_frames", "max_episodes", "noise_scale", "text_guidance", "ground_guidance"):
         value = getattr(cfg, name)
         if value is not None:
             check(value >= 0, prefix + name.replace("_", "-"), value, "a number >= 0")

@@ -96,6 +96,9 @@ class EvalConfig:
     text_guidance: float | None = None
     """Classifier-free guidance w on the instruction (None = the checkpoint's, 1 = none; ``FlowConfig.text_guidance``).
     Applied where the model is loaded (``load_policy``)."""
+    ground_guidance: float | None = None
+    """Guidance w on the grounded state of a policy trained with ``--model.grounding.state`` (None = the checkpoint's,
+    1 = none; ``FlowConfig.ground_guidance``). Applied where the model is loaded (``load_policy``)."""
     batch_size: int = 16
     """Windows per policy call."""
     max_episodes: int = 0

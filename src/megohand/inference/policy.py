@@ -11,6 +11,7 @@ Two checkpoint forms load here:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -71,14 +72,22 @@ def load_model(path: str | Path):
 
 
 def load_policy(ckpt: str | Path | None = None, device: str = "cpu", noise_scale: float | None = None,
-                text_guidance: float | None = None) -> ModelPolicy:
+                text_guidance: float | None = None, ground_guidance: float | None = None) -> ModelPolicy:
     """Checkpoint folder (None = the demo checkpoint shipped in the package) -> :class:`ModelPolicy`
     (``noise_scale``: the sampler's initial-noise scale; ``text_guidance``: its guidance on the instruction;
-    None = the checkpoint's)."""
+    ``ground_guidance``: on the grounded state, ``FlowConfig.ground_guidance``; None = the checkpoint's)."""
+    path = DEMO_CHECKPOINT if ckpt is None else Path(ckpt)
     if ckpt is None and not (DEMO_CHECKPOINT / io.CONFIG).is_file():
         raise UserError("the demo checkpoint is missing from the package", path=DEMO_CHECKPOINT,
                         hint="reinstall megohand, or pass --ckpt")
-    return ModelPolicy(load_model(DEMO_CHECKPOINT if ckpt is None else ckpt), device, noise_scale, text_guidance)
+    model = load_model(path)
+    if ground_guidance is not None:
+        if model.grounding_state is None:
+            raise UserError("guidance on the grounded state needs a policy trained with --model.grounding.state",
+                            path=path)
+        cfg = model.config
+        model.config = dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, ground_guidance=ground_guidance))
+    return ModelPolicy(model, device, noise_scale, text_guidance)
 
 
 def save_slim(model, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
