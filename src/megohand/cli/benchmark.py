@@ -21,6 +21,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "token-norm": ("--model.grounding.tokens", "--model.grounding.tokens-norm"),
     "ground-state": ("--model.grounding.state",),
     "state-teacher": ("--model.grounding.state", "--model.grounding.teacher=0.5"),
+    "state-dropout": ("--model.grounding.state", "--model.grounding.state-dropout=0.2"),
     "film": ("--model.backbone.film",),
     "refer": ("--model.grounding.refer=0.5",),
     "parse": ("--model.grounding.parse=0.5",),
@@ -72,7 +73,8 @@ class Benchmark:
     ablations: tuple[str, ...] = ()
     """A/B rows: TID with a named change of the recipe (no-grounding, no-dropout, grounding-tokens, teacher
     (grounding tokens with teacher forcing), token-norm (grounding tokens with a LayerNorm), ground-state (the
-    grounding head's answer added to the state token), state-teacher (that with teacher forcing), film, refer, parse,
+    grounding head's answer added to the state token), state-teacher (that with teacher forcing), state-dropout
+    (that dropped for 20 % of the samples: what guidance on it needs), film, refer, parse,
     query; ``+`` joins several: refer+parse), first seed only."""
     runs: tuple[str, ...] = ()
     """Exactly these runs, named <variant>_s<seed>[_<ablation>] (TI_s1 V_s0 TID_s0_refer+parse), instead of every
