@@ -5,8 +5,8 @@
 #   bash benchmarks/gpu_suite.sh train         # the synthetic benchmark (T, V, TI, TID x 2 seeds + A/B rows), the demo checkpoint
 #   bash benchmarks/gpu_suite.sh classic       # the first benchmark, on the 'classic' world (its published numbers)
 #   RUNS="T_s1 V_s0" bash benchmarks/gpu_suite.sh runs   # exactly these runs (PARALLEL at once, default 2) + exports
-#   RUNS="TID_s1_refer+parse+ground-state TI_s0_refer+parse+ground-state TI_s1_refer+parse+ground-state" \
-#     PARALLEL=3 bash benchmarks/gpu_suite.sh runs   # next: the grounded state's second seed, and TI with it
+#   RUNS="TID_s0_refer+parse+state-dropout TID_s1_refer+parse+state-dropout TID_s1_refer+parse+ground-state" \
+#     PARALLEL=3 bash benchmarks/gpu_suite.sh runs   # next: the grounded state trained for guidance, two seeds
 #   STEPS=10000 RUNS="TID_s0_refer+parse T_s0" bash benchmarks/gpu_suite.sh runs   # another training length
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
