@@ -234,6 +234,33 @@ def test_generate_image_and_video(tiny_ckpt, tmp_path):
                  frames=10, mano_dir=hand).run()
 
 
+def test_generate_passes_the_sampler_settings(tiny_ckpt, tmp_path):
+    """σ = 0 makes the motion independent of the seed (the settings reach the sampler); guidance on a grounded state
+    the checkpoint does not have is refused with the flag that would train one."""
+    from PIL import Image
+
+    from megohand.cli.generate import Generate
+
+    _, ckpt = tiny_ckpt
+    init = {"global_orient": [0.1, -0.2, 0.3], "hand_pose": [0.05] * 45, "betas": [0.1] * 10, "transl": [0, 0, 0.4]}
+    (tmp_path / "init.json").write_text(json.dumps(init))
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "f.png")
+    common = dict(image=tmp_path / "f.png", text="pick up the red box", init=tmp_path / "init.json", ckpt=ckpt,
+                  frames=5, mano_dir=tiny_hand_file(tmp_path / "hand.npz"))
+
+    def motion(name: str, **kw) -> np.ndarray:
+        Generate(out=tmp_path / name, **common, **kw).run()
+        assert json.loads((tmp_path / name / "hands.json").read_text())["noise_scale"] == kw.get("noise_scale")
+        return np.load(tmp_path / name / "hands.npz")["transl"]
+
+    np.testing.assert_array_equal(motion("a", noise_scale=0.0, seed=0), motion("b", noise_scale=0.0, seed=1))
+    assert not np.allclose(motion("c", seed=0), motion("d", seed=1))
+    with pytest.raises(UserError, match="--model.grounding.state"):
+        Generate(out=tmp_path / "e", ground_guidance=1.5, **common).run()
+    with pytest.raises(SystemExit, match="--noise-scale must be >= 0"):
+        Generate(out=tmp_path / "f", noise_scale=-1.0, **common).run()
+
+
 def test_demo_smoke(tmp_path):
     from megohand.cli.demo import Demo
     from megohand.hand import load_hand_model

@@ -65,6 +65,13 @@ class Generate:
     """Checkpoint folder; None = the demo checkpoint shipped in the package."""
     steps: int | None = None
     """Euler steps K (None = the checkpoint's default)."""
+    noise_scale: float | None = None
+    """Initial-noise scale of the sampler (None = the checkpoint's; 0 = the deterministic path from the noise mean)."""
+    text_guidance: float | None = None
+    """Classifier-free guidance w on the instruction (None = the checkpoint's, 1 = none)."""
+    ground_guidance: float | None = None
+    """Guidance w on the grounded state, for a policy trained with --model.grounding.state-dropout (None = the
+    checkpoint's, 1 = none; 1.5 reached the instructed object more often on the synthetic benchmark: README)."""
     stride: int = 1
     """Query stride s: frames between policy queries (1 <= s <= horizon)."""
     frames: int | None = None
@@ -113,7 +120,7 @@ class Generate:
             params, init_json = self.estimate_init(frames[0], K, None if depth is None else depth[0])
         fps = self.fps or video_fps or 30.0
 
-        policy = load_policy(self.ckpt, self.device)
+        policy = load_policy(self.ckpt, self.device, self.noise_scale, self.text_guidance, self.ground_guidance)
         init = params_to_state(params)[None]  # (1, 109)
 
         def observe(k):
@@ -129,7 +136,8 @@ class Generate:
         p = res.params()
         seq = {k: getattr(p, k)[0].numpy().astype(np.float32) for k in FIELDS}
         meta = {"text": self.text, "fps": fps, "K": K.tolist(), "stride": self.stride, "steps": self.steps,
-                "tof": self.tof, "queries": res.queries, "source": str(self.image), "frames": N + 1,
+                "noise_scale": self.noise_scale, "text_guidance": self.text_guidance,
+                "ground_guidance": self.ground_guidance, "tof": self.tof, "queries": res.queries, "source": str(self.image), "frames": N + 1,
                 "init": str(self.init) if self.init is not None else "estimated (init.json)",
                 "depth": str(self.depth or self.depth_estimator) if depth is not None else None}
         hand = load_hand_model(self.mano_dir)
@@ -157,6 +165,8 @@ class Generate:
             raise SystemExit(f"--frames must be >= 1 (got {self.frames})")
         if self.stride < 1:
             raise SystemExit(f"--stride must be >= 1 (got {self.stride})")
+        if self.noise_scale is not None and not self.noise_scale >= 0:
+            raise SystemExit(f"--noise-scale must be >= 0 (got {self.noise_scale})")
         if self.depth is not None and self.depth_estimator is not None:
             raise SystemExit("--depth and --depth-estimator: give one of them")
         from megohand import io
