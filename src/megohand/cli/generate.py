@@ -102,6 +102,8 @@ class Generate:
         from megohand.viz.video import write_mp4
 
         self.check_args()
+        # first: a checkpoint that cannot take these sampler settings is refused before the frames are read
+        policy = load_policy(self.ckpt, self.device, self.noise_scale, self.text_guidance, self.ground_guidance)
         frames, video_fps = read_frames(self.image, None if self.frames is None else self.frames + 1)
         is_video = len(frames) > 1
         N = self.frames if self.frames is not None else (len(frames) - 1 if is_video else 63)
@@ -120,7 +122,6 @@ class Generate:
             params, init_json = self.estimate_init(frames[0], K, None if depth is None else depth[0])
         fps = self.fps or video_fps or 30.0
 
-        policy = load_policy(self.ckpt, self.device, self.noise_scale, self.text_guidance, self.ground_guidance)
         init = params_to_state(params)[None]  # (1, 109)
 
         def observe(k):
@@ -137,7 +138,8 @@ class Generate:
         seq = {k: getattr(p, k)[0].numpy().astype(np.float32) for k in FIELDS}
         meta = {"text": self.text, "fps": fps, "K": K.tolist(), "stride": self.stride, "steps": self.steps,
                 "noise_scale": self.noise_scale, "text_guidance": self.text_guidance,
-                "ground_guidance": self.ground_guidance, "tof": self.tof, "queries": res.queries, "source": str(self.image), "frames": N + 1,
+                "ground_guidance": self.ground_guidance, "tof": self.tof, "queries": res.queries,
+                "source": str(self.image), "frames": N + 1,
                 "init": str(self.init) if self.init is not None else "estimated (init.json)",
                 "depth": str(self.depth or self.depth_estimator) if depth is not None else None}
         hand = load_hand_model(self.mano_dir)
