@@ -12,6 +12,7 @@ under each variant of the speed settings of ``TrainConfig``:
     frozen-bf16 optimized + the frozen weights (pretrained encoders) stored in bf16 (``--frozen-bf16``): no autocast
                 re-cast of them at every use
     compile     optimized + regional torch.compile of the repeated blocks (``--compile``)
+    compile-graphs  compile in mode reduce-overhead: each compiled block replayed as a CUDA graph (``--compile-mode``)
 
 SDPA attention and the sync-free step are code, not settings: every variant has them. Each variant runs at the
 paper's batch per GPU (16, GR00T-N1's fine-tuning batch) and, with ``--max-batch``, ``optimized`` also at doubling
@@ -78,6 +79,8 @@ VARIANTS = {  # TrainConfig speed settings per variant
     "frozen-bf16": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True,
                         frozen_bf16=True, compile=False),
     "compile": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True, compile=True),
+    "compile-graphs": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True, compile=True,
+                           compile_mode="reduce-overhead"),
 }
 
 

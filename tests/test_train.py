@@ -223,6 +223,22 @@ def test_speed_settings_and_a_given_policy(store, tmp_path):
         Trainer(other, policy=policy)
 
 
+def test_compile_mode_reaches_torch_compile(store, tmp_path, monkeypatch):
+    """--compile-mode goes to every compiled block's torch.compile; the default mode passes no option."""
+    from megohand.models import MEgoHandPolicy
+    from megohand.train.trainer import apply_speed_settings
+
+    cfg = replace(tiny_train_cfg(store, tmp_path / "o"), compile=True)
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
+    policy = MEgoHandPolicy(cfg.model)
+    assert "head.dit.blocks" in apply_speed_settings(policy, cfg, torch.device("cpu"))["compiled"]
+    assert seen and all(kw == {} for kw in seen)
+    seen.clear()
+    apply_speed_settings(policy, replace(cfg, compile_mode="reduce-overhead"), torch.device("cpu"))
+    assert seen and all(kw == {"mode": "reduce-overhead"} for kw in seen)
+
+
 def test_init_from_a_trained_policy_starts_from_its_weights(store, tmp_path, capsys):
     from megohand.errors import UserError
     from megohand.models.config import GroundingConfig

@@ -121,6 +121,10 @@ class TrainConfig:
     """torch.compile the policy's repeated blocks in place (regional compilation: vision layers, LLM layers, DiT
     blocks, depth-encoder stages; ``MEgoHandPolicy.compile_training``). The first steps take minutes; off by
     default until measured (benchmarks/train_throughput.py --variants baseline optimized compile)."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
+    """With ``--compile``: torch.compile's mode for the blocks. ``reduce-overhead`` replays each compiled block as a
+    CUDA graph (one launch instead of dozens: for launch-bound steps, small batches); each step then begins with
+    ``torch.compiler.cudagraph_mark_step_begin``. Measured: benchmarks/train_throughput.py --variants compile-graphs."""
     config: str | None = None
     """Named recipe (megohand.train.experiments: paper, synthetic, synthetic-classic, demo) the other options
     override; ``--config NAME`` comes first on the command line."""

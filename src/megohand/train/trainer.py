@@ -114,7 +114,8 @@ def apply_speed_settings(policy, cfg: TrainConfig, device: torch.device, fsdp: b
         enc.use_channels_last(channels_last)
     use_cache = getattr(policy.backbone, "use_text_cache", None)
     text_cache = bool(use_cache and use_cache(cfg.cache_text and not fsdp))
-    compiled = policy.compile_training() if cfg.compile else []
+    options = {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
+    compiled = policy.compile_training(**options) if cfg.compile else []
     return {"frozen_bf16": cast, "channels_last": channels_last, "text_cache": text_cache, "compiled": compiled}
 
 
@@ -374,6 +375,8 @@ class Trainer:
         from torch.profiler import record_function  # named ranges in profiles (benchmarks/train_throughput.py)
 
         acc, cfg = self.acc, self.cfg
+        if cfg.compile and cfg.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the graphs' outputs of the last step may be overwritten
         with acc.accumulate(self.model):
             with record_function("train_step.forward"), acc.autocast():
                 loss, info = self.model(batch)
