@@ -61,6 +61,10 @@ for phase in "$@"; do
       step train_throughput_compile $PY benchmarks/train_throughput.py --variants optimized compile --steps 8 \
         --profile compile --fresh-process --budget-s 540 --deadline-s 570 \
         --out "benchmarks/results/train_throughput_compile_${GPU:-h100}.json"
+      # CUDA graphs per compiled block (--compile-mode reduce-overhead) against the defaults, batch 16 to 64
+      step train_throughput_compile_graphs $PY benchmarks/train_throughput.py --variants optimized compile-graphs \
+        --max-batch 64 --steps 8 --profile compile-graphs --fresh-process --budget-s 420 --deadline-s 450 \
+        --out "benchmarks/results/train_throughput_compile_graphs_${GPU:-h100}.json"
       ;;
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
       step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 --parallel 2 \

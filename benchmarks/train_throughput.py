@@ -13,6 +13,7 @@ under each variant of the speed settings of ``TrainConfig``:
                 re-cast of them at every use
     compile     optimized + regional torch.compile of the repeated blocks (``--compile``)
     compile-graphs  compile in mode reduce-overhead: each compiled block replayed as a CUDA graph (``--compile-mode``)
+    compile-graphs-bf16  compile-graphs with the frozen weights in bf16
 
 SDPA attention and the sync-free step are code, not settings: every variant has them. Each variant runs at the
 paper's batch per GPU (16, GR00T-N1's fine-tuning batch) and, with ``--max-batch``, ``optimized`` also at doubling
@@ -81,6 +82,8 @@ VARIANTS = {  # TrainConfig speed settings per variant
     "compile": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True, compile=True),
     "compile-graphs": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True, compile=True,
                            compile_mode="reduce-overhead"),
+    "compile-graphs-bf16": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True,
+                                frozen_bf16=True, compile=True, compile_mode="reduce-overhead"),
 }
 
 
