@@ -5,9 +5,8 @@
 #   bash benchmarks/gpu_suite.sh train         # the synthetic benchmark (T, V, TI, TID x 2 seeds + A/B rows), the demo checkpoint
 #   bash benchmarks/gpu_suite.sh classic       # the first benchmark, on the 'classic' world (its published numbers)
 #   RUNS="T_s1 V_s0" bash benchmarks/gpu_suite.sh runs   # exactly these runs (PARALLEL at once, default 2) + exports
-#   RUNS="TID_s0_refer+parse+state-dropout TID_s1_refer+parse+state-dropout TID_s1_refer+parse+ground-state" \
-#     PARALLEL=3 bash benchmarks/gpu_suite.sh runs   # next: the grounded state trained for guidance, two seeds
-#   STEPS=10000 RUNS="TID_s0_refer+parse T_s0" bash benchmarks/gpu_suite.sh runs   # another training length
+#   STEPS=10000 RUNS="TID_s0_refer+parse+state-dropout TID_s1_refer+parse+state-dropout T_s0" PARALLEL=3 \
+#     bash benchmarks/gpu_suite.sh runs   # next: the demo recipe and T at twice the steps (about 25 min; resumable)
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
@@ -69,9 +68,10 @@ for phase in "$@"; do
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
       step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 --parallel 2 \
         --ablations no-grounding no-dropout grounding-tokens refer refer+parse refer+parse+grounding-tokens \
+        refer+parse+state-dropout \
         --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} \
         --train-args $BENCH_TRAIN_ARGS
-      [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0_refer+parse --no-check
+      [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0_refer+parse+state-dropout --no-check
       ;;
     runs)  # their float16 slim exports go to runs/exports/<run>: evaluate them anywhere with `megohand benchmark --runs`
       # (a run folder holding model/ is evaluated, not trained) and join earlier reports with merge_benchmark.py

@@ -1,7 +1,7 @@
 """Train (or export) the small demo checkpoint shipped in the package (src/megohand/assets/demo/).
 
     python scripts/train_demo.py                                   # the `demo` recipe from scratch (GPU if present)
-    python scripts/train_demo.py --run runs/benchmark/TID_s0_refer+parse   # export a finished run of `megohand benchmark`
+    python scripts/train_demo.py --run runs/benchmark/TID_s0_refer+parse+state-dropout   # export a finished run of `megohand benchmark`
 
 1. the world of the named experiment (``megohand.train.experiments``, default ``demo``) into --work/store (resumable);
 2. ``megohand train --config demo`` on its train split (skipped when --run holds a finished ``model/``);

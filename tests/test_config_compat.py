@@ -67,6 +67,7 @@ def test_demo_experiment_is_the_recipe_of_the_shipped_checkpoint():
     recipe = get_experiment("demo").train.model
     assert recipe.to_dict() == shipped.to_dict()
     assert recipe.grounding.refer > 0 and recipe.grounding.parse > 0  # the A/B in the README chose them
+    assert recipe.grounding.state and recipe.grounding.state_dropout > 0  # so did the grounded-state A/B
 
 
 def test_unknown_backbone_key_is_refused():
