@@ -71,7 +71,7 @@ class Generate:
     """Classifier-free guidance w on the instruction (None = the checkpoint's, 1 = none)."""
     ground_guidance: float | None = None
     """Guidance w on the grounded state, for a policy trained with --model.grounding.state-dropout (None = the
-    checkpoint's, 1 = none; 1.5 reached the instructed object more often on the synthetic benchmark: README)."""
+    checkpoint's, 1 = none; the shipped demo checkpoint gains little from it, the README says how much)."""
     stride: int = 1
     """Query stride s: frames between policy queries (1 <= s <= horizon)."""
     frames: int | None = None
