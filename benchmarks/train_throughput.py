@@ -80,11 +80,9 @@ VARIANTS = {  # TrainConfig speed settings per variant
     "frozen-bf16": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True,
                         frozen_bf16=True, compile=False),
     "compile": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True, compile=True),
-    "compile-graphs": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True, compile=True,
-                           compile_mode="reduce-overhead"),
-    "compile-graphs-bf16": dict(fused_optimizer=True, channels_last=True, cudnn_benchmark=True, cache_text=True,
-                                frozen_bf16=True, compile=True, compile_mode="reduce-overhead"),
 }
+VARIANTS["compile-graphs"] = dict(VARIANTS["compile"], compile_mode="reduce-overhead")
+VARIANTS["compile-graphs-bf16"] = dict(VARIANTS["compile-graphs"], frozen_bf16=True)
 
 
 def peak_flops(name: str) -> float | None:
