@@ -118,7 +118,7 @@ def test_task_metric_hand_computed(scenes):
     out = pool.reduce()
     n = len(pool.task[("p", "gt", "d")]["hits"])
     assert n >= 1 and out["p"]["gt"]["d"]["target_acc"] == 1.0
-    expect = []
+    expect, dist = [], []
     for e in eps:
         f = e.facts
         if f.contact_frame >= gt.shape[1]:
@@ -126,7 +126,9 @@ def test_task_metric_hand_computed(scenes):
         j = hand.forward_params(state_to_params(e.states[:1].double())).joints[0].numpy()
         g = j[[16, 17, 18]].mean(0)
         expect.append(int(np.argmin(np.linalg.norm(f.centers[f.contact_frame] - g, axis=-1))))
+        dist.append(100 * np.linalg.norm(f.centers[f.contact_frame][f.target] - g))
     rows = pool.outcomes[("p", "static")]
+    assert np.allclose([r["target_cm"] for r in rows], dist, atol=1e-4)
     assert [r["closest"] for r in rows] == expect and [r["episode"] for r in rows] == [
         e.episode for e in eps if e.facts.contact_frame < gt.shape[1]]
     hits = [c == e.facts.target for c, e in zip(expect, [e for e in eps if e.facts.contact_frame < gt.shape[1]])]

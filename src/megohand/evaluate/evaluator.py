@@ -253,7 +253,8 @@ def task_outcome(hand, states: torch.Tensor, ep: EpisodeData, first_frame: int) 
     """What a generated motion does to the instructed object: states (T, 109), frame j = episode frame
     ``first_frame + j``. None without scene facts or when the contact frame is outside the motion; else
     ``{"hit": the grip point's closest object at the contact frame is the instructed one, "closest": its index,
-    "dest_cm": distance from where the hand leaves the object to its destination (None without one in range)}``
+    "target_cm": the grip point's distance to the instructed object's centre then, "dest_cm": distance from where the
+    hand leaves the object to its destination (None without one in range)}``
     (``megohand.metrics``: grip_point, closest_object, carried_to)."""
     from megohand.metrics import carried_to, closest_object, grip_point
 
@@ -270,7 +271,8 @@ def task_outcome(hand, states: torch.Tensor, ep: EpisodeData, first_frame: int) 
     if len(rows) == 2:
         left = carried_to(grip[0], grip[1], centers[f.target])
         dest = float((left - torch.as_tensor(f.destination[f.release_frame])).norm()) * 100
-    return {"hit": closest == f.target, "closest": closest, "dest_cm": dest}
+    target_cm = float((grip[0] - centers[f.target]).norm()) * 100
+    return {"hit": closest == f.target, "closest": closest, "target_cm": target_cm, "dest_cm": dest}
 
 
 class _Pool:
@@ -416,7 +418,7 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
     ``results[protocol][method][dataset or group] = {metric: value}``; methods that look at the observation also
     appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``);
-    ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, dest_cm}`` per rolled-out
+    ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, target_cm, dest_cm}`` per rolled-out
     episode with scene facts (``task_outcome``; object indices into the episode's ``objects``), with
     ``target_object`` and ``reached_object`` (their ``SceneFacts.names``, "<colour> <shape>") where they are known.
     """
