@@ -5,8 +5,8 @@
 #   bash benchmarks/gpu_suite.sh train         # the synthetic benchmark (T, V, TI, TID x 2 seeds + A/B rows), the demo checkpoint
 #   bash benchmarks/gpu_suite.sh classic       # the first benchmark, on the 'classic' world (its published numbers)
 #   RUNS="T_s1 V_s0" bash benchmarks/gpu_suite.sh runs   # exactly these runs (PARALLEL at once, default 2) + exports
-#   STEPS=10000 RUNS="TID_s0_refer+parse+state-dropout TID_s1_refer+parse+state-dropout T_s0" PARALLEL=3 \
-#     bash benchmarks/gpu_suite.sh runs   # next: the demo recipe and T at twice the steps (about 25 min; resumable)
+#   STEPS=8000 RUNS="TID_s0_refer+parse+state-dropout T_s0" bash benchmarks/gpu_suite.sh runs   # seed 0 at 8000 steps
+#     (15 min on one H100; synthetic_cpu_eval_8000x256.md); next: the same with TID_s1_... T_s1 (the second seeds)
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
@@ -71,7 +71,9 @@ for phase in "$@"; do
         refer+parse+state-dropout \
         --workers "$SYNTH_WORKERS" ${TRAIN_ONLY:+--train-only} \
         --train-args $BENCH_TRAIN_ARGS
-      [ -n "${TRAIN_ONLY:-}" ] || step demo_export $PY scripts/train_demo.py --run runs/benchmark/TID_s0_refer+parse+state-dropout --no-check
+      # the demo checkpoint: the `demo` recipe (the benchmark's TID_s0_refer+parse+state-dropout at 8000 steps)
+      [ -n "${TRAIN_ONLY:-}" ] || step demo $PY scripts/train_demo.py --work runs/demo --workers "$SYNTH_WORKERS" \
+        --train-args num-workers=15 --no-check
       ;;
     runs)  # their float16 slim exports go to runs/exports/<run>: evaluate them anywhere with `megohand benchmark --runs`
       # (a run folder holding model/ is evaluated, not trained) and join earlier reports with merge_benchmark.py

@@ -66,6 +66,9 @@ def test_demo_experiment_is_the_recipe_of_the_shipped_checkpoint():
     shipped, _ = checkpoint_config(DEMO_CHECKPOINT)
     recipe = get_experiment("demo").train.model
     assert recipe.to_dict() == shipped.to_dict()
+    trained = json.loads((DEMO_CHECKPOINT / "train.json").read_text())["run_config"]
+    demo = get_experiment("demo").train
+    assert (trained["steps"], trained["batch_size"], trained["lr"]) == (demo.steps, demo.batch_size, demo.lr)
     assert recipe.grounding.refer > 0 and recipe.grounding.parse > 0  # the A/B in the README chose them
     assert recipe.grounding.state and recipe.grounding.state_dropout > 0  # so did the grounded-state A/B
 
