@@ -82,6 +82,9 @@ def test_reliance_control_blind_vs_looking(scenes):
     assert {r["episode"] for r in rows} <= {ref.episode for ref in store.episodes(split="test")}
     assert set(rep["task_outcomes"]["rollout-tof"]) >= {"blind", "looks", reliance_name("looks", "rgb")}
     assert all((r["target_object"] == r["reached_object"]) == r["hit"] for r in rows)
+    # each outcome names its task, the one the store's meta says
+    metas = {r.episode: store.open(r.dataset, r.episode).meta.extra["task"] for r in store.episodes(split="test")}
+    assert all(r["task"] == metas[r["episode"]] for r in rows)
     md = __import__("megohand.evaluate.tables", fromlist=["x"]).results_markdown(rep)
     assert f"| blind | {len(rows)} | {sum(r['hit'] for r in rows)} |" in md
 
@@ -140,6 +143,16 @@ def test_task_metric_hand_computed(scenes):
     assert lines[0] == f"closed loop + TOF, {sum(hits)} of {len(rows)} scenes reach the instructed object:"
     assert len(lines) == 1 + len(rows) and all(f"scene {r['episode']}:" in line for r, line in zip(rows, lines[1:]))
     assert scene_lines(eps, []) == []
+
+
+def test_task_table_by_hand():
+    from megohand.evaluate.tables import task_table
+
+    outs = {"m": [{"hit": True, "task": "push"}, {"hit": False, "task": "push"}, {"hit": True, "task": "lift"}],
+            "n": [{"hit": False, "task": "lift"}]}
+    assert task_table(outs).splitlines() == ["| method | lift | push |", "|---|---|---|",
+                                             "| m | 1 / 1 (100 %) | 1 / 2 (50 %) |", "| n | 0 / 1 (0 %) | – |"]
+    assert task_table({"m": [{"hit": True}]}) == ""
 
 
 def test_task_metric_primitives():

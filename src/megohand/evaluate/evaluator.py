@@ -303,8 +303,9 @@ class _Pool:
                 objects = ep.facts.names
                 names = {"target_object": objects[ep.facts.target], "reached_object": objects[out["closest"]]} \
                     if len(objects) == ep.facts.num_objects else {}
+                task = {"task": ep.facts.task} if ep.facts.task else {}
                 self.outcomes[key[:2]].append({"dataset": ep.dataset, "episode": ep.episode, "target": int(ep.facts.target),
-                                               **out, **names})
+                                               **out, **names, **task})
                 self.task[key]["hits"].append(out["hit"])
                 if out["dest_cm"] is not None:
                     self.task[key]["dest"].append(out["dest_cm"])
@@ -418,7 +419,7 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
     ``results[protocol][method][dataset or group] = {metric: value}``; methods that look at the observation also
     appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``);
-    ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, target_cm, dest_cm}`` per rolled-out
+    ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, target_cm, dest_cm[, task]}`` per rolled-out
     episode with scene facts (``task_outcome``; object indices into the episode's ``objects``), with
     ``target_object`` and ``reached_object`` (their ``SceneFacts.names``, "<colour> <shape>") where they are known.
     """

@@ -89,6 +89,10 @@ def results_markdown(report: dict, title: str = "Evaluation") -> str:
     if misses:
         lines += ["Closed loop + TOF, what the hand reached (episodes; a miss of the right colour and wrong shape, of "
                   "the right shape and wrong colour, or neither):", "", misses, ""]
+    tasks = task_table(report.get("task_outcomes", {}).get("rollout-tof", {}))
+    if tasks:
+        lines += ["Closed loop + TOF, target accuracy per task (episodes that reached the instructed object / episodes):",
+                  "", tasks, ""]
     if any(k in res.get(p, {}).get(m, {}).get(s, {}) for p in res for m in res[p] for s in res[p][m]
            for k in ("target_acc",)):
         lines.append("Target acc. = share of episodes whose closest object to the grip point (mean of thumb, index and "
@@ -119,6 +123,23 @@ def miss_table(outcomes: dict[str, list[dict]]) -> str:
         return ""
     return "\n".join(["| method | episodes | reached the instructed object | right colour, wrong shape | "
                       "right shape, wrong colour | neither |", "|---|---|---|---|---|---|", *rows])
+
+
+def task_table(outcomes: dict[str, list[dict]]) -> str:
+    """Per method, its task outcomes (``evaluate_store``'s ``task_outcomes[protocol]``) counted per task (the
+    synthetic world's scripts: a push's contact is the fingers against the object's far side, a grasp's the grip
+    around it); "" when no outcome names its task."""
+    names = sorted({o["task"] for outs in outcomes.values() for o in outs if o.get("task")})
+    if not names:
+        return ""
+    rows = []
+    for method, outs in outcomes.items():
+        cells = []
+        for t in names:
+            hits = [o["hit"] for o in outs if o.get("task") == t]
+            cells.append(f"{sum(hits)} / {len(hits)} ({100 * sum(hits) / len(hits):.0f} %)" if hits else "–")
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join([f"| method | {' | '.join(names)} |", "|---|" + "---|" * len(names), *rows])
 
 
 def reliance_table(res: dict, reliance: list[str], subset: str) -> str:

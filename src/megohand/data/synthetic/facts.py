@@ -24,7 +24,8 @@ class SceneFacts:
     one); ``contact_frame``: first frame at which the hand touches the instructed object
     (None: never); ``release_frame``: last frame the object is carried (None: never carried); ``names``: each
     object's name as the instructions say it ("red cube"; empty when unknown); ``destination_name``: the landmark
-    the destination is named by ("blue mat", "red cube"; empty when unknown).
+    the destination is named by ("blue mat", "red cube"; empty when unknown); ``task``: the script's name
+    ("pick_place", "push", "move", "lift", "rotate"; empty when unknown).
     """
 
     centers: np.ndarray
@@ -34,6 +35,7 @@ class SceneFacts:
     release_frame: int | None
     names: tuple[str, ...] = ()
     destination_name: str = ""
+    task: str = ""
 
     @property
     def num_objects(self) -> int:
@@ -81,7 +83,8 @@ def scene_facts(extra: dict, T_cam_from_world: np.ndarray | None) -> SceneFacts 
                       contact_frame=None if contact is None else int(contact),
                       release_frame=int(carried[-1]) if len(carried) else None,
                       names=tuple(o.name for o in objects),
-                      destination_name=str((extra.get("params") or {}).get("landmark", "")))
+                      destination_name=str((extra.get("params") or {}).get("landmark", "")),
+                      task=str(extra.get("task") or ""))
 
 
 def to_camera(T_cam_from_world: np.ndarray, X_world: np.ndarray) -> np.ndarray:
