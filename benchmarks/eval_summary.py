@@ -23,7 +23,7 @@ from results_io import named_path, write_json
 
 PROTOCOL_SKIP = {"reliance", "frame_cache_mb"}  # how an evaluation ran, not what it measured
 # a model's inference settings (None: its checkpoint's)
-SAMPLER = ("noise_scale", "text_guidance", "ground_guidance", "steps")
+SAMPLER = ("noise_scale", "text_guidance", "ground_guidance", "steps", "tof_decay")
 
 
 def model_entry(report: dict) -> dict:
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("reports", nargs="+", help="NAME=PATH of a `megohand eval` eval.json")
     ap.add_argument("--extend", type=Path, default=None, help="an earlier JSON of this script")
     ap.add_argument("--sampler-may-differ", action="store_true", help="the models may differ in their inference "
-                    "settings (noise scale, text guidance, Euler steps; each row records its own): a table of settings")
+                    "settings (noise scale, guidance, Euler steps, TOF decay; each row records its own): a table of settings")
     ap.add_argument("--note", default="", help="where the checkpoints came from, on what they ran (recorded)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()

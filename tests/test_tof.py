@@ -78,6 +78,35 @@ def test_translations_equal_act_temporal_ensembling_m0():
         torch.testing.assert_close(got.wrist_R[:, 0], eye.expand(B, 3, 3))
 
 
+def test_decay_equals_act_temporal_ensembling_newest_first():
+    """decay d weights the estimate i frames into its chunk exp(-d i): newest first, which is ACT's ensembler with
+    m = -d (ACT's i counts from the oldest estimate; the two weightings differ by a constant factor per frame)."""
+    torch.manual_seed(7)
+    B, L, T, d = 2, 5, 17, 0.4
+    ref = ACTTemporalEnsemblerReference(-d, L)
+    tof = TemporalOrthogonalFilter(torch.zeros(B, 10, dtype=torch.float64), decay=d)
+    eye = torch.eye(3, dtype=torch.float64)
+    for k in range(T):
+        t = torch.randn(B, L, 3, dtype=torch.float64)
+        expected = ref.update(t)
+        tof.add(k, _chunk(eye.expand(B, L, 3, 3), eye.expand(B, L, 15, 3, 3), t))
+        torch.testing.assert_close(tof.pop(1).transl[:, 0], expected)
+    # the newest estimate pulls hardest: two disagreeing chunks, the later one wins more than half
+    tof = TemporalOrthogonalFilter(torch.zeros(1, 10, dtype=torch.float64), decay=1.0)
+    tof.add(0, _chunk(eye.expand(1, 2, 3, 3), eye.expand(1, 2, 15, 3, 3), torch.zeros(1, 2, 3, dtype=torch.float64)))
+    tof.pop(1)
+    tof.add(1, _chunk(eye.expand(1, 2, 3, 3), eye.expand(1, 2, 15, 3, 3), torch.ones(1, 2, 3, dtype=torch.float64)))
+    # frame 2: position 1 of the first chunk (0, weight e^-1), position 0 of the second (1, weight 1)
+    torch.testing.assert_close(tof.pop(1).transl[0, 0, 0], torch.tensor(1 / (1 + np.exp(-1.0)), dtype=torch.float64))
+    for bad in (-0.1, float("nan")):
+        try:
+            TemporalOrthogonalFilter(torch.zeros(1, 10), decay=bad)
+        except ValueError as e:
+            assert "decay" in str(e)
+        else:
+            raise AssertionError("a negative or NaN decay must be refused")
+
+
 def test_act_reference_with_decay_differs_from_uniform():
     """Guards the oracle: with m > 0 the reference is not the uniform mean, so the m = 0 test can fail."""
     torch.manual_seed(2)
@@ -143,7 +172,7 @@ def test_projection_equals_roma_special_procrustes():
 def test_online_equals_offline_with_stride():
     torch.manual_seed(6)
     B, L, T = 2, 6, 23
-    for stride in (1, 2, 3, 6):
+    for stride, decay in ((1, 0.0), (2, 0.0), (3, 0.0), (6, 0.0), (1, 0.3), (3, 0.7)):
         starts = list(range(0, T, stride))
         Q = len(starts)
         chunks = _chunk(
@@ -153,12 +182,12 @@ def test_online_equals_offline_with_stride():
         )
         chunks = HandRotations(*(x.unflatten(1, (Q, L)) for x in (chunks.wrist_R, chunks.fingers_R, chunks.betas, chunks.transl)))
         betas = torch.randn(B, 10)
-        tof = TemporalOrthogonalFilter(betas)
+        tof = TemporalOrthogonalFilter(betas, decay=decay)
         online = []
         for q, k in enumerate(starts):
             tof.add(k, HandRotations(*(x[:, q] for x in (chunks.wrist_R, chunks.fingers_R, chunks.betas, chunks.transl))))
             online.append(tof.pop(min(stride, T - k)))
-        off = tof_offline(chunks, starts, T, betas)
+        off = tof_offline(chunks, starts, T, betas, decay=decay)
         for f in ("wrist_R", "fingers_R", "betas", "transl"):
             torch.testing.assert_close(torch.cat([getattr(o, f) for o in online], 1), getattr(off, f))
 

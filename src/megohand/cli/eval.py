@@ -74,7 +74,7 @@ def check_protocol(cfg: EvalConfig, prefix: str = "--protocol.") -> None:
     for name, value in opts.items():
         if value is not None:
             check(value >= 1, prefix + name.replace("_", "-"), value, "an integer >= 1")
-    for name in ("rollout_frames", "max_episodes", "noise_scale", "text_guidance", "ground_guidance"):
+    for name in ("rollout_frames", "max_episodes", "noise_scale", "text_guidance", "ground_guidance", "tof_decay"):
         value = getattr(cfg, name)
         if value is not None:
             check(value >= 0, prefix + name.replace("_", "-"), value, "a number >= 0")

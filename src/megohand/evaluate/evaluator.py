@@ -88,6 +88,9 @@ class EvalConfig:
     """Frames generated per closed-loop rollout (capped by the episode length; 0 = skip rollouts)."""
     stride: int = 1
     """Query stride s of the closed-loop rollouts."""
+    tof_decay: float = 0.0
+    """TOF weight exp(-d * i) of the estimate i frames into its chunk: newer queries count more (0 = the paper's
+    uniform mean; ``megohand.inference.tof``)."""
     steps: int | None = None
     """Euler steps K (None = the model's default)."""
     noise_scale: float | None = None
@@ -403,7 +406,7 @@ def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, Policy
 
             kw = {} if cfg.steps is None else {"steps": cfg.steps}
             res = rollout(policy, observe, lambda k: [v.text_at(k + 1) for v in views], init, T, stride=cfg.stride,
-                          tof=tof, generator=_generator(cfg.seed, *key), **kw)
+                          tof=tof, generator=_generator(cfg.seed, *key), tof_decay=cfg.tof_decay, **kw)
             proto = "rollout-tof" if tof else "rollout-raw"
             pkey = (proto, name if swap is None else reliance_name(name, swap), eps[0].dataset)
             pool.add(pkey, res.states[:, 1:], gt[:, 1:], mask, eps[0].fps)

@@ -75,6 +75,7 @@ def rollout(
     steps: int | None = None,
     generator: torch.Generator | None = None,
     progress: Callable[[int], None] | None = None,
+    tof_decay: float = 0.0,
 ) -> RolloutResult:
     """Generate frames 1..num_frames of B sequences in closed loop.
 
@@ -89,6 +90,8 @@ def rollout(
         steps: K Euler steps passed to the policy (None = its default).
         generator: torch.Generator for the policy's noise (reproducible sampling).
         progress: optional callback receiving the number of frames emitted so far.
+        tof_decay: TOF weight exp(-tof_decay * i) of the estimate i frames into its chunk (0 = uniform, the
+            paper's; ``megohand.inference.tof``).
     Returns:
         :class:`RolloutResult` with states (B, T+1, 109).
     """
@@ -96,7 +99,7 @@ def rollout(
         raise ValueError(f"stride must be >= 1, got {stride}")
     state = init_state
     betas = init_state[..., SLICE_BETAS]
-    filt = TemporalOrthogonalFilter(betas, first_frame=1)
+    filt = TemporalOrthogonalFilter(betas, first_frame=1, decay=tof_decay)
     out = [init_state[:, None]]
     k, queries = 0, 0
     kwargs = {} if steps is None else {"steps": steps}

@@ -9,9 +9,16 @@ they come from the initial state (the model never predicts them).
 Uniform weights make the online form a running sum: memory is O(L) per sequence whatever the
 sequence length, and one output step costs one batched 3x3 SVD call over (B, n, 16) matrices.
 With identity rotations TOF reduces to ACT's temporal ensembling with weights exp(-m i), m = 0.
+
+``decay`` (an option beyond the paper; 0 = the paper's uniform mean): the estimate of a frame that lies i frames
+into its chunk (i = 0 for the chunk's first frame) is weighted exp(-decay * i), so newer queries, which saw the
+latest state and picture, count more than older ones (ACT weights the other way, oldest first). The weight depends
+only on the position in the chunk, so the running sums stay.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -22,6 +29,13 @@ from megohand.hand.vector import HandRotations
 def _stack_R(h: HandRotations) -> torch.Tensor:
     """HandRotations (...) -> (..., 16, 3, 3): wrist first, then the 15 finger joints."""
     return torch.cat([h.wrist_R.unsqueeze(-3), h.fingers_R], dim=-3)
+
+
+def chunk_weights(L: int, decay: float, like: torch.Tensor) -> torch.Tensor:
+    """(L,) weights exp(-decay * i) of a chunk's frames i = 0..L-1 (all 1 for decay = 0), dtype/device of ``like``."""
+    if decay < 0 or not math.isfinite(decay):
+        raise ValueError(f"TOF decay must be a finite number >= 0, got {decay}")
+    return torch.exp(-decay * torch.arange(L, dtype=like.dtype, device=like.device))
 
 
 def _fused(R_mean: torch.Tensor, t_mean: torch.Tensor, betas: torch.Tensor) -> HandRotations:
@@ -41,14 +55,18 @@ class TemporalOrthogonalFilter:
     Args:
         betas: (B, 10) shape of every output frame (from the initial state).
         first_frame: index of the first frame ``pop`` will return.
+        decay: weight exp(-decay * i) for the estimate i frames into its chunk (0 = uniform, the paper's).
     """
 
-    def __init__(self, betas: torch.Tensor, first_frame: int = 1):
+    def __init__(self, betas: torch.Tensor, first_frame: int = 1, decay: float = 0.0):
+        chunk_weights(1, decay, betas)  # checks decay
         self.betas = betas
         self.next_frame = first_frame
-        self._R: torch.Tensor | None = None  # (B, cap, 16, 3, 3) running sums, frame next_frame + i
+        self.decay = decay
+        self._R: torch.Tensor | None = None  # (B, cap, 16, 3, 3) weighted running sums, frame next_frame + i
         self._t: torch.Tensor | None = None  # (B, cap, 3)
         self._n: torch.Tensor | None = None  # (cap,) number of estimates
+        self._w: torch.Tensor | None = None  # (cap,) sum of their weights
 
     def _grow(self, cap: int, like: torch.Tensor) -> None:
         B = self.betas.shape[0]
@@ -58,9 +76,10 @@ class TemporalOrthogonalFilter:
         R = like.new_zeros(B, cap, 16, 3, 3)
         t = like.new_zeros(B, cap, 3)
         n = torch.zeros(cap, dtype=torch.long, device=like.device)
+        w = like.new_zeros(cap)
         if old:
-            R[:, :old], t[:, :old], n[:old] = self._R, self._t, self._n
-        self._R, self._t, self._n = R, t, n
+            R[:, :old], t[:, :old], n[:old], w[:old] = self._R, self._t, self._n, self._w
+        self._R, self._t, self._n, self._w = R, t, n, w
 
     def add(self, k: int, chunk: HandRotations) -> None:
         """Register the chunk queried at frame k: HandRotations (B, L) = frames k+1..k+L.
@@ -74,9 +93,11 @@ class TemporalOrthogonalFilter:
             return
         skip = max(0, -lo)
         self._grow(lo + L, t)
-        self._R[:, lo + skip : lo + L] += R[:, skip:]
-        self._t[:, lo + skip : lo + L] += t[:, skip:]
+        w = chunk_weights(L, self.decay, t)[skip:]
+        self._R[:, lo + skip : lo + L] += R[:, skip:] * w[:, None, None, None]
+        self._t[:, lo + skip : lo + L] += t[:, skip:] * w[:, None]
         self._n[lo + skip : lo + L] += 1
+        self._w[lo + skip : lo + L] += w
 
     def pop(self, n: int = 1) -> HandRotations:
         """Fuse and emit the next n frames -> HandRotations (B, n). Raises if a frame has no estimate."""
@@ -85,14 +106,16 @@ class TemporalOrthogonalFilter:
                 f"TOF: frames {self.next_frame}..{self.next_frame + n - 1} have no estimate yet; "
                 "query the policy at least every L frames (stride <= horizon)"
             )
-        cnt = self._n[:n].to(self._t.dtype)
+        cnt = self._w[:n]
         out = _fused(self._R[:, :n] / cnt[:, None, None, None], self._t[:, :n] / cnt[:, None], self.betas)
-        self._R, self._t, self._n = self._R[:, n:].clone(), self._t[:, n:].clone(), self._n[n:].clone()
+        self._R, self._t = self._R[:, n:].clone(), self._t[:, n:].clone()
+        self._n, self._w = self._n[n:].clone(), self._w[n:].clone()
         self.next_frame += n
         return out
 
 
-def tof_offline(chunks: HandRotations, starts: list[int], num_frames: int, betas: torch.Tensor) -> HandRotations:
+def tof_offline(chunks: HandRotations, starts: list[int], num_frames: int, betas: torch.Tensor,
+                decay: float = 0.0) -> HandRotations:
     """TOF over a finished set of queries (the whole sequence at once).
 
     Args:
@@ -100,6 +123,7 @@ def tof_offline(chunks: HandRotations, starts: list[int], num_frames: int, betas
         starts: the Q query frames (chunk q estimates frames starts[q]+1 .. starts[q]+L).
         num_frames: fuse frames 1..num_frames.
         betas: (B, 10).
+        decay: as ``TemporalOrthogonalFilter``'s.
     Returns:
         HandRotations (B, num_frames) for frames 1..num_frames.
     """
@@ -108,13 +132,14 @@ def tof_offline(chunks: HandRotations, starts: list[int], num_frames: int, betas
     R_sum = t.new_zeros(B, num_frames, 16, 3, 3)
     t_sum = t.new_zeros(B, num_frames, 3)
     cnt = t.new_zeros(num_frames)
+    weights = chunk_weights(L, decay, t)
     for q, k in enumerate(starts):
         for i in range(L):
             f = k + 1 + i  # absolute frame
             if 1 <= f <= num_frames:
-                R_sum[:, f - 1] += R[:, q, i]
-                t_sum[:, f - 1] += t[:, q, i]
-                cnt[f - 1] += 1
+                R_sum[:, f - 1] += weights[i] * R[:, q, i]
+                t_sum[:, f - 1] += weights[i] * t[:, q, i]
+                cnt[f - 1] += weights[i]
     if bool((cnt == 0).any()):
         missing = (cnt == 0).nonzero().flatten().add(1).tolist()
         raise ValueError(f"tof_offline: frames {missing[:5]}... have no estimate")
