@@ -38,6 +38,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -72,6 +73,12 @@ class Args:
     """Peak learning rate (AdamW, cosine decay)."""
     threads: int = 2
     """torch CPU threads."""
+    text: Literal["instruction", "segment", "segment+task"] = "instruction"
+    """What the probes read of the text: ``instruction``, the task and every name of the episode's instruction and
+    the template of the frame's segment text; ``segment``, only the frame's segment text (its template and the names
+    it says), which is what the policy reads (``megohand.data.windows``: a window's text is its segment's); and
+    ``segment+task``, that and the task (what a segment text that names the task, "reach for the red cube to push
+    it", would add)."""
     grounding_accuracy: tuple[float, ...] = ()
     """Also probe what the grounding tokens carry, the instructed object found with each of these probabilities."""
     mano_dir: Path | None = None
@@ -118,8 +125,17 @@ def episode_windows(ep, horizon: int) -> dict:
     lm_color, lm_shape = (lm.split(" ", 1) if lm else ("none", "none"))
     text = {"task": ep.task, "color": target.color, "shape": target.shape, "landmark_color": lm_color,
             "landmark_shape": lm_shape, "instruction": _template(ep.instruction, names)}
+    says_lm = np.array([bool(s) and "<landmark>" in s for s in seg_of[ks]])  # the segment text names the landmark
     return {"state": state[ks], "future": future, "mask": mask, "phase": phase_of[ks], "segment": seg_of[ks],
-            "text": [text] * len(ks), "scene": scene_facts(ep, ks)}
+            "text": [text] * len(ks), "says_landmark": says_lm, "task": np.array([ep.task] * len(ks), dtype=object),
+            "scene": scene_facts(ep, ks)}
+
+
+# the text facts each --text choice reads (the segment's template is always read; the landmark's names only where
+# the segment text says them)
+TEXT_KEYS = {"instruction": ("task", "color", "shape", "landmark_color", "landmark_shape", "instruction"),
+             "segment": ("color", "shape", "landmark_color", "landmark_shape"),
+             "segment+task": ("task", "color", "shape", "landmark_color", "landmark_shape")}
 
 
 def scene_facts(ep, ks: np.ndarray) -> np.ndarray:
@@ -182,8 +198,14 @@ def one_hot(values: list, vocab: list) -> np.ndarray:
     return out
 
 
-def text_features(w: dict, vocab: dict) -> np.ndarray:
-    cols = [one_hot([t[k] for t in w["text"]], vocab[k]) for k in vocab if k != "segment"]
+def text_features(w: dict, vocab: dict, text: str = "instruction") -> np.ndarray:
+    """One-hots of the text facts that ``text`` (``Args.text``) reads, then of the segment's template."""
+    cols = []
+    for k in TEXT_KEYS[text]:
+        values = [t[k] for t in w["text"]]
+        if text != "instruction" and k.startswith("landmark"):  # named only by the segments that say it
+            values = [v if say else "none" for v, say in zip(values, w["says_landmark"])]
+        cols.append(one_hot(values, vocab[k]))
     cols.append(one_hot(list(w["segment"]), vocab["segment"]))
     return np.concatenate(cols, axis=1)
 
@@ -243,7 +265,7 @@ def main(args: Args) -> dict:
     tr, te = data["train"], data["test"]
     vocab = {k: sorted({t[k] for t in tr["text"]}) for k in tr["text"][0]}
     vocab["segment"] = sorted(set(tr["segment"]))
-    x_text = {k: np.concatenate([d["state"], text_features(d, vocab)], 1) for k, d in data.items()}
+    x_text = {k: np.concatenate([d["state"], text_features(d, vocab, args.text)], 1) for k, d in data.items()}
     x_full = {k: np.concatenate([x_text[k], d["scene"]], 1) for k, d in data.items()}
     y = {k: d["future"].reshape(len(d["future"]), -1) for k, d in data.items()}
     gen_s = time.perf_counter() - t0
@@ -265,12 +287,16 @@ def main(args: Args) -> dict:
         return r
 
     table = {"overall": row(np.ones(len(te["phase"]), dtype=bool))} | {p: row(te["phase"] == p) for p in phases}
+    by_task = {t: row(te["task"] == t) for t in sorted(set(te["task"]))}
+    reach = te["phase"] == "reach"
+    by_task_reach = {t: row(reach & (te["task"] == t)) for t in sorted(set(te["task"])) if (reach & (te["task"] == t)).any()}
     result = {
         "world": args.world, "args": json.loads(json.dumps(dataclasses.asdict(args), default=str)),
         "hand_model": hand.name, "train_windows": len(y["train"]), "test_windows": len(y["test"]),
         "test_episodes": len(parts["test"]), "inputs": {name: int(x["train"].shape[1]) for name, x in probes},
         "unit": "cm, mean wrist error over the 16 future frames, per window (phase = phase of the window's first frame)",
-        "ratio_overall": table["overall"]["ratio"], "table": table,
+        "ratio_overall": table["overall"]["ratio"], "table": table, "by_task": by_task,
+        "by_task_reach_phase": by_task_reach,
         "seconds": {"generate": round(gen_s, 1), "total": round(time.perf_counter() - t0, 1)},
         "torch_threads": args.threads, "load_average": os.getloadavg()[0],
     }
@@ -279,7 +305,9 @@ def main(args: Args) -> dict:
     extra = [name for name, _ in probes[2:]]
     print(f"{'phase':<10} {'windows':>7} {'static':>7} {'text+state':>10} {'full info':>9} {'ratio':>6}"
           + "".join(f" | {name}" for name in extra))
-    for p, r in table.items():
+    rows = list(table.items()) + [(f"task {t}", r) for t, r in by_task.items()] + [
+        (f"reach, {t}", r) for t, r in by_task_reach.items()]
+    for p, r in rows:
         print(f"{p:<10} {r['windows']:>7} {r['static pose']:>7.2f} {r['text + state']:>10.2f} "
               f"{r['full information']:>9.2f} {r['ratio']:>6.2f}" + "".join(f" | {r[name]:.2f}" for name in extra))
     out = args.out or REPO / "benchmarks" / "results" / f"oracle_gap_{args.world}.json"
