@@ -6,7 +6,9 @@
 #   bash benchmarks/gpu_suite.sh classic       # the first benchmark, on the 'classic' world (its published numbers)
 #   RUNS="T_s1 V_s0" bash benchmarks/gpu_suite.sh runs   # exactly these runs (PARALLEL at once, default 2) + exports
 #   STEPS=8000 RUNS="TID_s0_refer+parse+state-dropout T_s0" bash benchmarks/gpu_suite.sh runs   # seed 0 at 8000 steps
-#     (15 min on one H100; synthetic_cpu_eval_8000x256.md); next: the same with TID_s1_... T_s1 (the second seeds)
+#     (15 min on one H100; synthetic_cpu_eval_8000x256.md)
+#   STEPS=8000 RUNS="TID_s0_refer+parse+state-dropout+task-text T_s0_task-text" bash benchmarks/gpu_suite.sh runs
+#     # next: the same with the task named in every segment's text (--model.text-context task+segment), about 15 min
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #

@@ -145,6 +145,36 @@ def test_task_metric_hand_computed(scenes):
     assert scene_lines(eps, []) == []
 
 
+class TextRecorder(NoisyStatic):
+    """NoisyStatic that records the texts it is given; ``model.config.text_context`` as a trained policy has it."""
+
+    def __init__(self, context: str):
+        super().__init__()
+        self.model = SimpleNamespace(config=SimpleNamespace(text_context=context))
+        self.texts: list[str] = []
+
+    def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None):
+        self.texts += list(instructions)
+        return super().predict_chunk(image, instructions, state, depth, steps, generator)
+
+
+def test_eval_gives_each_policy_the_text_it_was_trained_with(scenes):
+    from megohand.evaluate.evaluator import load_episode
+
+    store, hand = scenes
+    eps = [load_episode(store, r.dataset, r.episode) for r in store.episodes(split="test")]
+    instructions = {e.instruction for e in eps}
+    segments = {t for e in eps for _, _, t in e.segments if t}
+    seg, task = TextRecorder("segment"), TextRecorder("task+segment")
+    cfg = EvalConfig(window_stride=8, rollout_frames=16, batch_size=8, reliance=())
+    evaluate_store(store, {"seg": lambda p, s: seg, "task": lambda p, s: task}, hand, cfg, log=lambda *a: None)
+    assert seg.texts and set(seg.texts) <= segments | instructions
+    assert not any(": " in t for t in seg.texts)
+    assert task.texts and all(t in instructions or t.split(": ", 1)[0] in instructions and t.split(": ", 1)[1] in
+                              segments for t in task.texts)
+    assert any(": " in t for t in task.texts)
+
+
 def test_task_table_by_hand():
     from megohand.evaluate.tables import task_table
 

@@ -119,6 +119,31 @@ def test_segments_padding_and_invalid(tmp_path):
 
 
 
+def test_task_and_segment_text(tmp_path):
+    """text_context="task+segment": every window reads the episode's instruction, then its segment's text; the
+    instruction alone where no segment covers the frame; "segment" (default) is the paper's text."""
+    from megohand.data.windows import window_text
+
+    assert window_text("reach for the red cube", "push the red cube to the blue mat", "task+segment") == \
+        "push the red cube to the blue mat: reach for the red cube"
+    assert window_text("reach for the red cube", "push the red cube", "segment") == "reach for the red cube"
+    assert window_text("", "push the red cube", "task+segment") == "push the red cube"
+    assert window_text("push the red cube", "push the red cube", "task+segment") == "push the red cube"
+    with pytest.raises(ValueError, match="text context"):
+        window_text("a", "b", "both")
+    T = 20
+    write(tmp_path, "taco", "(dust, roller, pan)/20230927_032", T, instruction="tidy the pan",
+          segments=[(0, 8, "roll the box"), (10, 20, "put the roller down")])
+    ds = WindowDataset(tmp_path, horizon=4, image_size=16, window_scope="episode", text_context="task+segment")
+    by_k = {ds[i]["meta"]["k"]: ds[i] for i in range(len(ds))}
+    assert by_k[3]["instruction"] == "tidy the pan: roll the box"
+    assert by_k[12]["instruction"] == "tidy the pan: put the roller down"
+    plain = WindowDataset(tmp_path, horizon=4, image_size=16, window_scope="episode")
+    assert {plain[i]["instruction"] for i in range(len(plain))} == {"roll the box", "put the roller down"}
+    with pytest.raises(ValueError, match="text context"):
+        WindowDataset(tmp_path, horizon=4, image_size=16, text_context="both")
+
+
 def test_episode_scope_runs_across_segments(tmp_path):
     """window_scope="episode": starts as in the segments (plus each segment's last frame), the text of the start
     frame's segment, the future up to the episode's end (values = the oracle's, frames between segments too)."""

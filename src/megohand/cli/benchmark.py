@@ -26,6 +26,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "refer": ("--model.grounding.refer=0.5",),
     "parse": ("--model.grounding.parse=0.5",),
     "query": ("--model.grounding.head=query",),
+    "task-text": ("--model.text-context=task+segment",),
 }
 """Named changes of the recipe (``megohand train`` overrides) for the A/B rows of the benchmark; ``a+b`` applies
 both (``refer+parse``)."""
@@ -75,7 +76,8 @@ class Benchmark:
     (grounding tokens with teacher forcing), token-norm (grounding tokens with a LayerNorm), ground-state (the
     grounding head's answer added to the state token), state-teacher (that with teacher forcing), state-dropout
     (that dropped for 20 % of the samples: what guidance on it needs), film, refer, parse,
-    query; ``+`` joins several: refer+parse), first seed only."""
+    query, task-text (the episode's instruction before every segment's text: --model.text-context task+segment);
+    ``+`` joins several: refer+parse), first seed only."""
     runs: tuple[str, ...] = ()
     """Exactly these runs, named <variant>_s<seed>[_<ablation>] (TI_s1 V_s0 TID_s0_refer+parse), instead of every
     variant x seed and the ablations; a run whose folder already holds a model is evaluated, not trained."""

@@ -52,7 +52,7 @@ class Demo:
         from megohand.cli.eval import write_report
         from megohand.data.store import Store
         from megohand.evaluate.evaluator import (EvalConfig, baseline_factories, evaluate_store, load_episode,
-                                                 task_outcome)
+                                                 task_outcome, text_context)
         from megohand.hand import load_hand_model
         from megohand.inference.policy import DEMO_CHECKPOINT, ModelPolicy, load_policy
         from megohand.inference.rollout import rollout
@@ -102,7 +102,8 @@ class Demo:
             img, dep = ep.observe([k + 1])
             return img, dep
 
-        res = rollout(policy, observe, lambda k: [ep.text_at(k + 1)], ep.states[1:2], T, stride=self.stride, tof=True,
+        ctx = text_context(policy)
+        res = rollout(policy, observe, lambda k: [ep.text_at(k + 1, ctx)], ep.states[1:2], T, stride=self.stride, tof=True,
                       steps=self.steps, generator=torch.Generator().manual_seed(0))
         p = res.params()
         with torch.no_grad():

@@ -6,7 +6,8 @@ A sample at frame k of an episode (docs/data_format.md, docs/model.md)::
     depth        float32 (1, S, S)    metres (0 = no measurement); zeros when has_depth is False
     has_depth    bool
     K            float32 (3, 3)       intrinsics of the cropped, resized image
-    instruction  str                  the segment's text (else the episode's instruction)
+    instruction  str                  the segment's text (else the episode's instruction); with text_context
+                                      "task+segment" the episode's instruction before it (``window_text``)
     state        float32 (109,)       h_k (megohand.hand.vector layout)
     action       float32 (L, 99)      encode_chunk(h_k, h_{k+1..k+L})
     action_mask  float32 (L,)         1 for real future frames; 0 beyond the segment end (padded with its last
@@ -72,6 +73,20 @@ class Sample(TypedDict):
 
 
 WINDOW_SCOPES = ("segment", "episode")
+TEXT_CONTEXTS = ("segment", "task+segment")
+
+
+def window_text(segment: str, instruction: str, context: str = "segment") -> str:
+    """The text a policy reads at a frame. ``"segment"`` (the paper's): the frame's segment text, else the episode's
+    instruction. ``"task+segment"``: "<instruction>: <segment>", so that every segment also names the task (the
+    instruction alone where the segment has no text or repeats it): in the synthetic world every task's reach reads
+    "reach for the purple box", a push's and a grasp's alike (README, "During the reach the policy cannot know the
+    task")."""
+    if context not in TEXT_CONTEXTS:
+        raise ValueError(f"text context must be one of {TEXT_CONTEXTS}, got {context!r}")
+    if context == "segment" or not instruction or not segment or segment == instruction:
+        return segment or instruction
+    return f"{instruction}: {segment}"
 CACHE_BYTES = 256 << 20
 """Per process (each DataLoader worker has its own) and per cache (hand states, scene facts): enough for every
 episode of a few-thousand-episode synthetic store, about 800 long real ones."""
@@ -139,6 +154,7 @@ class WindowDataset(torch.utils.data.Dataset):
             (brightness 0.3, contrast 0.4, saturation 0.5); depth gets the same crop, never jitter.
         seed: augmentation seed (combined with the sample index, so workers are reproducible).
         window_scope: "segment" or "episode": where a window's future may run (module docstring).
+        text_context: "segment" or "task+segment": the text of a window (``window_text``).
         copies: read an episode's training-size copy where one fits ``image_size`` (docs/data_format.md); False:
             always the stored frames.
 
@@ -162,9 +178,12 @@ class WindowDataset(torch.utils.data.Dataset):
         progress: bool = False,
         window_scope: str = "segment",
         copies: bool = True,
+        text_context: str = "segment",
     ):
         if window_scope not in WINDOW_SCOPES:
             raise ValueError(f"window_scope must be one of {WINDOW_SCOPES}, got {window_scope!r}")
+        window_text("", "", text_context)  # checks it
+        self.text_context = text_context
         if stored_depth not in STORED_DEPTH:
             raise ValueError(f"stored_depth must be one of {STORED_DEPTH}, got {stored_depth!r}")
         if side not in ("right", "left"):
@@ -213,7 +232,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 raise StoreError(f"{ep.what} [frames.parquet]: {len(valid)} rows, meta says {ep.num_frames} frames")
             self._valid.append(valid.astype(bool))
             for k, e, text in episode_windows(self._valid[-1], ep.meta.segments, self.stride, self.window_scope):
-                text = text if text else ep.meta.instruction
+                text = window_text(text, ep.meta.instruction, self.text_context)
                 tid = text_ids.setdefault(text, len(text_ids))
                 eps.append(np.full(len(k), i, np.int32))
                 ks.append(k.astype(np.int32))

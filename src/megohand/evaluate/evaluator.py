@@ -141,12 +141,13 @@ class EpisodeData:
     def num_frames(self) -> int:
         return self.states.shape[0]
 
-    def text_at(self, k: int) -> str:
-        """The segment text covering frame k, else the episode instruction."""
-        for s, e, text in self.segments:
-            if s <= k < e and text:
-                return text
-        return self.instruction
+    def text_at(self, k: int, context: str = "segment") -> str:
+        """The text a policy reads at frame k (``megohand.data.windows.window_text``): the segment text covering
+        frame k, else the episode instruction; ``context="task+segment"``: the instruction, then that."""
+        from megohand.data.windows import window_text
+
+        segment = next((text for s, e, text in self.segments if s <= k < e and text), "")
+        return window_text(segment, self.instruction, context)
 
     frames: "FrameCache | None" = None  # decoded frames shared by every method and condition
     frame_set: object = None  # the episode's FrameSet to read (a training-size copy), None: the stored frames
@@ -239,8 +240,13 @@ class _View:
             img, dep = (o_img, dep) if self.swap == "rgb" else (img, o_dep)
         return img, dep
 
-    def text_at(self, k: int) -> str:
-        return (self.other if self.swap == "text" else self.ep).text_at(k)
+    def text_at(self, k: int, context: str = "segment") -> str:
+        return (self.other if self.swap == "text" else self.ep).text_at(k, context)
+
+
+def text_context(policy) -> str:
+    """The text context a policy was trained with (``PolicyConfig.text_context``; "segment" for the baselines)."""
+    return getattr(getattr(getattr(policy, "model", None), "config", None), "text_context", "segment")
 
 
 def _uses_obs(policy) -> bool:
@@ -357,7 +363,8 @@ def _window_eval(pool: _Pool, ep: EpisodeData, methods: dict[str, PolicyFactory]
                 view = _View(ep, partner, swap)
                 image, depth = view.observe(ks) if _uses_obs(policy) else (None, None)
                 gen = _generator(cfg.seed, *key, i)
-                a = policy.predict_chunk(image, [view.text_at(k) for k in ks], state, depth, **_kw(cfg, gen))
+                a = policy.predict_chunk(image, [view.text_at(k, text_context(policy)) for k in ks], state, depth,
+                                         **_kw(cfg, gen))
                 pred = decode_chunk(state, a.to(state.dtype)[:, :L])
                 pool.add(("window", name if swap is None else reliance_name(name, swap), ep.dataset), pred, fut, mask,
                          ep.fps)
@@ -405,7 +412,8 @@ def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, Policy
                     return None, None
 
             kw = {} if cfg.steps is None else {"steps": cfg.steps}
-            res = rollout(policy, observe, lambda k: [v.text_at(k + 1) for v in views], init, T, stride=cfg.stride,
+            ctx = text_context(policy)
+            res = rollout(policy, observe, lambda k: [v.text_at(k + 1, ctx) for v in views], init, T, stride=cfg.stride,
                           tof=tof, generator=_generator(cfg.seed, *key), tof_decay=cfg.tof_decay, **kw)
             proto = "rollout-tof" if tof else "rollout-raw"
             pkey = (proto, name if swap is None else reliance_name(name, swap), eps[0].dataset)

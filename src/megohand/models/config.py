@@ -287,6 +287,9 @@ class PolicyConfig:
     """Auxiliary grounding supervision (off by default)."""
     dropout: ModalityDropoutConfig = ModalityDropoutConfig()
     """Training-time modality dropout (off by default)."""
+    text_context: Literal["segment", "task+segment"] = "segment"
+    """The text the policy reads at a frame: its segment's (the paper's), or the episode's instruction and then the
+    segment's, "<instruction>: <segment>" (``megohand.data.windows.window_text``); training and evaluation both."""
 
     @property
     def uses_text(self) -> bool:

@@ -128,7 +128,7 @@ def build_datasets(cfg: TrainConfig, image_size: int):
     train, evald = load_cascaded_dataset(
         cfg.store, weights, split_portion=cfg.split_portion, window_size=cfg.model.horizon, side=cfg.side,
         stored_depth=cfg.stored_depth, image_size=image_size, stride=cfg.stride, seed=cfg.seed,
-        augment=cfg.augment, window_scope=cfg.window_scope,
+        augment=cfg.augment, window_scope=cfg.window_scope, text_context=cfg.model.text_context,
     )
     for ds in (train, evald):
         if cfg.stored_depth == "none" or not cfg.model.uses_depth:
