@@ -254,6 +254,10 @@ def test_generate_passes_the_sampler_settings(tiny_ckpt, tmp_path):
         return np.load(tmp_path / name / "hands.npz")["transl"]
 
     np.testing.assert_array_equal(motion("a", noise_scale=0.0, seed=0), motion("b", noise_scale=0.0, seed=1))
+    # the text the policy reads: the step's where given (a policy trained on segment texts), else the instruction
+    Generate(out=tmp_path / "s", step="reach for the red box", **common).run()
+    assert json.loads((tmp_path / "s" / "hands.json").read_text())["text_read"] == "reach for the red box"
+    assert json.loads((tmp_path / "a" / "hands.json").read_text())["text_read"] == "pick up the red box"
     assert not np.allclose(motion("c", seed=0), motion("d", seed=1))
     with pytest.raises(UserError, match="--model.grounding.state"):
         Generate(out=tmp_path / "e", ground_guidance=1.5, **common).run()

@@ -46,6 +46,10 @@ class Generate:
     """Task instruction, e.g. "pick up the red cylinder"."""
     out: Path
     """Output folder."""
+    step: str = ""
+    """The current step's text, e.g. "reach for the red cylinder" (optional): a policy trained on segment texts (the
+    default) reads it instead of --text; one trained with --model.text-context task+segment reads "<text>: <step>"
+    (``megohand.data.windows.window_text``)."""
     init: Path | None = None
     """INIT.json with the initial hand (schema in docs/inference.md); default: estimated from the first frame."""
     intrinsics: Path | None = None
@@ -131,12 +135,16 @@ class Generate:
 
         gen = torch.Generator().manual_seed(self.seed)
         bar = tqdm(total=N, desc="generate", unit="frame")
-        res = rollout(policy, observe, [self.text], init, N, stride=self.stride, tof=self.tof, steps=self.steps,
+        from megohand.data.windows import window_text
+        from megohand.evaluate.evaluator import text_context
+
+        text = window_text(self.step, self.text, text_context(policy))
+        res = rollout(policy, observe, [text], init, N, stride=self.stride, tof=self.tof, steps=self.steps,
                       generator=gen, progress=lambda n: bar.update(n - bar.n))
         bar.close()
         p = res.params()
         seq = {k: getattr(p, k)[0].numpy().astype(np.float32) for k in FIELDS}
-        meta = {"text": self.text, "fps": fps, "K": K.tolist(), "stride": self.stride, "steps": self.steps,
+        meta = {"text": self.text, "step": self.step, "text_read": text, "fps": fps, "K": K.tolist(), "stride": self.stride, "steps": self.steps,
                 "noise_scale": self.noise_scale, "text_guidance": self.text_guidance,
                 "ground_guidance": self.ground_guidance, "tof": self.tof, "queries": res.queries,
                 "source": str(self.image), "frames": N + 1,
