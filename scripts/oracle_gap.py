@@ -289,7 +289,8 @@ def main(args: Args) -> dict:
     table = {"overall": row(np.ones(len(te["phase"]), dtype=bool))} | {p: row(te["phase"] == p) for p in phases}
     by_task = {t: row(te["task"] == t) for t in sorted(set(te["task"]))}
     reach = te["phase"] == "reach"
-    by_task_reach = {t: row(reach & (te["task"] == t)) for t in sorted(set(te["task"])) if (reach & (te["task"] == t)).any()}
+    by_task_reach = {t: row(reach & (te["task"] == t)) for t in sorted(set(te["task"]))
+                     if (reach & (te["task"] == t)).any()}
     result = {
         "world": args.world, "args": json.loads(json.dumps(dataclasses.asdict(args), default=str)),
         "hand_model": hand.name, "train_windows": len(y["train"]), "test_windows": len(y["test"]),

@@ -144,7 +144,8 @@ class Generate:
         bar.close()
         p = res.params()
         seq = {k: getattr(p, k)[0].numpy().astype(np.float32) for k in FIELDS}
-        meta = {"text": self.text, "step": self.step, "text_read": text, "fps": fps, "K": K.tolist(), "stride": self.stride, "steps": self.steps,
+        meta = {"text": self.text, "step": self.step, "text_read": text, "fps": fps, "K": K.tolist(),
+                "stride": self.stride, "steps": self.steps,
                 "noise_scale": self.noise_scale, "text_guidance": self.text_guidance,
                 "ground_guidance": self.ground_guidance, "tof": self.tof, "queries": res.queries,
                 "source": str(self.image), "frames": N + 1,

@@ -430,8 +430,8 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
     Returns a JSON-able dict: ``config``, ``datasets`` (per dataset: group, episodes, windows),
     ``results[protocol][method][dataset or group] = {metric: value}``; methods that look at the observation also
     appear there as ``reliance_name(method, swap)`` for every swap of ``cfg.reliance`` (listed in ``reliance``);
-    ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, target_cm, dest_cm[, task]}`` per rolled-out
-    episode with scene facts (``task_outcome``; object indices into the episode's ``objects``), with
+    ``task_outcomes[protocol][method]`` = one ``{dataset, episode, target, hit, closest, target_cm, dest_cm[, task]}``
+    per rolled-out episode with scene facts (``task_outcome``; object indices into the episode's ``objects``), with
     ``target_object`` and ``reached_object`` (their ``SceneFacts.names``, "<colour> <shape>") where they are known.
     """
     unknown = set(cfg.reliance) - set(RELIANCE)
