@@ -52,10 +52,10 @@ class Demo:
         from megohand.cli.eval import write_report
         from megohand.data.store import Store
         from megohand.evaluate.evaluator import (EvalConfig, baseline_factories, evaluate_store, load_episode,
-                                                 task_outcome, text_context)
+                                                 task_outcome)
         from megohand.hand import load_hand_model
         from megohand.inference.policy import DEMO_CHECKPOINT, ModelPolicy, load_policy
-        from megohand.inference.rollout import rollout
+        from megohand.inference.rollout import rollout, text_context
         from megohand.viz.compare import write_comparison
 
         from megohand import io

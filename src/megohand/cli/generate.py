@@ -136,7 +136,7 @@ class Generate:
         gen = torch.Generator().manual_seed(self.seed)
         bar = tqdm(total=N, desc="generate", unit="frame")
         from megohand.data.windows import window_text
-        from megohand.evaluate.evaluator import text_context
+        from megohand.inference.rollout import text_context
 
         text = window_text(self.step, self.text, text_context(policy))
         res = rollout(policy, observe, [text], init, N, stride=self.stride, tof=self.tof, steps=self.steps,

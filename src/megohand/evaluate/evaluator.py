@@ -35,7 +35,7 @@ from megohand.data.cache import BytesLRU
 from megohand.errors import UserError
 from megohand.hand.vector import decode_chunk, state_to_params
 from megohand.inference.baselines import ConstantVelocityPolicy, StaticPolicy
-from megohand.inference.rollout import Policy, rollout
+from megohand.inference.rollout import Policy, rollout, text_context
 
 PolicyFactory = Callable[["torch.Tensor | None", int], Policy]
 
@@ -244,10 +244,6 @@ class _View:
         return (self.other if self.swap == "text" else self.ep).text_at(k, context)
 
 
-def text_context(policy) -> str:
-    """The text context a policy was trained with (``PolicyConfig.text_context``; "segment" for the baselines)."""
-    return getattr(getattr(getattr(policy, "model", None), "config", None), "text_context", "segment")
-
 
 def _uses_obs(policy) -> bool:
     return not isinstance(policy, (StaticPolicy, ConstantVelocityPolicy))
@@ -359,12 +355,12 @@ def _window_eval(pool: _Pool, ep: EpisodeData, methods: dict[str, PolicyFactory]
         for name, make in methods.items():
             policy = make(prev, 1)
             swaps = [None] + ([s for s in cfg.reliance if partner is not None] if _uses_obs(policy) else [])
+            ctx = text_context(policy)
             for swap in swaps:
                 view = _View(ep, partner, swap)
                 image, depth = view.observe(ks) if _uses_obs(policy) else (None, None)
                 gen = _generator(cfg.seed, *key, i)
-                a = policy.predict_chunk(image, [view.text_at(k, text_context(policy)) for k in ks], state, depth,
-                                         **_kw(cfg, gen))
+                a = policy.predict_chunk(image, [view.text_at(k, ctx) for k in ks], state, depth, **_kw(cfg, gen))
                 pred = decode_chunk(state, a.to(state.dtype)[:, :L])
                 pool.add(("window", name if swap is None else reliance_name(name, swap), ep.dataset), pred, fut, mask,
                          ep.fps)

@@ -47,6 +47,12 @@ class Policy(Protocol):
     def predict_chunk(self, image, instructions, state, depth=None, steps=None, generator=None) -> torch.Tensor: ...
 
 
+def text_context(policy) -> str:
+    """The text context a policy was trained with (``PolicyConfig.text_context``, read through ``ModelPolicy.model``;
+    "segment" for the baselines): what ``megohand.data.windows.window_text`` composes for it."""
+    return getattr(getattr(getattr(policy, "model", None), "config", None), "text_context", "segment")
+
+
 @dataclass
 class RolloutResult:
     """states (B, T+1, 109): frame 0 is the given initial state, frames 1..T are generated."""

@@ -35,7 +35,10 @@ def chunk_weights(L: int, decay: float, like: torch.Tensor) -> torch.Tensor:
     """(L,) weights exp(-decay * i) of a chunk's frames i = 0..L-1 (all 1 for decay = 0), dtype/device of ``like``."""
     if decay < 0 or not math.isfinite(decay):
         raise ValueError(f"TOF decay must be a finite number >= 0, got {decay}")
-    return torch.exp(-decay * torch.arange(L, dtype=like.dtype, device=like.device))
+    w = torch.exp(-decay * torch.arange(L, dtype=like.dtype, device=like.device))
+    if not bool((w > 0).all()):
+        raise ValueError(f"TOF decay {decay} is too large for chunks of {L} frames: the last weights underflow to 0")
+    return w
 
 
 def _fused(R_mean: torch.Tensor, t_mean: torch.Tensor, betas: torch.Tensor) -> HandRotations:
@@ -65,8 +68,8 @@ class TemporalOrthogonalFilter:
         self.decay = decay
         self._R: torch.Tensor | None = None  # (B, cap, 16, 3, 3) weighted running sums, frame next_frame + i
         self._t: torch.Tensor | None = None  # (B, cap, 3)
-        self._n: torch.Tensor | None = None  # (cap,) number of estimates
-        self._w: torch.Tensor | None = None  # (cap,) sum of their weights
+        self._w: torch.Tensor | None = None  # (cap,) sum of the estimates' weights (0: no estimate; weights are > 0)
+        self._chunk_w: torch.Tensor | None = None  # (L,) chunk_weights, computed once
 
     def _grow(self, cap: int, like: torch.Tensor) -> None:
         B = self.betas.shape[0]
@@ -75,11 +78,10 @@ class TemporalOrthogonalFilter:
             return
         R = like.new_zeros(B, cap, 16, 3, 3)
         t = like.new_zeros(B, cap, 3)
-        n = torch.zeros(cap, dtype=torch.long, device=like.device)
         w = like.new_zeros(cap)
         if old:
-            R[:, :old], t[:, :old], n[:old], w[:old] = self._R, self._t, self._n, self._w
-        self._R, self._t, self._n, self._w = R, t, n, w
+            R[:, :old], t[:, :old], w[:old] = self._R, self._t, self._w
+        self._R, self._t, self._w = R, t, w
 
     def add(self, k: int, chunk: HandRotations) -> None:
         """Register the chunk queried at frame k: HandRotations (B, L) = frames k+1..k+L.
@@ -93,23 +95,23 @@ class TemporalOrthogonalFilter:
             return
         skip = max(0, -lo)
         self._grow(lo + L, t)
-        w = chunk_weights(L, self.decay, t)[skip:]
+        if self._chunk_w is None or len(self._chunk_w) != L or self._chunk_w.dtype != t.dtype:
+            self._chunk_w = chunk_weights(L, self.decay, t)
+        w = self._chunk_w[skip:]
         self._R[:, lo + skip : lo + L] += R[:, skip:] * w[:, None, None, None]
         self._t[:, lo + skip : lo + L] += t[:, skip:] * w[:, None]
-        self._n[lo + skip : lo + L] += 1
         self._w[lo + skip : lo + L] += w
 
     def pop(self, n: int = 1) -> HandRotations:
         """Fuse and emit the next n frames -> HandRotations (B, n). Raises if a frame has no estimate."""
-        if self._n is None or self._n.shape[0] < n or bool((self._n[:n] == 0).any()):
+        if self._w is None or self._w.shape[0] < n or bool((self._w[:n] == 0).any()):
             raise RuntimeError(
                 f"TOF: frames {self.next_frame}..{self.next_frame + n - 1} have no estimate yet; "
                 "query the policy at least every L frames (stride <= horizon)"
             )
         cnt = self._w[:n]
         out = _fused(self._R[:, :n] / cnt[:, None, None, None], self._t[:, :n] / cnt[:, None], self.betas)
-        self._R, self._t = self._R[:, n:].clone(), self._t[:, n:].clone()
-        self._n, self._w = self._n[n:].clone(), self._w[n:].clone()
+        self._R, self._t, self._w = self._R[:, n:].clone(), self._t[:, n:].clone(), self._w[n:].clone()
         self.next_frame += n
         return out
 
