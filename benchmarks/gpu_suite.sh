@@ -66,6 +66,11 @@ for phase in "$@"; do
       step train_throughput_compile_graphs $PY benchmarks/train_throughput.py --variants optimized compile-graphs \
         --max-batch 64 --steps 8 --profile compile-graphs --fresh-process --budget-s 420 --deadline-s 450 \
         --out "benchmarks/results/train_throughput_compile_graphs_${GPU:-h100}.json"
+      # instructions of 8 lengths (as a store's): graphs recorded again per new prompt length, against prompts
+      # padded to a multiple of 32 tokens (--model.backbone.text-pad-multiple 32)
+      step train_throughput_text_lengths $PY benchmarks/train_throughput.py --variants compile-graphs \
+        compile-graphs-bucket32 --text-lengths 8 --steps 24 --profile compile-graphs-bucket32 --fresh-process \
+        --budget-s 560 --deadline-s 590 --out "benchmarks/results/train_throughput_text_lengths_${GPU:-h100}.json"
       ;;
     train)  # TRAIN_ONLY=1: stop after training (a command-length limit: run again to resume, then once without it)
       step benchmark megohand benchmark --config synthetic --work runs/benchmark --seeds 0 1 --parallel 2 \

@@ -14,6 +14,13 @@ under each variant of the speed settings of ``TrainConfig``:
     compile     optimized + regional torch.compile of the repeated blocks (``--compile``)
     compile-graphs  compile in mode reduce-overhead: each compiled block replayed as a CUDA graph (``--compile-mode``)
     compile-graphs-bf16  compile-graphs with the frozen weights in bf16
+    compile-graphs-bucket32  compile-graphs with the prompts padded to a multiple of 32 tokens
+                (``--model.backbone.text-pad-multiple 32``): fewer input shapes to record graphs for
+
+``--text-lengths K`` makes the instructions of the timed steps vary as a store's do: step i reads the i-th of K
+instruction sets (i mod K) whose longest prompts differ by about 3 tokens each; the warm-up sees only the first. A
+compiled block meets each new length once and records (and may recompile) for it: the JSON keeps the mean step
+time on a length's first step and on the steps after (``first_length_step_ms``, ``seen_length_step_ms``).
 
 SDPA attention and the sync-free step are code, not settings: every variant has them. Each variant runs at the
 paper's batch per GPU (16, GR00T-N1's fine-tuning batch) and, with ``--max-batch``, ``optimized`` also at doubling
@@ -83,6 +90,13 @@ VARIANTS = {  # TrainConfig speed settings per variant
 }
 VARIANTS["compile-graphs"] = dict(VARIANTS["compile"], compile_mode="reduce-overhead")
 VARIANTS["compile-graphs-bf16"] = dict(VARIANTS["compile-graphs"], frozen_bf16=True)
+VARIANTS["compile-graphs-bucket32"] = dict(VARIANTS["compile-graphs"], text_pad_multiple=32)
+MODEL_SETTINGS = ("text_pad_multiple",)  # variant keys that set the backbone, not TrainConfig
+
+
+def instruction_sets(k: int, batch: int) -> list[list[str]]:
+    """k instruction lists for a batch; list j's longest prompt is about 3 j tokens longer than list 0's."""
+    return [[TEXTS[i % len(TEXTS)] + " slowly then" * j for i in range(batch)] for j in range(k)]
 
 
 def peak_flops(name: str) -> float | None:
@@ -180,6 +194,8 @@ def main() -> None:
     ap.add_argument("--modalities", default="TID")
     ap.add_argument("--fresh-process", action="store_true",
                     help="every (variant, batch) in a new process that builds the policy again (no run-order drift)")
+    ap.add_argument("--text-lengths", type=int, default=1,
+                    help="timed steps cycle through this many instruction lengths (1: the same texts every step)")
     ap.add_argument("--flops-per-step", type=float, default=0.0,
                     help="FLOPs of one step at --batch-size, counted before (a compiled run cannot count them)")
     ap.add_argument("--out", type=Path, default=None)
@@ -231,7 +247,7 @@ def main() -> None:
         "trainable_parameters": policy and policy.num_parameters(trainable_only=True),
         "attention": policy and attention_used(policy), "fresh_process": args.fresh_process, "pid": os.getpid(),
         "build_seconds": None if args.fresh_process else build_s, "built_on": built_on, "paper_batch_per_gpu": PAPER_BATCH,
-        "steps_timed": steps, "warmup_steps": args.warmup, "peak_bf16_tflops": None if peak is None else peak / 1e12,
+        "steps_timed": steps, "warmup_steps": args.warmup, "text_lengths": args.text_lengths, "peak_bf16_tflops": None if peak is None else peak / 1e12,
         "variants": {k: VARIANTS[k] for k in variants}, "runs": [], "profile": None,
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "note": "model throughput on one device-resident random batch; data loading excluded; share = achieved "
@@ -256,8 +272,9 @@ def main() -> None:
             return rec
         save()
         print(f"-- {variant} at batch {batch_size} ({elapsed:.0f} s in)", flush=True)
+        settings = {k: v for k, v in VARIANTS[variant].items() if k not in MODEL_SETTINGS}
         cfg = TrainConfig(out=Path(tmp.name), model=model, steps=10_000, batch_size=batch_size, num_workers=0,
-                          progress=False, resume=False, **VARIANTS[variant])
+                          progress=False, resume=False, **settings)
         tr = None
         try:
             if args.fresh_process:
@@ -267,13 +284,18 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
                 rec["memory_before_gib"] = torch.cuda.memory_allocated() / 2**30
+            if hasattr(policy.backbone.cfg, "text_pad_multiple"):  # the eagle backbone's bucketing (one policy: reset)
+                pad = VARIANTS[variant].get("text_pad_multiple", 0)
+                policy.backbone.cfg = dataclasses.replace(policy.backbone.cfg, text_pad_multiple=pad)
             tr = Trainer(cfg, train_dataset=samples[:batch_size], policy=policy)
             rec["applied"] = {**tr.speed, "optimizer": "fused" if tr.opt.optimizer.defaults.get("fused") else "default"}
             batch = collate(samples[:batch_size])
             batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
             holder = {}
+            texts = instruction_sets(args.text_lengths, batch_size)
 
-            def step():
+            def step(i: int = 0):
+                batch["instruction"] = texts[i % len(texts)]
                 holder["info"] = tr.train_step(batch)
 
             tw = time.perf_counter()
@@ -294,10 +316,19 @@ def main() -> None:
                 flops_at[batch_size] = float(fc.get_total_flops())
             sync()
             tt = time.perf_counter()
-            for _ in range(steps):
-                step()
+            step_s = []
+            for i in range(steps):
+                step(i)
+                if len(texts) > 1:  # per-step times; one text length keeps the steps overlapping (one sync at the end)
+                    sync()
+                    step_s.append(time.perf_counter() - tt - sum(step_s))
             sync()
             dt = (time.perf_counter() - tt) / steps
+            if len(texts) > 1:
+                first = [t for i, t in enumerate(step_s) if 0 < i < len(texts)]  # length 0 met in the warm-up
+                seen = [t for i, t in enumerate(step_s) if i == 0 or i >= len(texts)]
+                rec.update(text_lengths=len(texts), first_length_step_ms=1e3 * sum(first) / max(len(first), 1),
+                           seen_length_step_ms=1e3 * sum(seen) / max(len(seen), 1) if seen else None)
             flops = flops_at[batch_size]
             rec.update(status="ok", step_ms=dt * 1e3, samples_per_s=batch_size / dt, flops_per_step=flops,
                        achieved_tflops=flops / dt / 1e12, share_of_bf16_peak=None if peak is None else flops / dt / peak,
@@ -330,7 +361,7 @@ def main() -> None:
         child_out.unlink(missing_ok=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--preset", preset, "--modalities", args.modalities,
                "--variants", variant, "--batch-size", str(batch_size), "--steps", str(steps),
-               "--warmup", str(args.warmup), "--out", str(child_out)]
+               "--warmup", str(args.warmup), "--text-lengths", str(args.text_lengths), "--out", str(child_out)]
         cmd += (["--tiny"] if args.tiny else []) + (["--profile", variant] if profile else [])
         cmd += ["--flops-per-step", str(flops_at[batch_size])] if batch_size in flops_at else []
         try:  # a TimeoutError from the deadline kills the child (subprocess.run) and is handled by run()
@@ -390,7 +421,8 @@ def main() -> None:
         rows.append((r["variant"], r["batch"], f"{r['step_ms']:.1f}", f"{r['samples_per_s']:.1f}",
                      f"{r['achieved_tflops']:.3g}", "n/a" if peak is None else f"{100 * r['share_of_bf16_peak']:.1f}",
                      "n/a" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.1f}",
-                     f"{r['warmup_seconds']:.1f}", ""))
+                     f"{r['warmup_seconds']:.1f}", "" if "first_length_step_ms" not in r else
+                     f"new length {r['first_length_step_ms']:.0f} ms, seen {r['seen_length_step_ms'] or 0:.0f} ms"))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for row in (head, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())

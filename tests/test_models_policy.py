@@ -204,6 +204,35 @@ def test_paper_preset_tiny_end_to_end(tmp_path):
     assert cfg_json["backbone"]["kind"] == "eagle"
 
 
+def test_bucketed_prompt_padding_changes_shapes_not_predictions(tmp_path):
+    """text_pad_multiple pads the prompts to a bucket length; with the padding masked in the DiT the chunk and the
+    loss equal those of the unpadded batch (the oracle: the same weights without buckets)."""
+    c = PolicyConfig.paper()
+    cfg = replace(
+        c, horizon=4, dit=replace(SMALL_DIT, mask_vl_padding=True, dropout=0.0), depth=replace(c.depth, encoder="cnn"),
+        backbone=c.backbone.replace(vision_path=tiny_siglip(tmp_path / "v"), llm_path=tiny_llm(tmp_path / "l"), llm_layers=2),
+    )
+    torch.manual_seed(0)
+    p = MEgoHandPolicy(cfg, random_normalizer()).eval()
+    b = sample_batch(L=4)
+    b["instruction"] = ["pick up the cup", "open the top drawer slowly please and then close it again"]
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain_text = p.backbone.prepare_text(b["instruction"], 2, "cpu")
+    plain = p.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], generator=g())
+    torch.manual_seed(1)
+    plain_loss, _ = p(b)
+    p.backbone.cfg = replace(p.backbone.cfg, text_pad_multiple=32)
+    text = p.backbone.prepare_text(b["instruction"], 2, "cpu")
+    S0, S = plain_text["input_ids"].shape[1], text["input_ids"].shape[1]
+    assert S % 32 == 0 and S0 < S < S0 + 32 and text["padded"]
+    torch.testing.assert_close(text["mask"].sum(1), plain_text["mask"].sum(1))
+    torch.testing.assert_close(text["input_ids"][:, :S0], plain_text["input_ids"])
+    torch.testing.assert_close(p.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], generator=g()),
+                               plain, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(1)
+    torch.testing.assert_close(p(b)[0], plain_loss, rtol=1e-4, atol=1e-5)
+
+
 def test_paper_preset_with_depth_anything(tmp_path):
     c = PolicyConfig.paper()
     cfg = replace(

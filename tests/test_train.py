@@ -308,15 +308,23 @@ def test_train_throughput_benchmark_runs_variants_on_cpu(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import train_throughput as tt
+
     out = tmp_path / "t.json"
-    cmd = [sys.executable, str(root / "benchmarks" / "train_throughput.py"), "--tiny", "--steps", "1", "--warmup", "1",
-           "--max-batch", "8", "--profile", "optimized", "--out", str(out)]
+    cmd = [sys.executable, str(root / "benchmarks" / "train_throughput.py"), "--tiny", "--steps", "3", "--warmup", "1",
+           "--max-batch", "8", "--profile", "optimized", "--text-lengths", "2", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     runs = [(r["variant"], r["batch"], r["status"]) for r in res["runs"]]
     assert runs == [("baseline", 4, "ok"), ("optimized", 4, "ok"), ("optimized", 8, "ok"), ("baseline", 8, "ok")]
     assert all(r["samples_per_s"] > 0 and r["flops_per_step"] > 0 for r in res["runs"])
+    # steps 0 and 2 read the warm-up's texts, step 1 a longer instruction set
+    assert all(r["text_lengths"] == 2 and r["first_length_step_ms"] > 0 and r["seen_length_step_ms"] > 0
+               for r in res["runs"])
+    set_a, set_b = tt.instruction_sets(2, 3)
+    assert len(set_a) == len(set_b) == 3 and all(len(b.split()) == len(a.split()) + 2 for a, b in zip(set_a, set_b))
     assert set(res["profile"]["cpu_ms_per_step_by_phase"]) == {"forward", "backward", "optimizer"}
     assert {r["pid"] for r in res["runs"]} == {res["pid"]}
 

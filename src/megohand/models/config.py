@@ -67,6 +67,11 @@ class EagleBackboneConfig:
     """eagle: LoRA dropout."""
     system_prompt: str = SYSTEM_PROMPT
     """eagle: system message of the ChatML prompt."""
+    text_pad_multiple: int = 0
+    """eagle: right-pad every batch's prompts to a multiple of this many tokens (0: to the batch's longest). Each new
+    prompt length is a new input shape: compiled blocks replayed as CUDA graphs (``--compile-mode reduce-overhead``)
+    record their graphs again for it; buckets of 16 or 32 bound how many lengths occur. The padding is masked in the
+    LLM, and in the DiT where ``dit.mask_vl_padding`` is on (then the prediction does not change)."""
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,8 @@ class EagleBackbone(nn.Module):
             rows.append(torch.tensor(ids))
         lengths = torch.tensor([len(r) for r in rows])
         ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.pad_token_id)
+        if self.cfg.text_pad_multiple > 0:  # bucketed lengths: fewer input shapes (see EagleBackboneConfig)
+            ids = F.pad(ids, (0, -ids.shape[1] % self.cfg.text_pad_multiple), value=self.tokenizer.pad_token_id)
         mask = torch.arange(ids.shape[1])[None] < lengths[:, None]
         return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
