@@ -71,6 +71,7 @@ def test_demo_experiment_is_the_recipe_of_the_shipped_checkpoint():
     assert (trained["steps"], trained["batch_size"], trained["lr"]) == (demo.steps, demo.batch_size, demo.lr)
     assert recipe.grounding.refer > 0 and recipe.grounding.parse > 0  # the A/B in the README chose them
     assert recipe.grounding.state and recipe.grounding.state_dropout > 0  # so did the grounded-state A/B
+    assert recipe.text_context == "task+segment"  # and the task-text A/B
 
 
 def test_unknown_backbone_key_is_refused():
