@@ -247,7 +247,8 @@ def main() -> None:
         "trainable_parameters": policy and policy.num_parameters(trainable_only=True),
         "attention": policy and attention_used(policy), "fresh_process": args.fresh_process, "pid": os.getpid(),
         "build_seconds": None if args.fresh_process else build_s, "built_on": built_on, "paper_batch_per_gpu": PAPER_BATCH,
-        "steps_timed": steps, "warmup_steps": args.warmup, "text_lengths": args.text_lengths, "peak_bf16_tflops": None if peak is None else peak / 1e12,
+        "steps_timed": steps, "warmup_steps": args.warmup, "text_lengths": args.text_lengths,
+        "peak_bf16_tflops": None if peak is None else peak / 1e12,
         "variants": {k: VARIANTS[k] for k in variants}, "runs": [], "profile": None,
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "note": "model throughput on one device-resident random batch; data loading excluded; share = achieved "

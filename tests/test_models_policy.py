@@ -210,7 +210,8 @@ def test_bucketed_prompt_padding_changes_shapes_not_predictions(tmp_path):
     c = PolicyConfig.paper()
     cfg = replace(
         c, horizon=4, dit=replace(SMALL_DIT, mask_vl_padding=True, dropout=0.0), depth=replace(c.depth, encoder="cnn"),
-        backbone=c.backbone.replace(vision_path=tiny_siglip(tmp_path / "v"), llm_path=tiny_llm(tmp_path / "l"), llm_layers=2),
+        backbone=c.backbone.replace(vision_path=tiny_siglip(tmp_path / "v"), llm_path=tiny_llm(tmp_path / "l"),
+                                    llm_layers=2),
     )
     torch.manual_seed(0)
     p = MEgoHandPolicy(cfg, random_normalizer()).eval()

@@ -72,8 +72,8 @@ EXPERIMENTS["demo"] = dataclasses.replace(
     EXPERIMENTS["synthetic"],
     description="The demo checkpoint shipped in the package: the 'synthetic' recipe with all modalities (TID), the "
                 "referring question and scene parsing (grounding refer 0.5, parse 0.5), the grounding head's "
-                "answer added to the state token, left out of 20 % of the samples (grounding state, state-dropout 0.2), "
-                "the task named in every segment's text (text-context task+segment); 8000 steps at batch 256.",
+                "answer added to the state token, left out of 20 % of the samples (grounding state, state-dropout "
+                "0.2), the task named in every segment's text (text-context task+segment); 8000 steps at batch 256.",
     train=dataclasses.replace(EXPERIMENTS["synthetic"].train, steps=8000, model=dataclasses.replace(
         EXPERIMENTS["synthetic"].train.model, text_context="task+segment",
         grounding=dataclasses.replace(EXPERIMENTS["synthetic"].train.model.grounding, refer=0.5, parse=0.5,
