@@ -62,7 +62,8 @@ def main() -> None:
     ap.add_argument("reports", nargs="+", help="NAME=PATH of a `megohand eval` eval.json")
     ap.add_argument("--extend", type=Path, default=None, help="an earlier JSON of this script")
     ap.add_argument("--sampler-may-differ", action="store_true", help="the models may differ in their inference "
-                    "settings (noise scale, guidance, Euler steps, TOF decay; each row records its own): a table of settings")
+                    "settings (noise scale, guidance, Euler steps, TOF decay; each row records its own): a table of "
+                    "settings")
     ap.add_argument("--note", default="", help="where the checkpoints came from, on what they ran (recorded)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()

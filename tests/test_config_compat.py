@@ -42,7 +42,8 @@ def test_new_layout_round_trips_and_keeps_every_old_value(old):
     assert PolicyConfig.from_dict(json.loads(json.dumps(d))) == c
     flat = {k: v for k, v in d["backbone"].items() if k not in ("compact", "eagle")}
     flat.update(d["backbone"]["compact"], **d["backbone"]["eagle"])
-    new_fields = {"film": False, "text_pad_multiple": 0}  # added since: at their defaults, which reproduce the old models
+    # added since: at their defaults, which reproduce the old models
+    new_fields = {"film": False, "text_pad_multiple": 0}
     assert flat == {**new_fields, **old["backbone"]}
 
 

@@ -103,8 +103,8 @@ class Demo:
             return img, dep
 
         ctx = text_context(policy)
-        res = rollout(policy, observe, lambda k: [ep.text_at(k + 1, ctx)], ep.states[1:2], T, stride=self.stride, tof=True,
-                      steps=self.steps, generator=torch.Generator().manual_seed(0))
+        res = rollout(policy, observe, lambda k: [ep.text_at(k + 1, ctx)], ep.states[1:2], T, stride=self.stride,
+                      tof=True, steps=self.steps, generator=torch.Generator().manual_seed(0))
         p = res.params()
         with torch.no_grad():
             verts = hand(p.global_orient[0], p.hand_pose[0], p.betas[0], p.transl[0]).vertices.numpy()

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from megohand.data.cache import BytesLRU
+from megohand.data.windows import window_text
 from megohand.errors import UserError
 from megohand.hand.vector import decode_chunk, state_to_params
 from megohand.inference.baselines import ConstantVelocityPolicy, StaticPolicy
@@ -144,8 +145,6 @@ class EpisodeData:
     def text_at(self, k: int, context: str = "segment") -> str:
         """The text a policy reads at frame k (``megohand.data.windows.window_text``): the segment text covering
         frame k, else the episode instruction; ``context="task+segment"``: the instruction, then that."""
-        from megohand.data.windows import window_text
-
         segment = next((text for s, e, text in self.segments if s <= k < e and text), "")
         return window_text(segment, self.instruction, context)
 
@@ -242,7 +241,6 @@ class _View:
 
     def text_at(self, k: int, context: str = "segment") -> str:
         return (self.other if self.swap == "text" else self.ep).text_at(k, context)
-
 
 
 def _uses_obs(policy) -> bool:

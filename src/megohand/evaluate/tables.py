@@ -91,8 +91,8 @@ def results_markdown(report: dict, title: str = "Evaluation") -> str:
                   "the right shape and wrong colour, or neither):", "", misses, ""]
     tasks = task_table(report.get("task_outcomes", {}).get("rollout-tof", {}))
     if tasks:
-        lines += ["Closed loop + TOF, target accuracy per task (episodes that reached the instructed object / episodes):",
-                  "", tasks, ""]
+        lines += ["Closed loop + TOF, target accuracy per task (episodes that reached the instructed object / "
+                  "episodes):", "", tasks, ""]
     if any(k in res.get(p, {}).get(m, {}).get(s, {}) for p in res for m in res[p] for s in res[p][m]
            for k in ("target_acc",)):
         lines.append("Target acc. = share of episodes whose closest object to the grip point (mean of thumb, index and "
