@@ -62,3 +62,35 @@ def test_static_chunk_is_identity_action():
     act = hv.encode_chunk(cur, cur[:, None].repeat(1, 4, 1))
     np.testing.assert_allclose(act[..., 90:96].numpy(), np.tile([1, 0, 0, 0, 1, 0], (1, 4, 1)), atol=1e-12)
     np.testing.assert_allclose(act[..., 96:].numpy(), 0, atol=1e-12)
+
+
+def test_perturbed_start_returns_to_the_recorded_path():
+    """perturb_start against the chunk encode_chunk gives for the displaced path built with scipy: frame i at the
+    recorded frame displaced by (1 - i/L) of the start's displacement (wrist-frame rotation, added translation)."""
+    rng = np.random.default_rng(3)
+    B, L = 3, 16
+    state = hv.params_to_state(random_params(rng, (B,)))
+    future = hv.params_to_state(random_params(rng, (B, L)))
+    future[..., hv.SLICE_BETAS] = state[:, None, hv.SLICE_BETAS]
+    transl = torch.from_numpy(rng.normal(size=(B, 3)) * 0.02)
+    rot = torch.from_numpy(rng.normal(size=(B, 3)) * 0.1)
+    state_p, action_p = hv.perturb_start(state, hv.encode_chunk(state, future), transl, rot)
+
+    rest = 1 - np.arange(1, L + 1) / L
+    want_state, want_future = state.clone(), future.clone()
+    R = Rotation.from_matrix(hv.wrist_rotations(state).numpy())
+    want_state[:, 100:106] = hv.matrix_to_rot6d(torch.from_numpy((R * Rotation.from_rotvec(rot.numpy())).as_matrix()))
+    want_state[:, 106:] += transl
+    for b in range(B):
+        Ri = Rotation.from_matrix(hv.wrist_rotations(future[b]).numpy())
+        back = Rotation.from_rotvec(rest[:, None] * rot[b].numpy()[None])
+        want_future[b, :, 100:106] = hv.matrix_to_rot6d(torch.from_numpy((Ri * back).as_matrix()))
+        want_future[b, :, 106:] += torch.from_numpy(rest[:, None]) * transl[b]
+    torch.testing.assert_close(state_p, want_state, atol=1e-10, rtol=0)
+    torch.testing.assert_close(action_p, hv.encode_chunk(want_state, want_future), atol=1e-10, rtol=0)
+    # the chunk ends on the recorded path; no displacement changes nothing
+    torch.testing.assert_close(hv.decode_chunk(state_p, action_p)[:, -1], future[:, -1], atol=1e-10, rtol=0)
+    zero = torch.zeros(B, 3, dtype=state.dtype)
+    same = hv.perturb_start(state, hv.encode_chunk(state, future), zero, zero)
+    torch.testing.assert_close(same[0], state, atol=1e-12, rtol=0)
+    torch.testing.assert_close(same[1], hv.encode_chunk(state, future), atol=1e-12, rtol=0)

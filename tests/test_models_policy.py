@@ -265,3 +265,55 @@ def test_bf16_weights_predict_without_autocast():
     a = p.predict_chunk(b["image"], b["instruction"], b["state"], b["depth"], steps=2)
     assert a.dtype == torch.float32 and a.shape == (2, 4, 99) and torch.isfinite(a).all()
     assert p.norm.action_lo.dtype == torch.float32
+
+
+def test_state_noise_trains_on_corrective_chunks_only_in_training(monkeypatch):
+    """--model.state-noise: in training the state token and the flow target are the displaced start and its
+    corrective chunk (megohand.hand.vector.perturb_start, checked against scipy in test_hand_vector); the
+    displacements have the configured spread; evaluation mode and prob 0 leave the batch as it is."""
+    import numpy as np
+
+    import megohand.models.policy as mp
+    from megohand.hand import vector as hv
+    from megohand.models.config import StateNoiseConfig
+    from test_hand_vector import random_params
+
+    B, L = 64, 4
+    rng = np.random.default_rng(0)
+    batch = sample_batch(B=B, L=L)
+    batch["state"] = hv.params_to_state(random_params(rng, (B,))).float()
+    batch["action"] = hv.encode_chunk(batch["state"], hv.params_to_state(random_params(rng, (B, L))).float())
+    calls, states, targets = [], [], []
+    real_perturb, real_interpolate = mp.perturb_start, mp.fm.interpolate
+
+    def spy_perturb(state, action, transl, rot):
+        out = real_perturb(state, action, transl, rot)
+        calls.append((transl, rot, out))
+        return out
+
+    def spy_interpolate(noise, action, tau):
+        targets.append(action)
+        return real_interpolate(noise, action, tau)
+
+    monkeypatch.setattr(mp, "perturb_start", spy_perturb)
+    monkeypatch.setattr(mp.fm, "interpolate", spy_interpolate)
+    torch.manual_seed(0)
+    p = MEgoHandPolicy(compact_cfg(state_noise=StateNoiseConfig(prob=0.5, transl=0.03, rot=0.2)), random_normalizer())
+    p.head.state_encoder.register_forward_pre_hook(lambda mod, args: states.append(args[0]))
+    p.train()(batch)
+    (transl, rot, (state_p, action_p)), = calls
+    moved = transl.norm(dim=-1) > 0
+    assert 16 < int(moved.sum()) < 48 and torch.equal(moved, rot.norm(dim=-1) > 0)  # about half of 64
+    assert abs(float(transl[moved].std()) - 0.03) < 0.008 and abs(float(rot[moved].std()) - 0.2) < 0.05
+    torch.testing.assert_close(states[-1], p.norm.state(state_p))
+    torch.testing.assert_close(targets[-1], p.norm.action(action_p))
+    keep = ~moved
+    torch.testing.assert_close(state_p[keep], batch["state"][keep], atol=1e-6, rtol=0)
+    torch.testing.assert_close(action_p[keep], batch["action"][keep], atol=1e-6, rtol=0)
+    p.eval()(batch)
+    assert len(calls) == 1 and torch.equal(states[-1], p.norm.state(batch["state"]))
+    q = MEgoHandPolicy(compact_cfg(), random_normalizer()).train()
+    q(batch)
+    assert len(calls) == 1
+    # the setting travels with the checkpoint's config
+    assert PolicyConfig.from_dict(json.loads(json.dumps(p.config.to_dict()))) == p.config

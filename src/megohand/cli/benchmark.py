@@ -27,6 +27,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "parse": ("--model.grounding.parse=0.5",),
     "query": ("--model.grounding.head=query",),
     "task-text": ("--model.text-context=task+segment",),
+    "state-noise": ("--model.state-noise.prob=0.5",),
 }
 """Named changes of the recipe (``megohand train`` overrides) for the A/B rows of the benchmark; ``a+b`` applies
 both (``refer+parse``)."""

@@ -152,3 +152,29 @@ def decode_chunk_rotations(state: torch.Tensor, action: torch.Tensor) -> HandRot
 def decode_chunk(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     """Absolute states of a chunk: state (..., 109), action (..., L, 99) -> (..., L, 109)."""
     return rotations_to_state(decode_chunk_rotations(state, action))
+
+
+def perturb_start(state: torch.Tensor, action: torch.Tensor, transl: torch.Tensor,
+                  rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A corrective chunk (DART, Laskey et al. 2017): the same window started from a displaced wrist, its chunk
+    returning to the recorded path by the chunk's end.
+
+    state (..., 109) and its action chunk (..., L, 99); transl (..., 3) [m] added to the wrist translation, rot
+    (..., 3) axis-angle [rad] applied in the wrist's own frame (R' = R exp(rot)). Returns (state', action') whose
+    frame i = 1..L lies at the recorded frame displaced by (1 - i / L) of the start's displacement: translation
+    t_i + (1 - i / L) transl, rotation R_i exp((1 - i / L) rot); fingers and betas unchanged. Zero displacements
+    give back the inputs.
+    """
+    L = action.shape[-2]
+    rest = 1 - torch.arange(1, L + 1, dtype=action.dtype, device=action.device) / L  # (L,) displacement left
+    R = wrist_rotations(state)
+    delta = axis_angle_to_matrix(rot)  # (..., 3, 3)
+    state_p = state.clone()
+    state_p[..., SLICE_WRIST_ROT] = matrix_to_rot6d(R @ delta)
+    state_p[..., SLICE_TRANSL] = state[..., SLICE_TRANSL] + transl
+    rel = rot6d_to_matrix(action[..., ACTION_SLICE_WRIST_ROT])  # (..., L, 3, 3) = R^T R_i
+    back = axis_angle_to_matrix(rest[:, None] * rot.unsqueeze(-2))  # (..., L, 3, 3) = exp((1 - i / L) rot)
+    action_p = action.clone()
+    action_p[..., ACTION_SLICE_WRIST_ROT] = matrix_to_rot6d(delta.transpose(-1, -2).unsqueeze(-3) @ rel @ back)
+    action_p[..., ACTION_SLICE_TRANSL] = action[..., ACTION_SLICE_TRANSL] - (1 - rest)[:, None] * transl.unsqueeze(-2)
+    return state_p, action_p

@@ -267,6 +267,21 @@ class ModalityDropoutConfig:
 
 
 @dataclass(frozen=True)
+class StateNoiseConfig:
+    """Training-time corrective chunks (DART, Laskey et al. 2017): a share of the samples start from a displaced
+    wrist and their chunk returns to the recorded path by its end (``megohand.hand.vector.perturb_start``), so that
+    the policy sees how to undo the drift of its own closed loop. Saved in the checkpoint's config; inference never
+    perturbs."""
+
+    prob: float = 0.0
+    """Share of the training samples displaced (0 = off)."""
+    transl: float = 0.02
+    """Standard deviation of the wrist translation's displacement, per axis [m]."""
+    rot: float = 0.05
+    """Standard deviation of the wrist rotation's displacement, per axis of its axis-angle [rad]."""
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """The whole MEgoHand policy."""
 
@@ -292,6 +307,8 @@ class PolicyConfig:
     """Auxiliary grounding supervision (off by default)."""
     dropout: ModalityDropoutConfig = ModalityDropoutConfig()
     """Training-time modality dropout (off by default)."""
+    state_noise: StateNoiseConfig = StateNoiseConfig()
+    """Training-time corrective chunks from displaced wrists (off by default)."""
     text_context: Literal["segment", "task+segment"] = "segment"
     """The text the policy reads at a frame: its segment's (the paper's), or the episode's instruction and then the
     segment's, "<instruction>: <segment>" (``megohand.data.windows.window_text``); training and evaluation both."""

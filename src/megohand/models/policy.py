@@ -17,6 +17,7 @@ from torch import nn
 from megohand import io
 from megohand.data.observation import ObservationProcessor
 from megohand.errors import UserError
+from megohand.hand.vector import perturb_start
 from megohand.models import flow_matching as fm
 from megohand.models.backbones import build_backbone
 from megohand.models.config import PolicyConfig
@@ -305,8 +306,15 @@ class MEgoHandPolicy(nn.Module):
         vl, mask, feats, valid, d_store, ground_logits = self.encode_tokens(image, text, depth, has_depth, ground=True,
                                                                             pixels=pixels, teacher=teacher)
         # non_blocking: from the DataLoader's pinned memory the copies queue behind the GPU work, no host sync
-        state = self.norm.state(batch["state"].to(dev, non_blocking=True).float())
-        action = self.norm.action(batch["action"].to(dev, non_blocking=True).float())
+        state = batch["state"].to(dev, non_blocking=True).float()
+        action = batch["action"].to(dev, non_blocking=True).float()
+        sn = cfg.state_noise
+        if self.training and sn.prob > 0:  # corrective chunks: drawn on the CPU like the dropout, no host sync
+            pick = (torch.rand(B) < sn.prob).float()[:, None]
+            transl, rot = torch.randn(B, 3) * (sn.transl * pick), torch.randn(B, 3) * (sn.rot * pick)
+            state, action = perturb_start(state, action, transl.to(dev, non_blocking=True),
+                                          rot.to(dev, non_blocking=True))
+        state, action = self.norm.state(state), self.norm.action(action)
         B = action.shape[0]
         amask = (batch["action_mask"].to(dev, non_blocking=True).float() if "action_mask" in batch
                  else action.new_ones(action.shape[:2]))
