@@ -10,7 +10,9 @@
 #   STEPS=8000 RUNS="TID_s0_refer+parse+state-dropout+task-text T_s0_task-text" bash benchmarks/gpu_suite.sh runs
 #     # the same with the task named in every segment's text (--model.text-context task+segment): the demo recipe
 #     # since 2026-12-07 (12 min on one H100 with 14 loader workers each, 15 with the 7 of this script;
-#     # synthetic_cpu_eval_8000x256_task_text.md). Next: the second seeds, TID_s1_...+task-text T_s1_task-text
+#     # synthetic_cpu_eval_8000x256_task_text.md). Next: the second seeds, TID_s1_...+task-text T_s1_task-text, and
+#     # the demo recipe with corrective chunks, TID_s0_refer+parse+state-dropout+task-text+state-noise (README,
+#     # "Where the misses come from"; evaluate it on all 181 test episodes against the task-text run)
 #   bash benchmarks/gpu_suite.sh dist          # `accelerate launch` of the paper preset: train, checkpoint, stop, resume
 #   bash benchmarks/gpu_suite.sh convert       # converter (virtual depth) and retargeting throughput
 #
