@@ -310,10 +310,17 @@ def test_state_noise_trains_on_corrective_chunks_only_in_training(monkeypatch):
     keep = ~moved
     torch.testing.assert_close(state_p[keep], batch["state"][keep], atol=1e-6, rtol=0)
     torch.testing.assert_close(action_p[keep], batch["action"][keep], atol=1e-6, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the rotations stay in float32
+        p(batch)
+    (transl, rot, (state_p, action_p)) = calls[-1]
+    keep = transl.norm(dim=-1) == 0
+    torch.testing.assert_close(state_p[keep], batch["state"][keep], atol=1e-6, rtol=0)
+    torch.testing.assert_close(action_p[keep], batch["action"][keep], atol=1e-6, rtol=0)
+    calls.clear()
     p.eval()(batch)
-    assert len(calls) == 1 and torch.equal(states[-1], p.norm.state(batch["state"]))
+    assert calls == [] and torch.equal(states[-1], p.norm.state(batch["state"]))
     q = MEgoHandPolicy(compact_cfg(), random_normalizer()).train()
     q(batch)
-    assert len(calls) == 1
+    assert calls == []
     # the setting travels with the checkpoint's config
     assert PolicyConfig.from_dict(json.loads(json.dumps(p.config.to_dict()))) == p.config

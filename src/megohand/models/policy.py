@@ -312,8 +312,9 @@ class MEgoHandPolicy(nn.Module):
         if self.training and sn.prob > 0:  # corrective chunks: drawn on the CPU like the dropout, no host sync
             pick = (torch.rand(B) < sn.prob).float()[:, None]
             transl, rot = torch.randn(B, 3) * (sn.transl * pick), torch.randn(B, 3) * (sn.rot * pick)
-            state, action = perturb_start(state, action, transl.to(dev, non_blocking=True),
-                                          rot.to(dev, non_blocking=True))
+            with torch.autocast(dev.type, enabled=False):  # 3 x 3 products in float32, not in autocast's bf16
+                state, action = perturb_start(state, action, transl.to(dev, non_blocking=True),
+                                              rot.to(dev, non_blocking=True))
         state, action = self.norm.state(state), self.norm.action(action)
         B = action.shape[0]
         amask = (batch["action_mask"].to(dev, non_blocking=True).float() if "action_mask" in batch
