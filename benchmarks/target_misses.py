@@ -16,8 +16,8 @@ Three parts, each per task of the synthetic world:
 * **the hand from the recorded state**: one chunk predicted from the ground-truth state ``d`` frames before the
   contact frame (``--open-loop-frames``; the episode's picture and text there, noise seeded per episode), and
   whether its grip point at the contact frame is nearest the instructed object, for the report's hits and misses
-  apart: a policy that reaches from the recorded state but not in its own rollout misses through the drift of the
-  closed loop, not through a wrong choice;
+  apart. Read it against a model that cannot see (T): close to contact the recorded motion already points at the
+  object, and a blind model reaches from there too;
 * **the eyes** (a checkpoint with a grounding head, ``--model.grounding``): at the rollout's first frame, halfway
   to the contact frame and 4 frames before it, the head's expected location (soft-argmax over the image-token grid,
   what the grounded state reads) and which object's projected centre lies nearest it; the share where that is the
