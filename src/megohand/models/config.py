@@ -275,10 +275,9 @@ class StateNoiseConfig:
 
     prob: float = 0.0
     """Share of the training samples displaced (0 = off)."""
-    transl: float = 0.05
-    """Standard deviation of the wrist translation's displacement, per axis [m] (0.05 reached the instructed object
-    more often than 0.02 in a CPU fine-tune A/B; README)."""
-    rot: float = 0.1
+    transl: float = 0.02
+    """Standard deviation of the wrist translation's displacement, per axis [m]."""
+    rot: float = 0.05
     """Standard deviation of the wrist rotation's displacement, per axis of its axis-angle [rad]."""
 
 
