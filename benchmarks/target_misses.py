@@ -49,6 +49,14 @@ def median(xs) -> float | None:
     return float(np.median(xs)) if len(xs) else None
 
 
+def by_outcome(rows: list[dict], flag: str, share: str, dist: str) -> dict:
+    """Rows split by the report's outcome ("hits", "misses"; empty ones left out) -> per part {"episodes", share: the
+    mean of ``flag``, dist + "_median": the median of ``dist``}."""
+    parts = (("hits", [r for r in rows if r["hit"]]), ("misses", [r for r in rows if not r["hit"]]))
+    return {who: {"episodes": len(part), share: float(np.mean([r[flag] for r in part])),
+                  f"{dist}_median": median([r[dist] for r in part])} for who, part in parts if part}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True, help="the store the report evaluated")
@@ -144,26 +152,15 @@ def main(argv=None) -> dict:
             for task in sorted(gt_hits)},
         "neighbour_at_contact_cm_median": {
             task: {who: median(crowd[task, who]) for who in ("hits", "misses")} for task in sorted(gt_hits)},
-        "open_loop": {
-            str(d): {who: {"episodes": len(rows),
-                           "open_loop_target_acc": float(np.mean([r["open_loop_hit"] for r in rows])),
-                           "target_cm_median": median([r["target_cm"] for r in rows])}
-                     for who, rows in (("hits", [r for r in open_loop if r["frames_before"] == d and r["hit"]]),
-                                       ("misses", [r for r in open_loop if r["frames_before"] == d and not r["hit"]]))
-                     if rows}
-            for d in args.open_loop_frames},
+        "open_loop": {str(d): by_outcome([r for r in open_loop if r["frames_before"] == d], "open_loop_hit",
+                                         "open_loop_target_acc", "target_cm") for d in args.open_loop_frames},
         "grounding_head": None,
         "looks": looks,
         "open_loop_episodes": open_loop,
     }
     if eyes:
-        result["grounding_head"] = {
-            phase: {who: {"episodes": len(rows),
-                          "points_at_target": float(np.mean([r["points_at_target"] for r in rows])),
-                          "target_px_median": median([r["target_px"] for r in rows])}
-                    for who, rows in (("hits", [r for r in looks if r["phase"] == phase and r["hit"]]),
-                                      ("misses", [r for r in looks if r["phase"] == phase and not r["hit"]])) if rows}
-            for phase in PHASES}
+        result["grounding_head"] = {phase: by_outcome([r for r in looks if r["phase"] == phase], "points_at_target",
+                                                      "points_at_target", "target_px") for phase in PHASES}
     write_json(result, args.out)
     all_gt = result["ground_truth_target_acc"]["all"]
     print(f"ground truth reaches the instructed object in {all_gt['hits']} of {all_gt['episodes']} episodes")
