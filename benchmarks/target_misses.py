@@ -18,6 +18,11 @@ Three parts, each per task of the synthetic world:
   whether its grip point at the contact frame is nearest the instructed object, for the report's hits and misses
   apart. Read it against a model that cannot see (T): close to contact the recorded motion already points at the
   object, and a blind model reaches from there too;
+* **the path** of the report's own closed loop (rolled out again with the evaluator's batches and noise,
+  ``megohand.evaluate.evaluator.closed_loop``; every outcome checked against the report's): the grip point's
+  closest approach to the instructed object and to the object it reached at contact (for a hit: the nearest other
+  object then), in cm and in frames after the contact frame, with the recorded motion's closest approach to that
+  same object as the control; and the target accuracy a few frames before and after the contact frame;
 * **the eyes** (a checkpoint with a grounding head, ``--model.grounding``): at the rollout's first frame, halfway
   to the contact frame and 4 frames before it, the head's expected location (soft-argmax over the image-token grid,
   what the grounded state reads) and which object's projected centre lies nearest it; the share where that is the
@@ -38,6 +43,7 @@ import torch
 from results_io import write_json
 
 PHASES = ("start", "halfway", "before contact")
+OFFSETS = (-4, 0, 4, 8)  # frames after the contact frame at which the path part scores the target
 
 
 def phase_frames(contact: int) -> dict[str, int]:
@@ -55,6 +61,85 @@ def by_outcome(rows: list[dict], flag: str, share: str, dist: str) -> dict:
     parts = (("hits", [r for r in rows if r["hit"]]), ("misses", [r for r in rows if not r["hit"]]))
     return {who: {"episodes": len(part), share: float(np.mean([r[flag] for r in part])),
                   f"{dist}_median": median([r[dist] for r in part])} for who, part in parts if part}
+
+
+def closed_loop_paths(store, policy, hand, cfg: dict, outcomes: dict, offsets=OFFSETS) -> list[dict]:
+    """The report's closed loop with TOF again (its config ``cfg``: batches, noise seed, sampler) on every episode it
+    scored (``outcomes``: (dataset, episode) -> its task outcome); one row per episode: the report's ``hit``,
+    ``same_outcome`` (this rollout's outcome equals it), ``target_cm`` (the report's distance at contact, again),
+    the grip point's closest approach [cm] to the instructed
+    object (``target_closest_cm``, ``target_closest_after``: its frame minus the contact frame; ``gt_...`` the
+    recorded motion's) and to ``other``,
+    the object reached at contact for a miss or the nearest other object then for a hit (``other_closest_cm``,
+    ``other_closest_after``), the recorded motion's closest approach to that object (``gt_other_closest_cm``), and
+    ``hit_at``: {offset: the closest object ``offset`` frames after contact is the instructed one}."""
+    from dataclasses import fields
+
+    from megohand.evaluate.evaluator import EvalConfig, closed_loop, load_episode, rollout_batches
+    from megohand.hand.vector import state_to_params
+    from megohand.metrics import grip_point
+
+    ecfg = EvalConfig(**{f.name: tuple(cfg[f.name]) if f.name == "reliance" else cfg[f.name]
+                         for f in fields(EvalConfig) if f.name in cfg})
+    S = policy.model.config.backbone.image_size
+    by_ds = defaultdict(list)
+    for ref in store.episodes(split=ecfg.split):
+        by_ds[ref.dataset].append(ref)
+    rows = []
+    for d_i, (dataset, refs) in enumerate(sorted(by_ds.items())):
+        refs = refs[: ecfg.max_episodes] if ecfg.max_episodes else refs
+        if not any((dataset, r.episode) in outcomes for r in refs):
+            continue
+        eps = [load_episode(store, dataset, r.episode) for r in refs]
+        for ep in eps:
+            ep.frame_set = ep.episode_obj.frames_for(S)
+        for ids, key in rollout_batches(eps, ecfg.batch_size, d_i):
+            batch = [eps[i] for i in ids]
+            T = min(ecfg.rollout_frames, *(e.num_frames - 2 for e in batch))
+            if T < 1 or not any((dataset, e.episode) in outcomes for e in batch):
+                continue
+            with torch.no_grad():
+                states = closed_loop(policy, batch, torch.stack([e.states[1] for e in batch]),
+                                     T, ecfg, key).states  # (B, T + 1, 109): frame j = episode frame j + 1
+            for ep, st in zip(batch, states):
+                scored = outcomes.get((dataset, ep.episode))
+                if scored is None:
+                    continue
+                f, c = ep.facts, ep.facts.contact_frame - 1
+                grip = grip_point(hand.forward_params(state_to_params(st.double())).joints).numpy()
+                gt_grip = grip_point(hand.forward_params(state_to_params(ep.states[1 : T + 2].double())).joints).numpy()
+                centres = np.stack([np.asarray(f.centers[j + 1]) for j in range(T + 1)])  # (T + 1, N, 3)
+                d = np.linalg.norm(centres - grip[:, None], axis=-1) * 100  # (T + 1, N) cm
+                d_gt = np.linalg.norm(centres - gt_grip[:, None], axis=-1) * 100
+                tgt = int(f.target)
+                order = [int(o) for o in np.argsort(d[c]) if int(o) != tgt]
+                other = order[0] if order else None
+                row = {"episode": ep.episode, "task": scored.get("task", ""), "hit": scored["hit"],
+                       "same_outcome": (int(d[c].argmin()) == tgt) == scored["hit"], "target_cm": float(d[c, tgt]),
+                       "target_closest_cm": float(d[:, tgt].min()), "target_closest_after": int(d[:, tgt].argmin()) - c,
+                       "gt_target_closest_cm": float(d_gt[:, tgt].min()),
+                       "gt_target_closest_after": int(d_gt[:, tgt].argmin()) - c,
+                       "hit_at": {str(o): int(d[min(max(c + o, 0), T)].argmin()) == tgt for o in offsets}}
+                if other is not None:
+                    row.update(other_closest_cm=float(d[:, other].min()), other_closest_after=int(d[:, other].argmin()) - c,
+                               gt_other_closest_cm=float(d_gt[:, other].min()))
+                rows.append(row)
+    return rows
+
+
+def path_summary(rows: list[dict]) -> dict:
+    """Closed-loop path rows -> per outcome (hits, misses) the medians of the closest approaches and their timing,
+    and the target accuracy at each offset from the contact frame over all rows."""
+    out = {"same_outcome": int(sum(r["same_outcome"] for r in rows)), "episodes": len(rows)}
+    for who, part in (("hits", [r for r in rows if r["hit"]]), ("misses", [r for r in rows if not r["hit"]])):
+        if part:
+            out[who] = {"episodes": len(part), **{f"{k}_median": median([r[k] for r in part if k in r])
+                        for k in ("target_closest_cm", "target_closest_after", "gt_target_closest_cm",
+                                  "gt_target_closest_after", "other_closest_cm",
+                                  "other_closest_after", "gt_other_closest_cm")}}
+    if rows:
+        out["target_acc_at"] = {o: float(np.mean([r["hit_at"][o] for r in rows])) for o in rows[0]["hit_at"]}
+    return out
 
 
 def main(argv=None) -> dict:
@@ -83,7 +168,8 @@ def main(argv=None) -> dict:
     cfg = report["config"]
     outcomes = {(o["dataset"], o["episode"]): o for o in report["task_outcomes"]["rollout-tof"]["model"]}
     store, hand = Store(args.store), load_hand_model()
-    policy = load_policy(args.ckpt, "cpu")
+    policy = load_policy(args.ckpt, "cpu", cfg.get("noise_scale"), cfg.get("text_guidance"),
+                         cfg.get("ground_guidance"))  # the report's sampler
     model = policy.model
     S, ctx = model.config.backbone.image_size, model.config.text_context
     eyes = model.grounding_head is not None
@@ -154,6 +240,7 @@ def main(argv=None) -> dict:
             task: {who: median(crowd[task, who]) for who in ("hits", "misses")} for task in sorted(gt_hits)},
         "open_loop": {str(d): by_outcome([r for r in open_loop if r["frames_before"] == d], "open_loop_hit",
                                          "open_loop_target_acc", "target_cm") for d in args.open_loop_frames},
+        "closed_loop_path": None,
         "grounding_head": None,
         "looks": looks,
         "open_loop_episodes": open_loop,
@@ -161,6 +248,9 @@ def main(argv=None) -> dict:
     if eyes:
         result["grounding_head"] = {phase: by_outcome([r for r in looks if r["phase"] == phase], "points_at_target",
                                                       "points_at_target", "target_px") for phase in PHASES}
+    paths = closed_loop_paths(store, policy, hand, cfg, outcomes)
+    result["closed_loop_path"] = path_summary(paths)
+    result["closed_loop_path_episodes"] = paths
     write_json(result, args.out)
     all_gt = result["ground_truth_target_acc"]["all"]
     print(f"ground truth reaches the instructed object in {all_gt['hits']} of {all_gt['episodes']} episodes")
@@ -174,6 +264,21 @@ def main(argv=None) -> dict:
         line = "; ".join(f"{who} ({v['episodes']}): {100 * v['open_loop_target_acc']:.0f} % reach it, "
                          f"{v['target_cm_median']:.1f} cm off" for who, v in r.items())
         print(f"from the recorded state {d} frames before contact: {line}")
+    pr = result["closed_loop_path"]
+    print(f"closed loop again: {pr['same_outcome']} of {pr['episodes']} outcomes as in the report")
+    for who in ("hits", "misses"):
+        if who in pr:
+            v = pr[who]
+            line = (f"{who} ({v['episodes']}): closest to the target {v['target_closest_cm_median']:.1f} cm, "
+                    f"{v['target_closest_after_median']:+.0f} frames after contact (recorded motion: "
+                    f"{v['gt_target_closest_cm_median']:.1f} cm, {v['gt_target_closest_after_median']:+.0f})")
+            if v["other_closest_cm_median"] is not None:
+                line += (f"; to the other object {v['other_closest_cm_median']:.1f} cm, "
+                         f"{v['other_closest_after_median']:+.0f} frames (recorded motion: "
+                         f"{v['gt_other_closest_cm_median']:.1f} cm)")
+            print(line)
+    print("target accuracy at frames after contact: "
+          + ", ".join(f"{o:+d}: {100 * a:.1f} %" for o, a in ((int(k), a) for k, a in pr.get("target_acc_at", {}).items())))
     for phase, r in (result["grounding_head"] or {}).items():
         line = "; ".join(f"{who} ({v['episodes']}): {100 * v['points_at_target']:.0f} % at the target, "
                          f"{v['target_px_median']:.1f} px off" for who, v in r.items())

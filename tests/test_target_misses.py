@@ -1,5 +1,6 @@
 """benchmarks/target_misses.py on a few synthetic scenes with a tiny random policy that has a grounding head: every
-scored episode lands in the three parts, and the ground-truth part agrees with the evaluator's own metric."""
+scored episode lands in the four parts, the ground-truth part agrees with the evaluator's own metric, and the
+closed loop rolled out again gives the report's outcomes."""
 
 import json
 import sys
@@ -51,3 +52,13 @@ def test_target_misses_reads_an_eval_report(tmp_path):
     assert all(r["target_px"] >= 0 and isinstance(r["points_at_target"], bool) for r in res["looks"])
     assert {r["frames_before"] for r in res["open_loop_episodes"]} == {8, 15}
     assert json.loads((tmp_path / "tm.json").read_text())["grounding_head"] is not None
+    # the path part rolls the report's closed loop out again: the evaluator's outcome on every scored episode
+    paths = {r["episode"]: r for r in res["closed_loop_path_episodes"]}
+    assert set(paths) == {o["episode"] for o in scored}
+    assert all(r["same_outcome"] and r["hit_at"]["0"] == r["hit"] for r in paths.values())
+    assert res["closed_loop_path"]["same_outcome"] == len(scored)
+    acc = sum(o["hit"] for o in scored) / len(scored)
+    assert abs(res["closed_loop_path"]["target_acc_at"]["0"] - acc) < 1e-9
+    for o in scored:  # the same motion (the same noise): the report's distance at contact, to float precision
+        assert abs(paths[o["episode"]]["target_cm"] - o["target_cm"]) < 1e-6
+        assert paths[o["episode"]]["target_closest_cm"] <= o["target_cm"] + 1e-6

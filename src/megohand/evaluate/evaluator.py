@@ -369,6 +369,44 @@ def _kw(cfg: EvalConfig, gen) -> dict:
     return {"generator": gen} if cfg.steps is None else {"steps": cfg.steps, "generator": gen}
 
 
+def rollout_batches(eps: list[EpisodeData], batch_size: int, dataset_index: int = 0) -> list[tuple[list[int], tuple]]:
+    """How ``evaluate_store`` groups one dataset's episodes (in store order) for its closed-loop rollouts: episodes
+    that can start at frame 1, of one image size and frame rate, ``batch_size`` at a time. Returns ``(indices into
+    eps, key)`` per batch; ``_generator(cfg.seed, *key)`` draws that batch's noise, so a script that rolls the same
+    batches out again (benchmarks/target_misses.py) reproduces the report's rollouts."""
+    by_size = defaultdict(list)
+    for e_i, ep in enumerate(eps):
+        if bool(ep.valid[1]):
+            m = ep.episode_obj.meta
+            by_size[(m.width, m.height, round(ep.fps, 3))].append(e_i)
+    batches = [ids[i : i + batch_size] for ids in by_size.values() for i in range(0, len(ids), batch_size)]
+    return [(ids, (dataset_index, 1_000_000 + b_i)) for b_i, ids in enumerate(batches)]
+
+
+def closed_loop(policy, views: list, init: torch.Tensor, T: int, cfg: EvalConfig, key: tuple, tof: bool = True):
+    """One batch's closed-loop rollout as ``evaluate_store`` runs it: from ``init`` (B, 109), the states of episode
+    frame 1, over T frames; the policy reads frame k + 1 of each view (an :class:`EpisodeData`, or an episode with
+    an input swapped: anything with its ``observe`` and ``text_at``) when it predicts from frame k of the rollout; noise from ``_generator(cfg.seed, *key)``. Returns the
+    ``megohand.inference.rollout`` result (its ``states`` (B, T + 1, 109): frame j = episode frame j + 1)."""
+    if _uses_obs(policy):
+
+        def observe(k):
+            obs = [v.observe([k + 1]) for v in views]
+            img = torch.cat([o[0] for o in obs])
+            dep = None if any(o[1] is None for o in obs) else torch.cat([o[1] for o in obs])
+            return img, dep
+
+    else:
+
+        def observe(k):
+            return None, None
+
+    kw = {} if cfg.steps is None else {"steps": cfg.steps}
+    ctx = text_context(policy)
+    return rollout(policy, observe, lambda k: [v.text_at(k + 1, ctx) for v in views], init, T, stride=cfg.stride,
+                   tof=tof, generator=_generator(cfg.seed, *key), tof_decay=cfg.tof_decay, **kw)
+
+
 def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, PolicyFactory], cfg: EvalConfig, key: tuple,
                   partners: list[EpisodeData] | None = None) -> None:
     """Closed-loop rollouts of a batch of episodes with equal image size (cropped to a common length), with and
@@ -390,25 +428,8 @@ def _rollout_eval(pool: _Pool, eps: list[EpisodeData], methods: dict[str, Policy
         if partners is not None and _uses_obs(make(prev, cfg.stride)):
             conditions += [(True, s) for s in cfg.reliance]
         for tof, swap in conditions:
-            policy = make(prev, cfg.stride)
             views = [_View(e, p, swap) for e, p in zip(eps, partners or [None] * len(eps))]
-            if _uses_obs(policy):
-
-                def observe(k):
-                    obs = [v.observe([k + 1]) for v in views]
-                    img = torch.cat([o[0] for o in obs])
-                    dep = None if any(o[1] is None for o in obs) else torch.cat([o[1] for o in obs])
-                    return img, dep
-
-            else:
-
-                def observe(k):
-                    return None, None
-
-            kw = {} if cfg.steps is None else {"steps": cfg.steps}
-            ctx = text_context(policy)
-            res = rollout(policy, observe, lambda k: [v.text_at(k + 1, ctx) for v in views], init, T, stride=cfg.stride,
-                          tof=tof, generator=_generator(cfg.seed, *key), tof_decay=cfg.tof_decay, **kw)
+            res = closed_loop(make(prev, cfg.stride), views, init, T, cfg, key, tof)
             proto = "rollout-tof" if tof else "rollout-raw"
             pkey = (proto, name if swap is None else reliance_name(name, swap), eps[0].dataset)
             pool.add(pkey, res.states[:, 1:], gt[:, 1:], mask, eps[0].fps)
@@ -457,19 +478,14 @@ def evaluate_store(store, methods: dict[str, PolicyFactory], hand, cfg: EvalConf
                                     None if partner[e_i] is None else eps[partner[e_i]])
             bar.update(1)
         if cfg.rollout_frames > 0:
-            by_size = defaultdict(list)
-            for e_i, ep in enumerate(eps):
-                if bool(ep.valid[1]):
-                    m = ep.episode_obj.meta
-                    by_size[(m.width, m.height, round(ep.fps, 3))].append(e_i)
-            batches = [ids[i : i + cfg.batch_size] for ids in by_size.values() for i in range(0, len(ids), cfg.batch_size)]
-            for b_i, ids in enumerate(batches):
+            batches = rollout_batches(eps, cfg.batch_size, d_i)
+            for ids, key in batches:
                 partners = None
                 if cfg.reliance and all(partner[i] is not None for i in ids):
                     partners = [eps[partner[i]] for i in ids]
-                _rollout_eval(pool, [eps[i] for i in ids], methods, cfg, (d_i, 1_000_000 + b_i), partners)
+                _rollout_eval(pool, [eps[i] for i in ids], methods, cfg, key, partners)
                 bar.update(len(ids))
-            bar.update(len(eps) - sum(len(b) for b in by_size.values()))  # episodes too short to roll out
+            bar.update(len(eps) - sum(len(ids) for ids, _ in batches))  # episodes too short to roll out
         info[dataset] = {"group": group_of(dataset), "episodes": len(eps), "windows": windows}
         log(f"{dataset}: {len(eps)} episodes, {windows} windows")
     bar.close()
