@@ -350,3 +350,23 @@ def test_train_throughput_fresh_process_runs_each_variant_in_its_own_process(tmp
     assert flops["compile", 4] == flops["optimized", 4] and flops["compile", 8] == flops["optimized", 8]
     assert all(r["samples_per_s"] > 0 and r["build_seconds"] > 0 for r in res["runs"])
     assert res["fresh_process"] and res["trainable_parameters"] > 0 and res["profile"]["batch"] == 4
+
+
+def test_train_throughput_counts_flops_for_a_compiled_variant_alone(tmp_path):
+    """A compiled variant with no eager run before it (the text-length A/B of gpu_suite.sh) counts its FLOPs on the
+    eager policy first: the same count as the eager variant's at that batch."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    flops = {}
+    for variant in ("compile", "optimized"):
+        out = tmp_path / f"{variant}.json"
+        cmd = [sys.executable, str(root / "benchmarks" / "train_throughput.py"), "--tiny", "--steps", "1",
+               "--warmup", "1", "--variants", variant, "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (run,) = json.loads(out.read_text())["runs"]
+        assert run["status"] == "ok", run.get("error")
+        flops[variant] = run["flops_per_step"]
+    assert flops["compile"] == flops["optimized"] > 0
