@@ -6,7 +6,7 @@ at the right object and the reach falls short), on the episodes one ``megohand e
     python benchmarks/target_misses.py --store STORE --ckpt EXPORT --eval runs/all/TID/eval.json \\
         --out benchmarks/results/target_misses_TID.json
 
-Three parts, each per task of the synthetic world:
+Its parts, each per task of the synthetic world:
 
 * **the metric's ceiling**: target accuracy (``megohand.evaluate.evaluator.task_outcome``) of the ground-truth motion
   over the same rollout frames, so that a policy's misses are read against what the metric can give;
@@ -65,14 +65,13 @@ def by_outcome(rows: list[dict], flag: str, share: str, dist: str) -> dict:
 
 def closed_loop_paths(store, policy, hand, cfg: dict, outcomes: dict, offsets=OFFSETS) -> list[dict]:
     """The report's closed loop with TOF again (its config ``cfg``: batches, noise seed, sampler) on every episode it
-    scored (``outcomes``: (dataset, episode) -> its task outcome); one row per episode: the report's ``hit``,
-    ``same_outcome`` (this rollout's outcome equals it), ``target_cm`` (the report's distance at contact, again),
-    the grip point's closest approach [cm] to the instructed
-    object (``target_closest_cm``, ``target_closest_after``: its frame minus the contact frame; ``gt_...`` the
-    recorded motion's) and to ``other``,
-    the object reached at contact for a miss or the nearest other object then for a hit (``other_closest_cm``,
-    ``other_closest_after``), the recorded motion's closest approach to that object (``gt_other_closest_cm``), and
-    ``hit_at``: {offset: the closest object ``offset`` frames after contact is the instructed one}."""
+    scored (``outcomes``: (dataset, episode) -> its task outcome). One row per episode: the report's ``hit``;
+    ``same_outcome`` (this rollout's outcome equals it) and ``target_cm`` (the distance at contact, again); the grip
+    point's closest approach [cm] to the instructed object (``target_closest_cm``, ``target_closest_after``: its
+    frame minus the contact frame; ``gt_target_...`` the recorded motion's) and to the other object, the one reached
+    at contact for a miss or the nearest other one then for a hit (``other_closest_cm``, ``other_closest_after``;
+    ``gt_other_closest_cm`` the recorded motion's); ``hit_at``: {offset: the closest object ``offset`` frames after
+    contact is the instructed one}."""
     from dataclasses import fields
 
     from megohand.evaluate.evaluator import EvalConfig, closed_loop, load_episode, rollout_batches

@@ -1,5 +1,5 @@
 """benchmarks/target_misses.py on a few synthetic scenes with a tiny random policy that has a grounding head: every
-scored episode lands in the four parts, the ground-truth part agrees with the evaluator's own metric, and the
+scored episode lands in every part, the ground-truth part agrees with the evaluator's own metric, and the
 closed loop rolled out again gives the report's outcomes."""
 
 import json
