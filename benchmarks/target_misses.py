@@ -76,7 +76,7 @@ def closed_loop_paths(store, policy, hand, cfg: dict, outcomes: dict, offsets=OF
 
     from megohand.evaluate.evaluator import EvalConfig, closed_loop, load_episode, rollout_batches
     from megohand.hand.vector import state_to_params
-    from megohand.metrics import grip_point
+    from megohand.metrics import closest_object, grip_point
 
     ecfg = EvalConfig(**{f.name: tuple(cfg[f.name]) if f.name == "reliance" else cfg[f.name]
                          for f in fields(EvalConfig) if f.name in cfg})
@@ -110,17 +110,20 @@ def closed_loop_paths(store, policy, hand, cfg: dict, outcomes: dict, offsets=OF
                 centres = np.stack([np.asarray(f.centers[j + 1]) for j in range(T + 1)])  # (T + 1, N, 3)
                 d = np.linalg.norm(centres - grip[:, None], axis=-1) * 100  # (T + 1, N) cm
                 d_gt = np.linalg.norm(centres - gt_grip[:, None], axis=-1) * 100
+                # per frame, the object the evaluator's metric calls reached (T + 1,)
+                reached = closest_object(torch.from_numpy(grip), torch.from_numpy(centres)).numpy()
                 tgt = int(f.target)
                 order = [int(o) for o in np.argsort(d[c]) if int(o) != tgt]
                 other = order[0] if order else None
                 row = {"episode": ep.episode, "task": scored.get("task", ""), "hit": scored["hit"],
-                       "same_outcome": (int(d[c].argmin()) == tgt) == scored["hit"], "target_cm": float(d[c, tgt]),
+                       "same_outcome": (int(reached[c]) == tgt) == scored["hit"], "target_cm": float(d[c, tgt]),
                        "target_closest_cm": float(d[:, tgt].min()), "target_closest_after": int(d[:, tgt].argmin()) - c,
                        "gt_target_closest_cm": float(d_gt[:, tgt].min()),
                        "gt_target_closest_after": int(d_gt[:, tgt].argmin()) - c,
-                       "hit_at": {str(o): int(d[min(max(c + o, 0), T)].argmin()) == tgt for o in offsets}}
+                       "hit_at": {str(o): int(reached[min(max(c + o, 0), T)]) == tgt for o in offsets}}
                 if other is not None:
-                    row.update(other_closest_cm=float(d[:, other].min()), other_closest_after=int(d[:, other].argmin()) - c,
+                    row.update(other_closest_cm=float(d[:, other].min()),
+                               other_closest_after=int(d[:, other].argmin()) - c,
                                gt_other_closest_cm=float(d_gt[:, other].min()))
                 rows.append(row)
     return rows
@@ -277,7 +280,7 @@ def main(argv=None) -> dict:
                          f"{v['gt_other_closest_cm_median']:.1f} cm)")
             print(line)
     print("target accuracy at frames after contact: "
-          + ", ".join(f"{o:+d}: {100 * a:.1f} %" for o, a in ((int(k), a) for k, a in pr.get("target_acc_at", {}).items())))
+          + ", ".join(f"{int(o):+d}: {100 * a:.1f} %" for o, a in pr.get("target_acc_at", {}).items()))
     for phase, r in (result["grounding_head"] or {}).items():
         line = "; ".join(f"{who} ({v['episodes']}): {100 * v['points_at_target']:.0f} % at the target, "
                          f"{v['target_px_median']:.1f} px off" for who, v in r.items())

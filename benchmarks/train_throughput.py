@@ -147,9 +147,10 @@ def attention_used(policy) -> dict[str, str]:
 
 def count_flops(policy, batch: dict, device: torch.device, cache_text: bool) -> float:
     """FLOPs of one forward + backward of the eager ``policy`` on ``batch`` (bf16 autocast on a GPU), counted by
-    torch.utils.flop_counter, as an eager variant counts them after its warm-up (with ``cache_text`` the frozen
-    text encoder's outputs come from the cache, filled by one forward first); for a compiled variant whose process
-    has no eager run at this batch (a compiled model cannot be counted). The gradients are dropped again."""
+    torch.utils.flop_counter (not the optimiser; with ``cache_text`` the frozen text encoder's outputs come from the
+    cache, filled by one forward first). An eager variant counts after its warm-up; a compiled one, whose process has
+    no eager run at this batch, before its compilation (a compiled model cannot be counted). The gradients are
+    dropped again."""
     from torch.utils.flop_counter import FlopCounterMode
 
     use_cache = getattr(policy.backbone, "use_text_cache", None)
@@ -327,15 +328,8 @@ def main() -> None:
                 step()
             sync()
             rec["warmup_seconds"] = time.perf_counter() - tw
-            if batch_size not in flops_at:  # an eager variant: counted as the Trainer runs it
-                from torch.utils.flop_counter import FlopCounterMode
-
-                with FlopCounterMode(display=False) as fc:  # forward + backward of one step (not the optimiser)
-                    with tr.acc.autocast():
-                        loss, _ = tr.model(batch)
-                    tr.acc.backward(loss)
-                tr.opt.zero_grad(set_to_none=True)
-                flops_at[batch_size] = float(fc.get_total_flops())
+            if batch_size not in flops_at:  # an eager variant: counted after its warm-up, with its settings
+                flops_at[batch_size] = count_flops(policy, batch, device, cfg.cache_text)
             sync()
             tt = time.perf_counter()
             step_s = []
